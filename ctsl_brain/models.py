@@ -1,0 +1,341 @@
+"""The SER model of the paper (section 3.2): SSL encoder, mean pooling, regression head.
+
+The encoder comes through SpeechBrain's Hugging Face integration, so ``source`` is a hub id or
+a local folder (``config.json``, weights, ``preprocessor_config.json``). On top of it this module
+adds what the paper needs and the integration lacks: pruning of the top transformer layers,
+waveform normalisation over each utterance's own samples, and mean pooling over valid frames only,
+so that an utterance gets the same embedding alone or padded in a batch.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from hyperpyyaml import load_hyperpyyaml
+
+__all__ = [
+    "SSLEncoder",
+    "RegressionHead",
+    "masked_mean",
+    "load_encoder",
+    "tiny_encoder_folder",
+]
+
+
+def masked_mean(frames, lengths):
+    """Mean over the valid frames of each sequence.
+
+    SpeechBrain's ``StatisticsPooling`` is not used because it adds random noise to the mean
+    and derives frame counts by rounding relative lengths, which can be one frame off.
+
+    Arguments
+    ---------
+    frames : torch.Tensor
+        ``[B, T, D]``.
+    lengths : torch.Tensor
+        ``[B]`` number of valid frames of each sequence (absolute, not relative).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, D]``.
+    """
+    steps = torch.arange(frames.shape[1], device=frames.device)
+    mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(frames.dtype).unsqueeze(-1)
+    return (frames * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+
+
+class SSLEncoder(torch.nn.Module):
+    """A self-supervised speech encoder with mean pooling: waveform in, utterance embedding out.
+
+    Arguments
+    ---------
+    hf_class : callable
+        SpeechBrain's wrapper class, e.g. ``speechbrain.integrations.huggingface.Wav2Vec2``
+        (``WavLM`` and ``HuBERT`` work the same way).
+    source : str
+        Hub id or local folder of the pretrained model.
+    save_path : str
+        Where hub downloads are cached.
+    num_layers : int or None
+        Transformer layers kept, counted from the bottom; the rest are deleted (paper: 12 of
+        wav2vec2-large-robust's 24). The encoder's final layer norm is kept. None keeps all.
+    freeze : bool
+        Freeze the whole encoder (the RH baseline): no parameter is trained and the module stays
+        in eval mode, so its dropout is off even while the Brain trains the head.
+    freeze_feature_extractor : bool
+        Freeze the CNN feature encoder (the paper fine-tunes the transformer only).
+
+    Example
+    -------
+    >>> from speechbrain.integrations.huggingface import Wav2Vec2
+    >>> folder = tiny_encoder_folder(getfixture("tmp_path"))
+    >>> encoder = SSLEncoder(Wav2Vec2, folder, save_path=folder, num_layers=1)
+    >>> encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape
+    torch.Size([2, 32])
+    """
+
+    def __init__(
+        self,
+        hf_class,
+        source,
+        save_path,
+        *,
+        num_layers=None,
+        freeze=False,
+        freeze_feature_extractor=True,
+    ):
+        super().__init__()
+        self.ssl = hf_class(source=source, save_path=save_path, freeze=False)
+        model = self.ssl.model
+        available = len(model.encoder.layers)
+        if num_layers is not None:
+            if not 1 <= num_layers <= available:
+                raise ValueError(
+                    f"num_layers={num_layers}, but {source} has {available} transformer layers: "
+                    f"choose a value from 1 to {available}"
+                )
+            del model.encoder.layers[num_layers:]
+            model.config.num_hidden_layers = num_layers
+
+        # The integration normalises over the padded length; this class does it per utterance.
+        self.normalize_wav = bool(self.ssl.normalize_wav)
+        self.ssl.normalize_wav = False
+
+        if freeze_feature_extractor:
+            # Also stops the CNN from propagating gradients to its input (unlike requires_grad).
+            model.feature_extractor._freeze_parameters()
+        self.freeze = freeze
+        if freeze:
+            for param in self.parameters():
+                param.requires_grad_(False)
+        self.train()
+
+    @property
+    def output_size(self):
+        """Dimension of the embedding."""
+        return self.ssl.model.config.hidden_size
+
+    def train(self, mode=True):
+        """Sets the training mode; a frozen encoder always stays in eval mode."""
+        return super().train(mode and not self.freeze)
+
+    def frame_lengths(self, num_samples):
+        """Number of encoder frames for inputs of ``num_samples`` samples (a LongTensor)."""
+        return self.ssl.model._get_feat_extract_output_lengths(num_samples).long()
+
+    def forward(self, wavs, wav_lens):
+        """Embeds a batch of waveforms.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[B, S]`` waveforms at 16 kHz, zero-padded.
+        wav_lens : torch.Tensor
+            ``[B]`` lengths relative to ``S`` (SpeechBrain's convention).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, D]`` mean-pooled embeddings.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            num_samples = torch.round(wav_lens * wavs.shape[1]).long()
+            if self.normalize_wav:
+                wavs = normalize_waveforms(wavs, num_samples)
+            frames = self.ssl(wavs, wav_lens)
+            return masked_mean(frames, self.frame_lengths(num_samples))
+
+
+def normalize_waveforms(wavs, num_samples, eps=1e-7):
+    """Zero mean, unit variance over each waveform's own samples; padding stays zero.
+
+    The same as Hugging Face's ``Wav2Vec2FeatureExtractor(do_normalize=True)`` applied to each
+    utterance alone.
+    """
+    mask = (
+        torch.arange(wavs.shape[1], device=wavs.device).unsqueeze(0) < num_samples.unsqueeze(1)
+    ).to(wavs.dtype)
+    count = num_samples.clamp_min(1).unsqueeze(1).to(wavs.dtype)
+    mean = (wavs * mask).sum(dim=1, keepdim=True) / count
+    var = ((wavs - mean).pow(2) * mask).sum(dim=1, keepdim=True) / count
+    return (wavs - mean) / torch.sqrt(var + eps) * mask
+
+
+class RegressionHead(torch.nn.Sequential):
+    """The downstream head: hidden layers of Linear, LayerNorm, ReLU, Dropout, then Linear.
+
+    Arguments
+    ---------
+    input_size : int
+        Embedding dimension.
+    hidden_size : int
+        Width of each hidden layer (paper: 1024).
+    num_hidden_layers : int
+        Paper: 2; the authors' released code used 1; 0 gives a linear head.
+    dropout : float
+        Dropout after each hidden layer (paper: 0.5).
+    num_outputs : int
+        Attributes predicted (arousal, dominance, valence).
+
+    Example
+    -------
+    >>> head = RegressionHead(32, hidden_size=16)
+    >>> head(torch.randn(4, 32)).shape
+    torch.Size([4, 3])
+    """
+
+    def __init__(
+        self, input_size, *, hidden_size=1024, num_hidden_layers=2, dropout=0.5, num_outputs=3
+    ):
+        layers = []
+        size = input_size
+        for _ in range(num_hidden_layers):
+            layers += [
+                torch.nn.Linear(size, hidden_size),
+                torch.nn.LayerNorm(hidden_size),
+                torch.nn.ReLU(),
+                torch.nn.Dropout(dropout),
+            ]
+            size = hidden_size
+        layers.append(torch.nn.Linear(size, num_outputs))
+        super().__init__(*layers)
+
+
+def load_encoder(hparams_file, *, save_path, source=None, freeze=False):
+    """Builds the encoder described by one file of ``hparams/encoders/``.
+
+    The recipe's YAML calls this with ``!apply`` so that the encoder is swapped by one override
+    (``--encoder_hparams hparams/encoders/wavlm_large.yaml``).
+
+    Arguments
+    ---------
+    hparams_file : str
+        Path of the encoder's YAML; it must define ``encoder`` and take the keys ``save_path``,
+        ``freeze`` and ``source``.
+    save_path : str
+        Cache folder for downloaded or generated encoder files.
+    source : str or None
+        Hub id or local folder replacing the file's own ``source``; None keeps the file's.
+    freeze : bool
+        Freeze the whole encoder (see :class:`SSLEncoder`).
+
+    Returns
+    -------
+    SSLEncoder
+    """
+    if not os.path.isfile(hparams_file):
+        raise FileNotFoundError(
+            f"encoder_hparams: no file {hparams_file!r}; "
+            "choose one of hparams/encoders/ (paths are relative to where train.py is run)"
+        )
+    overrides = {"save_path": str(save_path), "freeze": freeze}
+    if source is not None:
+        overrides["source"] = str(source)
+    with open(hparams_file) as fin:
+        hparams = load_hyperpyyaml(fin, overrides)
+    return hparams["encoder"]
+
+
+_TINY_FAMILIES = {
+    # model type: (config class, model class) in transformers
+    "wav2vec2": ("Wav2Vec2Config", "Wav2Vec2Model"),
+    "wavlm": ("WavLMConfig", "WavLMModel"),
+    "hubert": ("HubertConfig", "HubertModel"),
+}
+
+
+def tiny_encoder_folder(
+    save_path,
+    *,
+    model_type="wav2vec2",
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    conv_channels=32,
+    seed=0,
+):
+    """Writes (once) a small randomly initialised encoder as a local model folder.
+
+    The demo and the tests use it in place of a hub download: it is loaded through exactly the
+    path a real encoder takes (``source`` = a local folder). Its shape follows
+    wav2vec2-large-robust's: the seven-layer CNN with layer norm and the stable-layer-norm
+    transformer with a final layer norm, at a fraction of the width.
+
+    Arguments
+    ---------
+    save_path : str
+        Parent folder; the model goes into a subfolder named after its settings.
+    model_type : str
+        ``wav2vec2``, ``wavlm`` or ``hubert``.
+    hidden_size, num_layers, num_heads, conv_channels : int
+        Size of the transformer and of the CNN.
+    seed : int
+        Seed of the random initialisation: the same settings give the same weights.
+
+    Returns
+    -------
+    str
+        The model folder.
+    """
+    import transformers
+
+    if model_type not in _TINY_FAMILIES:
+        raise ValueError(
+            f"model_type must be one of {sorted(_TINY_FAMILIES)}, got {model_type!r}"
+        )
+    settings = dict(
+        model_type=model_type,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        conv_channels=conv_channels,
+        seed=seed,
+    )
+    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    folder = os.path.join(str(save_path), f"tiny_{model_type}_{digest}")
+    if os.path.isfile(os.path.join(folder, "config.json")):
+        return folder
+
+    config_class, model_class = (getattr(transformers, n) for n in _TINY_FAMILIES[model_type])
+    config = config_class(
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        conv_dim=(conv_channels,) * 7,
+        conv_stride=(5, 2, 2, 2, 2, 2, 2),
+        conv_kernel=(10, 3, 3, 3, 3, 2, 2),
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    extractor = transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
+    os.makedirs(str(save_path), exist_ok=True)
+    # Written to a temporary folder and renamed, so a half-written model is never picked up.
+    staging = tempfile.mkdtemp(dir=str(save_path), prefix=".tiny_")
+    model.save_pretrained(staging)
+    extractor.save_pretrained(staging)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        # Another process of a distributed run got there first with the same weights.
+        shutil.rmtree(staging, ignore_errors=True)
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise
+    return folder

@@ -1,0 +1,148 @@
+"""Mixing speech with recorded noise at a target SNR over each utterance's own samples.
+
+SpeechBrain's ``AddNoise`` does the mixing; :class:`UtteranceAddNoise` changes only how noise is
+drawn. The parent draws one start offset shared by the whole batch and measures the noise level
+over the padded batch length, so a short utterance in a batch of long ones ends up at another SNR
+than asked for, and noise is also added over its padding. Here each utterance gets its own noise
+segment and offset, the noise is measured over the utterance's own samples only, and the padding
+stays silent.
+"""
+
+import torch
+from speechbrain.augment.time_domain import AddNoise
+from speechbrain.dataio.dataio import load_data_csv, read_audio, read_audio_info
+
+__all__ = ["UtteranceAddNoise", "snr_db"]
+
+
+class UtteranceAddNoise(AddNoise):
+    """AddNoise with a noise segment and offset drawn per utterance, redrawn at every call.
+
+    Arguments
+    ---------
+    csv_file : str
+        Noise bank in AddNoise's CSV format (``ID,duration,wav``).
+    snr_low, snr_high : float
+        SNR range in dB; each utterance draws uniformly from it (equal values fix the SNR).
+    replacements : dict
+        ``$key`` replacements applied to the CSV's paths, as in SpeechBrain.
+    seed : int or None
+        None draws from PyTorch's global generator, so each training batch gets fresh noise.
+        An integer gives a private generator, restarted by :meth:`reset`: a dev or test set
+        passed in the same order is then contaminated identically every time.
+    sample_rate : int
+        Rate of the speech; noise files at another rate are refused, since the noise bank is
+        prepared at the recipe's rate.
+    normalize : bool
+        As in AddNoise: rescale mixtures whose peak exceeds 1.
+    """
+
+    def __init__(
+        self,
+        csv_file,
+        *,
+        snr_low=0.0,
+        snr_high=0.0,
+        replacements=None,
+        seed=None,
+        sample_rate=16000,
+        normalize=False,
+    ):
+        super().__init__(
+            csv_file=csv_file,
+            snr_low=snr_low,
+            snr_high=snr_high,
+            replacements=dict(replacements or {}),
+            normalize=normalize,
+            noise_sample_rate=sample_rate,
+            clean_sample_rate=sample_rate,
+        )
+        self.seed = seed
+        self.generator = None
+        self.sample_rate = sample_rate
+        self._bank = None
+        self.reset()
+
+    def reset(self):
+        """Restarts the private generator (a no-op without a seed)."""
+        if self.seed is not None:
+            self.generator = torch.Generator().manual_seed(int(self.seed))
+
+    def _rand(self, n):
+        return torch.rand(n, generator=self.generator)
+
+    def forward(self, waveforms, lengths):
+        """Mixes noise into ``waveforms`` ``[B, S]`` with relative ``lengths`` ``[B]``."""
+        if self.generator is None:
+            return super().forward(waveforms, lengths)
+        # The parent draws each utterance's SNR from the global generator; draw it from ours.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            return super().forward(waveforms, lengths)
+
+    def _noise_bank(self):
+        """Loads the bank once; segments are short, so the whole bank stays in memory."""
+        if self._bank is None:
+            rows = load_data_csv(self.csv_file, replacements=self.replacements)
+            if not rows:
+                raise ValueError(f"noise bank {self.csv_file} lists no noise file")
+            bank = []
+            for noise_id, row in rows.items():
+                info = read_audio_info(row["wav"])
+                if info.sample_rate != self.sample_rate:
+                    raise ValueError(
+                        f"noise bank {self.csv_file}, row {noise_id}: {row['wav']} is "
+                        f"{info.sample_rate} Hz, the recipe runs at {self.sample_rate} Hz; "
+                        "resample the noise bank (the noise preparation does it)"
+                    )
+                audio = read_audio(row["wav"])
+                if audio.dim() > 1:
+                    audio = audio.mean(dim=-1)
+                if audio.numel() == 0:
+                    raise ValueError(f"noise bank {self.csv_file}, row {noise_id}: empty file")
+                bank.append(audio)
+            self._bank = bank
+        return self._bank
+
+    def _load_noise(self, lengths, max_length):
+        """One noise excerpt per utterance, as long as the utterance, zero over its padding.
+
+        Returns the noise ``[B, max_length]`` and, as the length AddNoise measures the noise
+        level over, each utterance's own length ``[B, 1]``.
+        """
+        bank = self._noise_bank()
+        lengths = lengths.long().squeeze(1)
+        batch = torch.zeros(len(lengths), max_length)
+        picks = (self._rand(len(lengths)) * len(bank)).long().clamp(max=len(bank) - 1)
+        offsets = self._rand(len(lengths))
+        for i, (length, pick) in enumerate(zip(lengths.tolist(), picks.tolist())):
+            noise = bank[pick]
+            if len(noise) < length:
+                # A segment shorter than the utterance is looped rather than zero-padded, so
+                # that the noise level is not measured over silence.
+                noise = noise.repeat(length // len(noise) + 1)
+            start = int(offsets[i] * (len(noise) - length + 1))
+            batch[i, :length] = noise[start : start + length]
+        return batch.to(lengths.device), lengths.unsqueeze(1).to(torch.float32)
+
+
+def snr_db(speech, noise, lengths):
+    """SNR in dB of ``speech + noise`` over each utterance's own samples.
+
+    Arguments
+    ---------
+    speech, noise : torch.Tensor
+        ``[B, S]`` the two components of each mixture, as they are in it.
+    lengths : torch.Tensor
+        ``[B]`` relative lengths.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B]`` 10 log10 of the speech-to-noise power ratio.
+    """
+    num = torch.round(lengths * speech.shape[1]).long()
+    mask = (torch.arange(speech.shape[1]).unsqueeze(0) < num.unsqueeze(1)).double()
+    power_speech = (speech.double() * mask).pow(2).sum(1)
+    power_noise = (noise.double() * mask).pow(2).sum(1)
+    return 10 * torch.log10(power_speech / power_noise.clamp_min(1e-20))
