@@ -1,0 +1,14 @@
+"""Noise-robust speech emotion recognition by contrastive teacher-student learning.
+
+The library behind the SpeechBrain recipe (``train.py``, ``hparams/``):
+
+- :mod:`ctsl_brain.losses`: CCC, the transfer loss (RMSE) and InfoNCE, as pure tensor functions.
+- :mod:`ctsl_brain.models`: the SSL encoder with pruning and masked mean pooling, the head.
+- :mod:`ctsl_brain.noise`: mixing speech with recorded noise at an SNR over each utterance.
+- :mod:`ctsl_brain.data`: manifests, datasets and corpus preparation.
+- :mod:`ctsl_brain.brain`: the Brain of the teacher and student stages.
+- :mod:`ctsl_brain.demo_corpus`: the embedded synthetic demo corpus.
+- :mod:`ctsl_brain.report`: test results as tables.
+"""
+
+__version__ = "0.1.0"

@@ -143,7 +143,7 @@ class EmotionBrain(sb.Brain):
             ccc = concordance_cc(
                 torch.cat(self.predicted).double(), torch.cat(self.targets).double()
             )
-            for name, value in zip(ATTRIBUTES, ccc.tolist()):
+            for name, value in zip(ATTRIBUTES, ccc.tolist(), strict=True):
                 stats[f"ccc_{name}"] = value
             stats["ccc"] = float(ccc.mean())
         return stats

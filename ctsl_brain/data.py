@@ -16,7 +16,6 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 __all__ = [
     "ATTRIBUTES",
     "MANIFEST_COLUMNS",
-    "SPLITS",
     "check_manifest_columns",
     "dataio_prepare",
     "prepare_corpus",
@@ -24,7 +23,6 @@ __all__ = [
 
 ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
-SPLITS = ("train", "dev", "test")
 
 
 def check_manifest_columns(path):
@@ -67,9 +65,13 @@ def dataio_prepare(hparams):
     def label_pipeline(*values):
         return torch.tensor([float(v) for v in values])
 
+    manifests = {
+        "train": hparams["train_annotation"],
+        "dev": hparams["dev_annotation"],
+        "test": hparams["test_annotation"],
+    }
     datasets = {}
-    for split in SPLITS:
-        path = hparams[f"{split}_annotation"]
+    for split, path in manifests.items():
         check_manifest_columns(path)
         datasets[split] = DynamicItemDataset.from_csv(
             csv_path=path,
@@ -101,7 +103,20 @@ def _prepare_demo(data_folder, manifest_folder, options):
         os.replace(staging, target)
 
 
-_PREPARERS = {"demo": _prepare_demo}
+def _check_existing(data_folder, manifest_folder, options):
+    """For a corpus prepared by the user: the manifests must already be in manifest_folder."""
+    for name in ("train", "dev", "test"):
+        check_manifest_columns(os.path.join(manifest_folder, f"{name}.csv"))
+    for name in ("noise_adapt", "noise_test"):
+        path = os.path.join(manifest_folder, f"{name}.csv")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"noise bank {path} does not exist: write the noise segments as an AddNoise CSV "
+                "(ID,duration,wav) there"
+            )
+
+
+_PREPARERS = {"demo": _prepare_demo, "manifests": _check_existing}
 
 
 def prepare_corpus(corpus, *, data_folder, manifest_folder, options=None):
@@ -113,7 +128,8 @@ def prepare_corpus(corpus, *, data_folder, manifest_folder, options=None):
     Arguments
     ---------
     corpus : str
-        ``demo`` (the embedded synthetic corpus, generated into ``data_folder``).
+        ``demo``: the embedded synthetic corpus, generated into ``data_folder``;
+        ``manifests``: manifests the user wrote into ``manifest_folder``, checked only.
     data_folder : str
         Where the corpus is (or, for the demo, is generated).
     manifest_folder : str

@@ -284,9 +284,7 @@ def tiny_encoder_folder(
     import transformers
 
     if model_type not in _TINY_FAMILIES:
-        raise ValueError(
-            f"model_type must be one of {sorted(_TINY_FAMILIES)}, got {model_type!r}"
-        )
+        raise ValueError(f"model_type must be one of {sorted(_TINY_FAMILIES)}, got {model_type!r}")
     settings = dict(
         model_type=model_type,
         hidden_size=hidden_size,

@@ -115,7 +115,7 @@ class UtteranceAddNoise(AddNoise):
         batch = torch.zeros(len(lengths), max_length)
         picks = (self._rand(len(lengths)) * len(bank)).long().clamp(max=len(bank) - 1)
         offsets = self._rand(len(lengths))
-        for i, (length, pick) in enumerate(zip(lengths.tolist(), picks.tolist())):
+        for i, (length, pick) in enumerate(zip(lengths.tolist(), picks.tolist(), strict=True)):
             noise = bank[pick]
             if len(noise) < length:
                 # A segment shorter than the utterance is looped rather than zero-padded, so
