@@ -1,0 +1,251 @@
+"""The recipe as users run it: YAML consistency, lint, the Brain's training rules, and an
+end-to-end run of both stages on a few demo utterances."""
+
+import copy
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import speechbrain as sb
+import torch
+from speechbrain.dataio.batch import PaddedBatch
+
+from ctsl_brain.brain import EmotionBrain
+from ctsl_brain.demo_corpus import prepare_demo_corpus
+from ctsl_brain.models import RegressionHead, load_encoder
+from ctsl_brain.noise import UtteranceAddNoise
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_SOURCES = [os.path.join(ROOT, "train.py"), *glob.glob(os.path.join(ROOT, "ctsl_brain/*.py"))]
+# Keys an encoder file receives from ctsl_brain.models.load_encoder.
+ENCODER_LOADER_KEYS = {"encoder", "save_path", "freeze", "source"}
+
+
+def _top_level_keys(path):
+    with open(path) as fin:
+        return [m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*):", fin.read(), re.M)]
+
+
+@pytest.mark.parametrize(
+    "yaml_file", sorted(glob.glob(os.path.join(ROOT, "hparams", "**", "*.yaml"), recursive=True))
+)
+def test_every_top_level_yaml_key_is_used(yaml_file):
+    """SpeechBrain's recipe rule: each key is read by the code or referenced by another key."""
+    with open(yaml_file) as fin:
+        text = fin.read()
+    code = "".join(open(path).read() for path in PYTHON_SOURCES)
+    is_encoder_file = os.path.basename(os.path.dirname(yaml_file)) == "encoders"
+    unused = []
+    for key in _top_level_keys(yaml_file):
+        if key.startswith("__"):
+            continue
+        referenced = re.search(rf"<{key}[>\[]", text)
+        read = re.search(rf"hparams\[\"{key}\"\]|hparams\.{key}\b|hparams, \"{key}\"", code)
+        if not (referenced or read or (is_encoder_file and key in ENCODER_LOADER_KEYS)):
+            unused.append(key)
+    assert not unused, f"{os.path.relpath(yaml_file, ROOT)}: unused keys {unused}"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["ruff", "format", "--check", "."],
+        ["ruff", "check", "."],
+        ["yamllint", "--strict", "."],
+    ],
+    ids=["ruff-format", "ruff-check", "yamllint"],
+)
+def test_lint_is_clean(command):
+    tool = os.path.join(os.path.dirname(sys.executable), command[0])
+    result = subprocess.run(
+        [tool, *command[1:]], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ----- The Brain's rules, in process -----
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    paths = prepare_demo_corpus(
+        str(folder),
+        n_train=12,
+        n_dev=4,
+        n_test=4,
+        adapt_noise_minutes=0.2,
+        test_noise_minutes=0.2,
+    )
+    return str(folder), paths
+
+
+def _batch(data_folder, manifest, n=6):
+    rows = open(manifest).read().splitlines()[1 : n + 1]
+    items = []
+    for row in rows:
+        utt, wav, _, a, d, v, _ = row.split(",")
+        sig = sb.dataio.dataio.read_audio(wav.replace("$data_root", data_folder))
+        items.append(
+            {"id": utt, "sig": sig, "labels": torch.tensor([float(a), float(d), float(v)])}
+        )
+    return PaddedBatch(items)
+
+
+def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl):
+    data_folder, paths = demo
+    encoder = load_encoder(
+        os.path.join(ROOT, "hparams/encoders/tiny_wav2vec2.yaml"),
+        save_path=str(tmp_path / "enc"),
+        freeze=freeze_encoder,
+    )
+    head = RegressionHead(encoder.output_size, hidden_size=16, num_hidden_layers=1)
+    noise = UtteranceAddNoise(paths["noise_adapt"], replacements={"data_root": data_folder})
+    hparams = {
+        "label_min": 1.0,
+        "label_max": 7.0,
+        "lambda_tl": lambda_tl,
+        "lambda_cl": lambda_cl,
+        "negative_margin": 0.5,
+        "negative_rule": "all",
+        "temperature": 0.1,
+        "train_noise": noise,
+    }
+    brain = EmotionBrain(
+        modules={"encoder": encoder, "head": head},
+        opt_class=lambda params: torch.optim.Adam(params, lr=1e-2),
+        hparams=hparams,
+        run_opts={"device": "cpu"},
+        teacher=copy.deepcopy(encoder),
+    )
+    brain.init_optimizers()
+    brain.on_stage_start(sb.Stage.TRAIN)
+    brain.modules.train()
+    return brain
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _unchanged(before, module):
+    return all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+
+
+def test_teacher_is_frozen_during_student_steps(tmp_path, demo):
+    brain = _student_brain(tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10)
+    teacher_before = _state(brain.teacher)
+    student_before = _state(brain.modules.encoder)
+    batch = _batch(demo[0], demo[1]["train"])
+    for _ in range(2):
+        brain.fit_batch(batch)
+    assert not brain.teacher.training
+    assert all(p.grad is None and not p.requires_grad for p in brain.teacher.parameters())
+    assert _unchanged(teacher_before, brain.teacher)
+    assert not _unchanged(student_before, brain.modules.encoder), "the student did not learn"
+    assert brain.loss_sums["tl_loss"] > 0
+
+
+def test_rh_updates_no_encoder_parameter(tmp_path, demo):
+    brain = _student_brain(tmp_path, demo, freeze_encoder=True, lambda_tl=0, lambda_cl=0)
+    encoder_before = _state(brain.modules.encoder)
+    head_before = _state(brain.modules.head)
+    batch = _batch(demo[0], demo[1]["train"])
+    for _ in range(2):
+        brain.fit_batch(batch)
+    assert _unchanged(encoder_before, brain.modules.encoder)
+    assert not brain.modules.encoder.training
+    assert not _unchanged(head_before, brain.modules.head)
+    assert "tl_loss" not in brain.loss_sums, "RH should not run the teacher in training"
+
+
+# ----- End to end, as a user runs it -----
+
+
+def _train(stage, data_folder, results, *extra):
+    command = [
+        sys.executable,
+        "train.py",
+        f"hparams/{stage}.yaml",
+        "--data_folder",
+        data_folder,
+        "--results_folder",
+        results,
+        "--encoder_hparams",
+        "hparams/encoders/tiny_wav2vec2.yaml",
+        "--encoder_cache",
+        os.path.join(results, "encoders"),
+        "--prepare_options",
+        "{n_train: 12, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
+        "--number_of_epochs",
+        "1",
+        "--batch_size",
+        "4",
+        "--test_batch_size",
+        "4",
+        "--num_workers",
+        "0",
+        "--head_hidden_size",
+        "16",
+        "--noprogressbar",
+        *extra,
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _digests(folder):
+    digests = {}
+    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as fin:
+                digests[path] = hashlib.sha256(fin.read()).hexdigest()
+    return digests
+
+
+def test_teacher_then_student_end_to_end(demo, tmp_path):
+    data_folder, _ = demo
+    results = str(tmp_path / "results")
+    _train("teacher", data_folder, results)
+    teacher_save = os.path.join(results, "demo", "teacher", "1986", "save")
+    teacher_files = _digests(teacher_save)
+    assert any(p.endswith("encoder.ckpt") for p in teacher_files)
+
+    _train("student", data_folder, results)
+    _train(
+        "student",
+        data_folder,
+        results,
+        "--experiment_name",
+        "rh",
+        "--freeze_encoder",
+        "True",
+        "--lambda_tl",
+        "0",
+        "--lambda_cl",
+        "0",
+    )
+    assert _digests(teacher_save) == teacher_files, "a student run wrote to the teacher"
+
+    for system in ("teacher", "rm_tl_cl", "rh"):
+        with open(os.path.join(results, "demo", system, "1986", "test_results.json")) as fin:
+            scores = json.load(fin)
+        assert set(scores) == {"clean", "0dB"}
+        for condition in scores.values():
+            for name in ("arousal", "dominance", "valence"):
+                assert -1 <= condition[f"ccc_{name}"] <= 1
+
+    # RH trained the head only: its encoder checkpoint holds the teacher's weights.
+    teacher_ckpt = glob.glob(os.path.join(teacher_save, "CKPT+*", "encoder.ckpt"))[0]
+    rh_ckpt = glob.glob(os.path.join(results, "demo", "rh", "1986", "save", "CKPT+*"))[0]
+    teacher_encoder = torch.load(teacher_ckpt)
+    rh_encoder = torch.load(os.path.join(rh_ckpt, "encoder.ckpt"))
+    assert all(torch.equal(teacher_encoder[k], rh_encoder[k]) for k in teacher_encoder)
+    student_log = open(os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")).read()
+    assert "tl_loss" in student_log and "cl_loss" in student_log
