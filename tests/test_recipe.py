@@ -164,6 +164,20 @@ def test_rh_updates_no_encoder_parameter(tmp_path, demo):
     assert "tl_loss" not in brain.loss_sums, "RH should not run the teacher in training"
 
 
+def test_losses_are_float32_under_autocast(tmp_path, demo):
+    brain = _student_brain(tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10)
+    batch = _batch(demo[0], demo[1]["train"])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = brain.compute_forward(batch, sb.Stage.TRAIN)
+        loss = brain.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+    assert outputs["prediction"].dtype == torch.bfloat16, "autocast was not active"
+    # The same outputs scored outside autocast: any loss op left to autocast would differ.
+    with torch.no_grad():
+        reference = brain.compute_objectives(outputs, batch, sb.Stage.TRAIN)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
 # ----- End to end, as a user runs it -----
 
 
