@@ -43,7 +43,14 @@ def load_teacher(hparams):
         )
     pretrainer = hparams["pretrainer"]
     run_on_main(pretrainer.collect_files, kwargs={"default_source": checkpoint.path})
-    pretrainer.load_collected()
+    try:
+        pretrainer.load_collected()
+    except RuntimeError as error:
+        raise RuntimeError(
+            f"the teacher checkpoint {checkpoint.path} does not fit this model: run the student "
+            "with the encoder and head settings of the teacher run (encoder_hparams, "
+            f"head_hidden_size, head_hidden_layers). {str(error)[:300]}"
+        ) from error
     return copy.deepcopy(hparams["encoder"])
 
 
