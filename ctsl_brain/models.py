@@ -205,7 +205,7 @@ class RegressionHead(torch.nn.Sequential):
         super().__init__(*layers)
 
 
-def load_encoder(hparams_file, *, save_path, source=None, freeze=False):
+def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freeze=False):
     """Builds the encoder described by one file of ``hparams/encoders/``.
 
     The recipe's YAML calls this with ``!apply`` so that the encoder is swapped by one override
@@ -215,11 +215,13 @@ def load_encoder(hparams_file, *, save_path, source=None, freeze=False):
     ---------
     hparams_file : str
         Path of the encoder's YAML; it must define ``encoder`` and take the keys ``save_path``,
-        ``freeze`` and ``source``.
+        ``freeze``, ``source`` and ``num_layers``.
     save_path : str
         Cache folder for downloaded or generated encoder files.
     source : str or None
         Hub id or local folder replacing the file's own ``source``; None keeps the file's.
+    num_layers : int or None
+        Transformer layers kept, replacing the file's ``num_layers``; None keeps the file's.
     freeze : bool
         Freeze the whole encoder (see :class:`SSLEncoder`).
 
@@ -235,6 +237,8 @@ def load_encoder(hparams_file, *, save_path, source=None, freeze=False):
     overrides = {"save_path": str(save_path), "freeze": freeze}
     if source is not None:
         overrides["source"] = str(source)
+    if num_layers is not None:
+        overrides["num_layers"] = int(num_layers)
     with open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
     return hparams["encoder"]

@@ -125,6 +125,10 @@ def test_source_override_and_missing_file(model_folder):
         "hparams/encoders/tiny_wav2vec2.yaml", save_path=str(model_folder), source=folder
     )
     assert encoder.output_size == 48
+    pruned = load_encoder(
+        "hparams/encoders/tiny_wav2vec2.yaml", save_path=str(model_folder), num_layers=1
+    )
+    assert len(pruned.ssl.model.encoder.layers) == 1
     with pytest.raises(FileNotFoundError, match="encoder_hparams"):
         load_encoder("hparams/encoders/nope.yaml", save_path=str(model_folder))
 

@@ -23,7 +23,7 @@ from ctsl_brain.noise import UtteranceAddNoise
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON_SOURCES = [os.path.join(ROOT, "train.py"), *glob.glob(os.path.join(ROOT, "ctsl_brain/*.py"))]
 # Keys an encoder file receives from ctsl_brain.models.load_encoder.
-ENCODER_LOADER_KEYS = {"encoder", "save_path", "freeze", "source"}
+ENCODER_LOADER_KEYS = {"encoder", "save_path", "freeze", "source", "num_layers"}
 
 
 def _top_level_keys(path):
