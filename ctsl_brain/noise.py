@@ -76,7 +76,9 @@ class UtteranceAddNoise(AddNoise):
         if self.generator is None:
             return super().forward(waveforms, lengths)
         # The parent draws each utterance's SNR from the global generator; draw it from ours.
-        with torch.random.fork_rng(devices=[]):
+        # manual_seed also seeds CUDA, so its state is forked and restored too.
+        devices = [waveforms.device] if waveforms.is_cuda else []
+        with torch.random.fork_rng(devices=devices):
             torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
             return super().forward(waveforms, lengths)
 
