@@ -15,6 +15,7 @@ import tempfile
 
 import torch
 from hyperpyyaml import load_hyperpyyaml
+from speechbrain.dataio.dataio import length_to_mask
 
 __all__ = [
     "SSLEncoder",
@@ -43,8 +44,7 @@ def masked_mean(frames, lengths):
     torch.Tensor
         ``[B, D]``.
     """
-    steps = torch.arange(frames.shape[1], device=frames.device)
-    mask = (steps.unsqueeze(0) < lengths.unsqueeze(1)).to(frames.dtype).unsqueeze(-1)
+    mask = length_to_mask(lengths, frames.shape[1], frames.dtype, frames.device).unsqueeze(-1)
     return (frames * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
@@ -156,9 +156,7 @@ def normalize_waveforms(wavs, num_samples, eps=1e-7):
     The same as Hugging Face's ``Wav2Vec2FeatureExtractor(do_normalize=True)`` applied to each
     utterance alone.
     """
-    mask = (
-        torch.arange(wavs.shape[1], device=wavs.device).unsqueeze(0) < num_samples.unsqueeze(1)
-    ).to(wavs.dtype)
+    mask = length_to_mask(num_samples, wavs.shape[1], wavs.dtype, wavs.device)
     count = num_samples.clamp_min(1).unsqueeze(1).to(wavs.dtype)
     mean = (wavs * mask).sum(dim=1, keepdim=True) / count
     var = ((wavs - mean).pow(2) * mask).sum(dim=1, keepdim=True) / count

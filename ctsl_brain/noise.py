@@ -10,7 +10,12 @@ stays silent.
 
 import torch
 from speechbrain.augment.time_domain import AddNoise
-from speechbrain.dataio.dataio import load_data_csv, read_audio, read_audio_info
+from speechbrain.dataio.dataio import (
+    length_to_mask,
+    load_data_csv,
+    read_audio,
+    read_audio_info,
+)
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 
@@ -144,7 +149,7 @@ def snr_db(speech, noise, lengths):
         ``[B]`` 10 log10 of the speech-to-noise power ratio.
     """
     num = torch.round(lengths * speech.shape[1]).long()
-    mask = (torch.arange(speech.shape[1]).unsqueeze(0) < num.unsqueeze(1)).double()
+    mask = length_to_mask(num, speech.shape[1], torch.float64, speech.device)
     power_speech = (speech.double() * mask).pow(2).sum(1)
     power_noise = (noise.double() * mask).pow(2).sum(1)
     return 10 * torch.log10(power_speech / power_noise.clamp_min(1e-20))
