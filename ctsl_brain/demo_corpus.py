@@ -57,6 +57,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
+from ctsl_brain.data import write_csv_atomic, write_text_atomic
+
 __all__ = [
     "CORPUS_VERSION",
     "MANIFEST_HEADER",
@@ -482,22 +484,6 @@ def _wav_relpath(kind: str, folder: str, item_id: str) -> str:
     return f"{kind}/{folder}/{item_id}.wav"
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write a text file via a temporary file in the same folder, so readers never see a
-    half-written manifest (``os.replace`` is atomic within one filesystem). The temporary name
-    carries the process id so that concurrent writers do not collide."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     """Write mono 16-bit PCM WAV. The float-to-int16 rounding is done here, so the bytes do
     not depend on libsndfile's conversion; encoding in memory also skips the disk sync that
@@ -507,14 +493,6 @@ def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     sf.write(buf, pcm, sample_rate, format="WAV", subtype="PCM_16")
     with open(path, "wb") as f:
         f.write(buf.getvalue())
-
-
-def _write_csv(path: str, header: tuple[str, ...], rows: list[list[str]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    _atomic_write_text(path, buf.getvalue())
 
 
 def _csv_paths(data_folder: str) -> dict[str, str]:
@@ -672,7 +650,7 @@ def prepare_demo_corpus(
                     spk_id,
                 ]
             )
-        _write_csv(paths[split], MANIFEST_HEADER, rows)
+        write_csv_atomic(paths[split], MANIFEST_HEADER, rows)
 
     seg_len = round(noise_segment_seconds * sample_rate)
     minutes = {"adapt": adapt_noise_minutes, "test": test_noise_minutes}
@@ -693,7 +671,7 @@ def prepare_demo_corpus(
                 rel = _wav_relpath("noise", bank, noise_id)
                 _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
                 rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
-        _write_csv(paths[f"noise_{bank}"], NOISE_HEADER, rows)
+        write_csv_atomic(paths[f"noise_{bank}"], NOISE_HEADER, rows)
 
-    _atomic_write_text(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
     return paths

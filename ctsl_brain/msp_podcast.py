@@ -1,0 +1,171 @@
+"""MSP-Podcast preparation: the recipe's manifests from a release as distributed.
+
+A release holds ``<root>/Audios/<FileName>`` and ``<root>/Labels/labels_consensus.csv`` with the
+header ``FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set``. Arousal is EmoAct,
+dominance EmoDom and valence EmoVal, each the mean of the raters' 1-7 scores. Durations come from
+the file headers, so the 60k files of a release prepare in minutes; every problem found (missing,
+unreadable, truncated, empty, silent or too short audio, bad labels, duplicate files) is reported
+at once, before any training.
+"""
+
+import csv
+import json
+import os
+
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    MANIFEST_COLUMNS,
+    DataError,
+    Problem,
+    check_labels,
+    inspect_audio,
+    settle_problems,
+    write_csv_atomic,
+    write_text_atomic,
+)
+
+__all__ = ["LABEL_COLUMNS", "LABELS_FILE", "prepare_msp_podcast"]
+
+LABELS_FILE = os.path.join("Labels", "labels_consensus.csv")
+LABEL_COLUMNS = {"arousal": "EmoAct", "dominance": "EmoDom", "valence": "EmoVal"}
+REQUIRED_COLUMNS = ("FileName", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Split_Set")
+KNOWN_SPLITS = ("Train", "Development", "Test1", "Test2", "Test3")
+STAMP_FILE = "msp_podcast.json"
+
+
+def _stamp(path):
+    stat = os.stat(path)
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def prepare_msp_podcast(
+    data_folder,
+    manifest_folder,
+    *,
+    test_set="Test1",
+    min_duration=0.1,
+    check_silence=True,
+    drop_bad_rows=False,
+    label_min=1.0,
+    label_max=7.0,
+):
+    """Writes ``train.csv``, ``dev.csv`` and ``test.csv`` for an MSP-Podcast release.
+
+    Arguments
+    ---------
+    data_folder : str
+        Root of the release (holds ``Audios/`` and ``Labels/``). Nothing in it is modified.
+    manifest_folder : str
+        Where the manifests, a stamp and (if any) the problem report go.
+    test_set : str
+        Which test partition is the test set: ``Test1`` (release 1.8 has only this one),
+        ``Test2`` or ``Test3``.
+    min_duration : float
+        Seconds below which a file is refused (the encoder needs a few frames).
+    check_silence : bool
+        Decode every file to refuse silent ones (the slowest check; headers give the rest).
+    drop_bad_rows : bool
+        False: stop with the list of every problem. True: leave those rows out and say how many.
+    label_min, label_max : float
+        Valid label range.
+
+    Returns
+    -------
+    dict
+        ``{"train": path, "dev": path, "test": path}``.
+    """
+    if test_set not in KNOWN_SPLITS[2:]:
+        raise ValueError(f"test_set must be one of {KNOWN_SPLITS[2:]}, got {test_set!r}")
+    labels_path = os.path.join(data_folder, LABELS_FILE)
+    if not os.path.isfile(labels_path):
+        raise FileNotFoundError(
+            f"{labels_path} does not exist: data_folder must be the root of an MSP-Podcast "
+            f"release, holding Audios/ and {LABELS_FILE}"
+        )
+    os.makedirs(manifest_folder, exist_ok=True)
+    paths = {
+        name: os.path.join(manifest_folder, f"{name}.csv") for name in ("train", "dev", "test")
+    }
+    options = {
+        "data_folder": os.path.abspath(data_folder),
+        "labels": _stamp(labels_path),
+        "test_set": test_set,
+        "min_duration": min_duration,
+        "check_silence": check_silence,
+        "drop_bad_rows": drop_bad_rows,
+        "label_range": [label_min, label_max],
+    }
+    stamp_path = os.path.join(manifest_folder, STAMP_FILE)
+    if os.path.isfile(stamp_path) and all(os.path.isfile(p) for p in paths.values()):
+        with open(stamp_path) as fin:
+            if json.load(fin) == options:
+                return paths
+    if os.path.exists(stamp_path):
+        os.remove(stamp_path)  # an interrupted preparation must not look complete
+
+    splits = {"Train": "train", "Development": "dev", test_set: "test"}
+    rows = {"train": [], "dev": [], "test": []}
+    problems, seen = [], {}
+    with open(labels_path, newline="") as fin:
+        reader = csv.DictReader(fin)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(
+                f"{labels_path} lacks the column(s) {', '.join(missing)}; an MSP-Podcast labels "
+                f"file has {','.join(REQUIRED_COLUMNS)} (and EmoClass, Gender)"
+            )
+        total = 0
+        for line, row in enumerate(reader, start=2):
+            total += 1
+            name = (row["FileName"] or "").strip()
+            where = f"{labels_path} line {line} ({name or 'no FileName'})"
+            split = (row["Split_Set"] or "").strip()
+            if split not in KNOWN_SPLITS:
+                problems.append(Problem(where, "unknown split", f"Split_Set = {split!r}"))
+                continue
+            if split not in splits:
+                continue  # another test partition
+            if not name:
+                problems.append(Problem(where, "missing file name", "FileName is empty"))
+                continue
+            if name in seen:
+                problems.append(
+                    Problem(where, "duplicate ID", f"{name} is also on line {seen[name]}")
+                )
+                continue
+            seen[name] = line
+            labels, issue = check_labels(
+                {a: row[LABEL_COLUMNS[a]] for a in ATTRIBUTES}, low=label_min, high=label_max
+            )
+            if issue is None:
+                audio = os.path.join(data_folder, "Audios", name)
+                duration, issue = inspect_audio(
+                    audio, min_duration=min_duration, check_silence=check_silence
+                )
+            if issue is not None:
+                problems.append(Problem(where, *issue))
+                continue
+            rows[splits[split]].append(
+                [
+                    os.path.splitext(name)[0],
+                    f"$data_root/Audios/{name}",
+                    f"{duration:.3f}",
+                    *(f"{labels[a]:g}" for a in ATTRIBUTES),
+                    (row["SpkrID"] or "").strip(),
+                ]
+            )
+
+    settle_problems(
+        problems,
+        total=total,
+        drop=drop_bad_rows,
+        source=labels_path,
+        report_path=os.path.join(manifest_folder, "msp_podcast_problems.tsv"),
+    )
+    for name, split in (("train", "Train"), ("dev", "Development"), ("test", test_set)):
+        if not rows[name]:
+            raise DataError(f"{labels_path}: no usable row has Split_Set = {split}")
+    for name, path in paths.items():
+        write_csv_atomic(path, MANIFEST_COLUMNS, rows[name])
+    write_text_atomic(stamp_path, json.dumps(options, indent=2))
+    return paths

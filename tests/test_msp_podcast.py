@@ -1,0 +1,276 @@
+"""MSP-Podcast preparation on a small fake release holding every kind of bad input."""
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from ctsl_brain.data import DataError, load_audio, prepare_corpus
+from ctsl_brain.msp_podcast import prepare_msp_podcast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+
+
+def _speech(seconds, rate=16000, channels=1, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    mono = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(len(t))
+    return np.stack([mono] * channels, axis=1) if channels > 1 else mono
+
+
+def _release(root, extra_rows=(), extra_files=None):
+    """A release with 4 train, 2 dev, 2 Test1 and 1 Test2 good rows, plus ``extra_rows``."""
+    audios = root / "Audios"
+    audios.mkdir(parents=True)
+    (root / "Labels").mkdir()
+    rows = []
+    good = [("Train", 4), ("Development", 2), ("Test1", 2), ("Test2", 1)]
+    n = 0
+    for split, count in good:
+        for _ in range(count):
+            name = f"MSP-PODCAST_0001_{n:04d}.wav"
+            soundfile.write(audios / name, _speech(1.0 + n / 10, seed=n), 16000)
+            rows.append(f"{name},N,{3 + n % 3},{4.2},{2.6},{100 + n % 2},Female,{split}")
+            n += 1
+    # Sample rate and channel count other than the recipe's are fine: resampled, downmixed.
+    soundfile.write(audios / "stereo_44k.wav", _speech(1.5, rate=44100, channels=2), 44100)
+    rows.append("stereo_44k.wav,N,5.0,3.0,4.4,7,Male,Train")
+    for name, writer in (extra_files or {}).items():
+        writer(audios / name)
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        "\n".join([HEADER, *rows, *extra_rows]) + "\n"
+    )
+    return root
+
+
+def _truncated(path):
+    soundfile.write(path, _speech(1.0), 16000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+BAD_FILES = {
+    "unreadable.wav": lambda p: p.write_bytes(b"this is not audio at all" * 10),
+    "truncated.wav": _truncated,
+    "empty.wav": lambda p: soundfile.write(p, np.zeros(0), 16000),
+    "silent.wav": lambda p: soundfile.write(p, np.zeros(16000), 16000),
+    "short.wav": lambda p: soundfile.write(p, _speech(0.05), 16000),
+    "ok_dup.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
+    "ok_a.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
+    "ok_b.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
+    "ok_c.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
+    "ok_d.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
+}
+BAD_ROWS = [
+    "missing.wav,N,4,4,4,1,Male,Train",
+    "unreadable.wav,N,4,4,4,1,Male,Train",
+    "truncated.wav,N,4,4,4,1,Male,Development",
+    "empty.wav,N,4,4,4,1,Male,Train",
+    "silent.wav,N,4,4,4,1,Male,Test1",
+    "short.wav,N,4,4,4,1,Male,Train",
+    "ok_a.wav,N,,4,4,1,Male,Train",
+    "ok_b.wav,N,high,4,4,1,Male,Train",
+    "ok_c.wav,N,4,7.5,4,1,Male,Train",
+    "ok_dup.wav,N,4,4,4,1,Male,Train",
+    "ok_dup.wav,N,5,5,5,1,Male,Train",
+    "ok_d.wav,N,4,4,4,1,Male,Validation",
+]
+EXPECTED_KINDS = [
+    "missing audio",
+    "unreadable audio",
+    "truncated audio",
+    "empty audio",
+    "silent audio",
+    "too short",
+    "missing label",
+    "non-numeric label",
+    "label out of range",
+    "duplicate ID",
+    "unknown split",
+]
+
+
+def _rows(path):
+    with open(path, newline="") as fin:
+        return list(csv.DictReader(fin))
+
+
+def _digest(folder):
+    digest = hashlib.sha256()
+    for base, _, files in sorted(os.walk(folder)):
+        for name in sorted(files):
+            with open(os.path.join(base, name), "rb") as fin:
+                digest.update(name.encode() + fin.read())
+    return digest.hexdigest()
+
+
+def test_clean_release_gives_the_recipes_manifests(tmp_path):
+    root = _release(tmp_path / "MSP")
+    paths = prepare_msp_podcast(str(root), str(tmp_path / "manifests"))
+    train, dev, test = (_rows(paths[s]) for s in ("train", "dev", "test"))
+    assert [len(train), len(dev), len(test)] == [5, 2, 2]  # Test2 is not the test set
+    assert list(train[0]) == ["ID", "wav", "duration", "arousal", "dominance", "valence", "spk_id"]
+    first = train[0]
+    assert first["ID"] == "MSP-PODCAST_0001_0000"
+    assert first["wav"] == "$data_root/Audios/MSP-PODCAST_0001_0000.wav"
+    # arousal = EmoAct, dominance = EmoDom, valence = EmoVal
+    assert (first["arousal"], first["dominance"], first["valence"]) == ("3", "2.6", "4.2")
+    assert first["spk_id"] == "100"
+    assert float(first["duration"]) == pytest.approx(1.0, abs=1e-3)
+    stereo = next(r for r in train if r["ID"] == "stereo_44k")
+    assert float(stereo["duration"]) == pytest.approx(1.5, abs=1e-3)
+    signal = load_audio(str(root / "Audios" / "stereo_44k.wav"), 16000)
+    assert signal.dim() == 1 and len(signal) == 24000
+
+    other = prepare_msp_podcast(str(root), str(tmp_path / "m2"), test_set="Test2")
+    assert len(_rows(other["test"])) == 1
+
+
+def test_every_problem_is_reported_before_training(tmp_path):
+    root = _release(tmp_path / "MSP", BAD_ROWS, BAD_FILES)
+    before = _digest(root)
+    with pytest.raises(DataError) as caught:
+        prepare_msp_podcast(str(root), str(tmp_path / "manifests"))
+    message = str(caught.value)
+    for kind in EXPECTED_KINDS:
+        assert f"{kind}: " in message, f"{kind} not reported:\n{message}"
+    assert "11 of 22 rows" in message
+    assert "line 12 (missing.wav)" in message and "drop_bad_rows" in message
+    assert "ok_dup.wav is also on line" in message
+    report = (tmp_path / "manifests" / "msp_podcast_problems.tsv").read_text()
+    assert len(report.splitlines()) == 11
+    assert not (tmp_path / "manifests" / "train.csv").exists()
+    assert _digest(root) == before, "the release was modified"
+
+
+def test_drop_bad_rows_leaves_them_out_and_says_how_many(tmp_path, caplog):
+    root = _release(tmp_path / "MSP", BAD_ROWS, BAD_FILES)
+    paths = prepare_msp_podcast(str(root), str(tmp_path / "manifests"), drop_bad_rows=True)
+    ids = {row["ID"] for split in paths.values() for row in _rows(split)}
+    assert "ok_dup" in ids  # the first of the duplicates stays
+    bad = {"missing", "unreadable", "truncated", "empty", "silent", "short"}
+    assert not ids & (bad | {"ok_a", "ok_b", "ok_c", "ok_d"})
+    assert len(ids) == 10  # 8 good rows, the stereo one, the first ok_dup (Test2 is not used)
+    assert "dropped 11 of 22 rows" in caplog.text
+
+
+def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
+    root = _release(tmp_path / "MSP")
+    manifests = tmp_path / "manifests"
+    paths = prepare_msp_podcast(str(root), str(manifests))
+    stamp = os.stat(paths["train"]).st_mtime_ns
+    prepare_msp_podcast(str(root), str(manifests))
+    assert os.stat(paths["train"]).st_mtime_ns == stamp
+    labels = root / "Labels" / "labels_consensus.csv"
+    labels.write_text(labels.read_text().replace(",Test2\n", ",Train\n"))
+    paths = prepare_msp_podcast(str(root), str(manifests))
+    assert len(_rows(paths["train"])) == 6
+
+
+def test_layout_errors_name_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="root of an MSP-Podcast release"):
+        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
+    (tmp_path / "Labels").mkdir()
+    (tmp_path / "Labels" / "labels_consensus.csv").write_text("FileName,EmoAct\nx.wav,3\n")
+    with pytest.raises(DataError, match="lacks the column.*EmoVal"):
+        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="test_set"):
+        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"), test_set="Test4")
+
+
+def _noise_folder(folder, seconds=(25.0, 20.0, 15.0)):
+    """Noise recordings as users have them: 44.1 kHz stereo WAV and 22.05 kHz FLAC."""
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i, length in enumerate(seconds):
+        rate = 44100 if i % 2 == 0 else 22050
+        audio = 0.1 * rng.standard_normal((int(length * rate), 2))
+        soundfile.write(folder / f"rec{i}.{'wav' if i % 2 == 0 else 'flac'}", audio, rate)
+    return folder
+
+
+def test_train_py_prepares_and_trains_on_an_msp_podcast_release(tmp_path):
+    root = _release(tmp_path / "MSP")
+    noise = _noise_folder(tmp_path / "noise")
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        "train.py",
+        "hparams/teacher.yaml",
+        "--data_folder",
+        str(root),
+        "--noise_folder",
+        str(noise),
+        "--adapt_noise_minutes",
+        "0.5",
+        "--test_snrs",
+        "[5, 0]",
+        "--results_folder",
+        str(results),
+        "--encoder_hparams",
+        "hparams/encoders/tiny_wav2vec2.yaml",
+        "--encoder_cache",
+        str(results / "encoders"),
+        "--number_of_epochs",
+        "1",
+        "--batch_size",
+        "4",
+        "--num_workers",
+        "0",
+        "--head_hidden_size",
+        "16",
+        "--noprogressbar",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifests = results / "msp_podcast" / "manifests"
+    for name in ("train", "dev", "test", "noise_adapt", "noise_test", "test_5dB", "test_0dB"):
+        assert (manifests / f"{name}.csv").is_file(), name
+    adapt = _rows(manifests / "noise_adapt.csv")
+    assert sum(float(r["duration"]) for r in adapt) == pytest.approx(30.0, abs=3.0)
+    with open(results / "msp_podcast" / "teacher" / "1986" / "test_results.json") as fin:
+        assert list(json.load(fin)) == ["clean", "5dB", "0dB"]
+
+
+def _hparams(tmp_path, root, noise_folder):
+    return {
+        "corpus": "msp_podcast",
+        "data_folder": str(root),
+        "manifest_folder": str(tmp_path / "manifests"),
+        "noise_folder": noise_folder,
+        "adapt_noise_minutes": 0.2,
+        "test_set": "Test1",
+        "min_duration": 0.1,
+        "drop_bad_rows": False,
+        "label_min": 1.0,
+        "label_max": 7.0,
+        "prepare_options": {},
+        "recorded_test_folders": None,
+        "test_snrs": [0],
+        "test_noise_csv": str(tmp_path / "manifests" / "noise_test.csv"),
+        "test_noise_seed": 1,
+        "sample_rate": 16000,
+    }
+
+
+def test_noise_problems_stop_the_preparation(tmp_path):
+    root = _release(tmp_path / "MSP")
+    with pytest.raises(ValueError, match="noise_folder is not set"):
+        prepare_corpus(_hparams(tmp_path, root, None))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty holds no file"):
+        prepare_corpus(_hparams(tmp_path, root, str(tmp_path / "empty")))
+    short = _noise_folder(tmp_path / "short", seconds=(0.5, 0.4, 0.3))
+    with pytest.raises(ValueError, match="every recording .* is shorter than half a noise seg"):
+        prepare_corpus(_hparams(tmp_path, root, str(short)))
+    little = _noise_folder(tmp_path / "little", seconds=(3.0, 2.0, 2.0))
+    with pytest.raises(ValueError, match="holds 7 s of audio; the adaptation bank needs 12 s"):
+        prepare_corpus(_hparams(tmp_path, root, str(little)))
