@@ -13,8 +13,9 @@ teacher (the student; the baselines RH, RM, RM+TL, RM+CL are overrides of the sa
 
     python train.py hparams/student.yaml --data_folder <corpus>
 
-Both stages end by evaluating the best dev checkpoint on the clean test set and on the test set
-mixed with held-out noise at each SNR of ``test_snrs``.
+Both stages end by evaluating the best dev checkpoint on the clean test set and on each noisy
+test condition: recorded noisy versions of the test set, or the test set mixed with held-out
+noise at each SNR of ``test_snrs``.
 """
 
 import copy
@@ -54,14 +55,6 @@ def load_teacher(hparams):
     return copy.deepcopy(hparams["encoder"])
 
 
-def test_conditions(hparams):
-    """Clean, then the test set mixed with held-out noise at each SNR of ``test_snrs``."""
-    conditions = {"clean": None}
-    for snr in hparams["test_snrs"]:
-        conditions[f"{snr:g}dB"] = hparams["test_noise"](snr_low=snr, snr_high=snr)
-    return conditions
-
-
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
     with open(hparams_file) as fin:
@@ -73,15 +66,7 @@ if __name__ == "__main__":
         overrides=overrides,
     )
 
-    run_on_main(
-        prepare_corpus,
-        args=[hparams["corpus"]],
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "manifest_folder": hparams["manifest_folder"],
-            "options": hparams["prepare_options"],
-        },
-    )
+    run_on_main(prepare_corpus, args=[hparams])
     datasets = dataio_prepare(hparams)
 
     teacher = load_teacher(hparams) if "teacher_folder" in hparams else None
@@ -100,9 +85,8 @@ if __name__ == "__main__":
         train_loader_kwargs=hparams["train_dataloader_opts"],
         valid_loader_kwargs=hparams["test_dataloader_opts"],
     )
-    results = brain.evaluate_conditions(
+    brain.evaluate_conditions(
         datasets["test"],
-        test_conditions(hparams),
         max_key="ccc",
         test_loader_kwargs=hparams["test_dataloader_opts"],
     )

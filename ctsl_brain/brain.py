@@ -44,7 +44,6 @@ class EmotionBrain(sb.Brain):
             for param in self.teacher.parameters():
                 param.requires_grad_(False)
         self.test_condition = "clean"
-        self.test_noise = None
         self.test_results = {}
 
     # ----- labels -----
@@ -60,12 +59,12 @@ class EmotionBrain(sb.Brain):
 
     # ----- forward -----
     def noise_for(self, stage):
-        """The noise mixer of ``stage``, or None for clean audio."""
+        """The noise mixer of ``stage``, or None for clean audio (test audio is on disk)."""
         if stage == sb.Stage.TRAIN:
             return getattr(self.hparams, "train_noise", None)
         if stage == sb.Stage.VALID:
             return getattr(self.hparams, "dev_noise", None)
-        return self.test_noise
+        return None
 
     def uses_teacher(self, stage):
         """The teacher runs where its embedding enters the loss, and on dev for the logs."""
@@ -128,11 +127,11 @@ class EmotionBrain(sb.Brain):
 
     # ----- stages -----
     def on_stage_start(self, stage, epoch=None):
-        """Fresh accumulators; the dev and test mixers restart so every pass hears the same."""
+        """Fresh accumulators; the dev mixer restarts so every epoch hears the same dev audio."""
         self.loss_sums, self.loss_count = {}, 0
         self.ids, self.predicted, self.targets = [], [], []
         noise = self.noise_for(stage)
-        if stage != sb.Stage.TRAIN and noise is not None:
+        if stage == sb.Stage.VALID and noise is not None:
             noise.reset()
 
     def stage_statistics(self, stage_loss):
@@ -172,15 +171,13 @@ class EmotionBrain(sb.Brain):
             )
             self.test_results[self.test_condition] = stats
 
-    def evaluate_conditions(self, test_set, conditions, **kwargs):
+    def evaluate_conditions(self, conditions, **kwargs):
         """Evaluates the best dev checkpoint on each test condition.
 
         Arguments
         ---------
-        test_set : Dataset
-            Clean test utterances.
         conditions : dict
-            Condition name -> noise mixer (None for clean audio).
+            Condition name (``clean``, ``0dB``, ...) -> test dataset.
         **kwargs
             Passed to ``Brain.evaluate`` (``max_key``, ``test_loader_kwargs``).
 
@@ -190,10 +187,10 @@ class EmotionBrain(sb.Brain):
             Condition name -> statistics (``ccc_arousal``, ``ccc_dominance``, ``ccc_valence``,
             ``ccc``, losses); also written to ``<output_folder>/test_results.json``.
         """
-        for name, noise in conditions.items():
-            self.test_condition, self.test_noise = name, noise
-            self.evaluate(test_set, **kwargs)
-        self.test_condition, self.test_noise = "clean", None
+        for name, dataset in conditions.items():
+            self.test_condition = name
+            self.evaluate(dataset, **kwargs)
+        self.test_condition = "clean"
         if sb.utils.distributed.if_main_process():
             path = os.path.join(self.hparams.output_folder, "test_results.json")
             with open(path + ".tmp", "w") as fout:

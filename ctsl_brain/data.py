@@ -5,24 +5,234 @@ A manifest is a CSV with the columns ``ID, wav, duration, arousal, dominance, va
 corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
 """
 
+import collections
 import csv
+import io
+import logging
+import math
 import os
-import shutil
+import struct
 
+import soundfile
 import speechbrain as sb
 import torch
+import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
 
 __all__ = [
     "ATTRIBUTES",
     "MANIFEST_COLUMNS",
+    "DataError",
+    "Problem",
+    "inspect_audio",
+    "check_labels",
+    "settle_problems",
+    "write_csv_atomic",
+    "write_text_atomic",
+    "load_audio",
     "check_manifest_columns",
     "dataio_prepare",
     "prepare_corpus",
 ]
 
+logger = logging.getLogger(__name__)
+
 ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
+
+
+class DataError(ValueError):
+    """Bad input found while preparing data; the message lists every problem found."""
+
+
+Problem = collections.namedtuple("Problem", ["where", "kind", "detail"])
+Problem.__doc__ = """One bad row or file: where it is, which kind of problem, and what was found."""
+
+
+def _wav_data_shortfall(path):
+    """Bytes the WAV header promises beyond the end of the file (0 if complete or not a WAV).
+
+    libsndfile quietly reads a truncated WAV as a shorter one, so truncation is read off the
+    RIFF ``data`` chunk size instead.
+    """
+    with open(path, "rb") as fin:
+        if fin.read(12)[:4] not in (b"RIFF", b"RF64"):
+            return 0
+        size = os.fstat(fin.fileno()).st_size
+        while True:
+            header = fin.read(8)
+            if len(header) < 8:
+                return 0
+            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
+            if chunk == b"data":
+                if length == 0xFFFFFFFF:  # RF64 / streaming: size unknown here
+                    return 0
+                return max(0, fin.tell() + length - size)
+            fin.seek(length + (length & 1), os.SEEK_CUR)
+
+
+def inspect_audio(path, *, min_duration, check_silence=True, silence_peak=1e-4):
+    """Checks that an audio file can be used, from its header (and samples for silence).
+
+    Arguments
+    ---------
+    path : str
+        The audio file.
+    min_duration : float
+        Seconds below which the encoder cannot take the file.
+    check_silence : bool
+        Also decode the file and flag it if its peak is below ``silence_peak``.
+    silence_peak : float
+        Peak amplitude (full scale 1) below which a file counts as silent.
+
+    Returns
+    -------
+    tuple
+        ``(duration_seconds, None)`` for a usable file, ``(None, (kind, detail))`` otherwise.
+        Another sample rate or several channels are fine: they are resampled and downmixed
+        when the file is loaded.
+    """
+    if not os.path.isfile(path):
+        return None, ("missing audio", f"{path} does not exist")
+    try:
+        info = soundfile.info(path)
+        shortfall = _wav_data_shortfall(path)
+    except (RuntimeError, OSError) as error:
+        return None, ("unreadable audio", f"{path}: {error}")
+    if shortfall:
+        return None, ("truncated audio", f"{path} ends {shortfall} bytes before its header says")
+    if info.frames == 0:
+        return None, ("empty audio", f"{path} holds no samples")
+    duration = info.frames / info.samplerate
+    if duration < min_duration:
+        return None, (
+            "too short",
+            f"{path} lasts {duration:.3f} s; the encoder needs at least {min_duration} s",
+        )
+    if check_silence:
+        try:
+            peak = max(
+                (float(abs(block).max()) for block in soundfile.blocks(path, blocksize=65536)),
+                default=0.0,
+            )
+        except (RuntimeError, OSError) as error:
+            return None, ("unreadable audio", f"{path}: {error}")
+        if peak < silence_peak:
+            return None, ("silent audio", f"{path} is silent (peak {peak:.1e})")
+    return duration, None
+
+
+def check_labels(values, *, low, high):
+    """Parses the attribute labels of one row.
+
+    Arguments
+    ---------
+    values : dict
+        Attribute name -> label text, as read from a CSV.
+    low, high : float
+        Valid range (inclusive).
+
+    Returns
+    -------
+    tuple
+        ``(labels, None)`` with the floats, or ``(None, (kind, detail))``.
+    """
+    labels = {}
+    for name, text in values.items():
+        text = "" if text is None else str(text).strip()
+        if not text:
+            return None, ("missing label", f"{name} is empty")
+        try:
+            value = float(text)
+        except ValueError:
+            return None, ("non-numeric label", f"{name} = {text!r}")
+        if not (math.isfinite(value) and low <= value <= high):
+            return None, ("label out of range", f"{name} = {value} is outside {low}-{high}")
+        labels[name] = value
+    return labels, None
+
+
+def settle_problems(problems, *, total, drop, source, report_path, examples=5):
+    """Stops with every problem listed, or reports how many rows were dropped.
+
+    Arguments
+    ---------
+    problems : list of Problem
+        Everything found wrong.
+    total : int
+        Rows inspected, for the report.
+    drop : bool
+        False (the default of the recipe): raise :class:`DataError` before any training.
+        True: log how many rows go and carry on without them.
+    source : str
+        What was inspected (named in the messages).
+    report_path : str
+        Where the full list is written (one problem per line).
+    examples : int
+        Problems of each kind quoted in the message.
+    """
+    if not problems:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+    write_text_atomic(report_path, "".join(f"{p.where}\t{p.kind}\t{p.detail}\n" for p in problems))
+    by_kind = collections.defaultdict(list)
+    for problem in problems:
+        by_kind[problem.kind].append(problem)
+    lines = []
+    for kind, found in by_kind.items():
+        lines.append(f"  {kind}: {len(found)}")
+        lines += [f"    {p.where}: {p.detail}" for p in found[:examples]]
+        if len(found) > examples:
+            lines.append(f"    ... {len(found) - examples} more")
+    summary = "\n".join(lines)
+    if drop:
+        logger.warning(
+            "%s: dropped %d of %d rows (full list in %s):\n%s",
+            source,
+            len(problems),
+            total,
+            report_path,
+            summary,
+        )
+        return
+    raise DataError(
+        f"{source}: {len(problems)} of {total} rows have problems (full list in {report_path}):\n"
+        f"{summary}\nFix them, or set drop_bad_rows: True to leave those rows out."
+    )
+
+
+def write_text_atomic(path, text):
+    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so
+    no reader ever sees half a file; the process id keeps concurrent writers apart."""
+    folder, name = os.path.split(path)
+    staging = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
+    try:
+        with open(staging, "w", encoding="utf-8", newline="") as fout:
+            fout.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        if os.path.exists(staging):
+            os.remove(staging)
+        raise
+
+
+def write_csv_atomic(path, header, rows):
+    """Writes a CSV (header, then rows of values) atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def load_audio(path, sample_rate=16000):
+    """Reads a file as a mono float32 tensor at ``sample_rate``: channels are averaged and
+    other rates resampled, so the recipe takes audio as it comes."""
+    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    signal = torch.from_numpy(data).mean(dim=1)
+    if rate != sample_rate:
+        signal = torchaudio.functional.resample(signal, rate, sample_rate)
+    return signal
 
 
 def check_manifest_columns(path):
@@ -44,41 +254,44 @@ def check_manifest_columns(path):
 def dataio_prepare(hparams):
     """Builds the train, dev and test datasets from the manifests named in ``hparams``.
 
-    Each item provides ``id``, ``sig`` (mono waveform) and ``labels`` (``[3]`` arousal,
-    dominance, valence on the manifest's scale).
+    Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
+    (``[3]`` arousal, dominance, valence on the manifest's scale).
 
     Returns
     -------
     dict
-        ``{"train": DynamicItemDataset, "dev": ..., "test": ...}``; train is sorted by duration
-        when ``hparams["sorting"]`` is ``ascending`` or ``descending``.
+        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...}}``; train is
+        sorted by duration when ``hparams["sorting"]`` is ``ascending`` or ``descending``.
     """
+    from ctsl_brain.conditions import condition_manifest, condition_names
 
     @sb.utils.data_pipeline.takes("wav")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(wav):
-        sig = sb.dataio.dataio.read_audio(wav)
-        return sig.mean(dim=-1) if sig.dim() > 1 else sig
+        return load_audio(wav, hparams["sample_rate"])
 
     @sb.utils.data_pipeline.takes(*ATTRIBUTES)
     @sb.utils.data_pipeline.provides("labels")
     def label_pipeline(*values):
         return torch.tensor([float(v) for v in values])
 
-    manifests = {
-        "train": hparams["train_annotation"],
-        "dev": hparams["dev_annotation"],
-        "test": hparams["test_annotation"],
-    }
-    datasets = {}
-    for split, path in manifests.items():
+    def dataset(path):
         check_manifest_columns(path)
-        datasets[split] = DynamicItemDataset.from_csv(
+        return DynamicItemDataset.from_csv(
             csv_path=path,
             replacements={"data_root": hparams["data_folder"]},
             dynamic_items=[audio_pipeline, label_pipeline],
             output_keys=["id", "sig", "labels"],
         )
+
+    datasets = {
+        "train": dataset(hparams["train_annotation"]),
+        "dev": dataset(hparams["dev_annotation"]),
+        "test": {
+            name: dataset(condition_manifest(hparams["manifest_folder"], name))
+            for name in condition_names(hparams["test_snrs"], hparams["recorded_test_folders"])
+        },
+    }
 
     sorting = hparams["sorting"]
     if sorting in ("ascending", "descending"):
@@ -91,19 +304,55 @@ def dataio_prepare(hparams):
     return datasets
 
 
-def _prepare_demo(data_folder, manifest_folder, options):
+def _prepare_demo(data_folder, manifest_folder, options, **_):
     from ctsl_brain.demo_corpus import prepare_demo_corpus
 
     written = prepare_demo_corpus(data_folder, **options)
     os.makedirs(manifest_folder, exist_ok=True)
     for name, path in written.items():
         target = os.path.join(manifest_folder, f"{name}.csv")
-        staging = target + ".tmp"
-        shutil.copyfile(path, staging)
-        os.replace(staging, target)
+        with open(path) as fin:
+            text = fin.read()
+        # Rewritten only when it changed, so what depends on it is not redone.
+        if not os.path.isfile(target) or _read_text(target) != text:
+            write_text_atomic(target, text)
 
 
-def _check_existing(data_folder, manifest_folder, options):
+def _read_text(path):
+    with open(path) as fin:
+        return fin.read()
+
+
+def _longest_utterance(manifests):
+    longest = 0.0
+    for path in manifests:
+        with open(path, newline="") as fin:
+            longest = max([longest, *(float(row["duration"]) for row in csv.DictReader(fin))])
+    return longest
+
+
+def _prepare_msp_podcast(data_folder, manifest_folder, options, *, noise, test_bank, settings):
+    from ctsl_brain.msp_podcast import prepare_msp_podcast
+    from ctsl_brain.noise_prep import prepare_noise_banks
+
+    manifests = prepare_msp_podcast(data_folder, manifest_folder, **settings, **options)
+    if noise["folder"] is None:
+        raise ValueError(
+            "noise_folder is not set: point it at the folder of your noise recordings "
+            "(the target noise the student adapts to)"
+        )
+    prepare_noise_banks(
+        noise["folder"],
+        manifest_folder,
+        # A segment covers the longest utterance with room for a random offset.
+        segment_seconds=_longest_utterance(manifests.values()) + 1.0,
+        adapt_minutes=noise["adapt_minutes"],
+        test_bank=test_bank,
+        drop_bad_files=settings["drop_bad_rows"],
+    )
+
+
+def _check_existing(data_folder, manifest_folder, options, **_):
     """For a corpus prepared by the user: the manifests must already be in manifest_folder."""
     for name in ("train", "dev", "test"):
         check_manifest_columns(os.path.join(manifest_folder, f"{name}.csv"))
@@ -116,27 +365,52 @@ def _check_existing(data_folder, manifest_folder, options):
             )
 
 
-_PREPARERS = {"demo": _prepare_demo, "manifests": _check_existing}
+_PREPARERS = {
+    "msp_podcast": _prepare_msp_podcast,
+    "demo": _prepare_demo,
+    "manifests": _check_existing,
+}
 
 
-def prepare_corpus(corpus, *, data_folder, manifest_folder, options=None):
-    """Writes the recipe's manifests for ``corpus`` into ``manifest_folder``.
+def prepare_corpus(hparams):
+    """Writes the recipe's manifests for ``hparams["corpus"]`` into ``manifest_folder``, then
+    the noisy test conditions.
 
-    Writes ``train.csv``, ``dev.csv``, ``test.csv`` (utterances) and ``noise_adapt.csv``,
-    ``noise_test.csv`` (noise banks in AddNoise's format).
-
-    Arguments
-    ---------
-    corpus : str
-        ``demo``: the embedded synthetic corpus, generated into ``data_folder``;
-        ``manifests``: manifests the user wrote into ``manifest_folder``, checked only.
-    data_folder : str
-        Where the corpus is (or, for the demo, is generated).
-    manifest_folder : str
-        Where the manifests go.
-    options : dict
-        Corpus-specific options passed to its preparation.
+    ``train.csv``, ``dev.csv``, ``test.csv`` (utterances), ``noise_adapt.csv``,
+    ``noise_test.csv`` (noise banks in AddNoise's format) and one manifest per noisy test
+    condition. Corpora: ``msp_podcast`` (a release in ``data_folder``, noise recordings in
+    ``noise_folder``), ``demo`` (the embedded synthetic corpus, generated into ``data_folder``)
+    and ``manifests`` (written by the user into ``manifest_folder``, checked only).
+    ``prepare_options`` passes corpus-specific options.
     """
+    from ctsl_brain.conditions import prepare_test_conditions
+
+    corpus = hparams["corpus"]
     if corpus not in _PREPARERS:
         raise ValueError(f"corpus must be one of {sorted(_PREPARERS)}, got {corpus!r}")
-    _PREPARERS[corpus](data_folder, manifest_folder, dict(options or {}))
+    recorded = hparams["recorded_test_folders"]
+    _PREPARERS[corpus](
+        hparams["data_folder"],
+        hparams["manifest_folder"],
+        dict(hparams["prepare_options"] or {}),
+        noise={"folder": hparams["noise_folder"], "adapt_minutes": hparams["adapt_noise_minutes"]},
+        test_bank=not recorded,
+        settings={
+            "test_set": hparams["test_set"],
+            "min_duration": hparams["min_duration"],
+            "drop_bad_rows": hparams["drop_bad_rows"],
+            "label_min": hparams["label_min"],
+            "label_max": hparams["label_max"],
+        },
+    )
+    prepare_test_conditions(
+        hparams["manifest_folder"],
+        data_folder=hparams["data_folder"],
+        snrs=hparams["test_snrs"],
+        noise_csv=hparams["test_noise_csv"],
+        seed=hparams["test_noise_seed"],
+        recorded=recorded,
+        sample_rate=hparams["sample_rate"],
+        min_duration=hparams["min_duration"],
+        drop_bad_rows=hparams["drop_bad_rows"],
+    )

@@ -1,0 +1,198 @@
+"""The test conditions: the clean test set and its noisy versions, as manifests on disk.
+
+The paper tests on re-recordings of the MSP-Podcast test set at 10, 5 and 0 dB. A user who has
+such recordings (a folder per condition, holding files with the same names as the clean test
+files) gets parallel manifests of them. Otherwise the conditions are simulated: the test set is
+mixed with the held-out test noise at each SNR, deterministically for a seed, written once and
+reused, with the SNR each mixture achieved stored in its manifest. Every condition uses the same
+noise excerpt for a given utterance, so conditions differ by the noise level only.
+"""
+
+import csv
+import hashlib
+import json
+import os
+
+import soundfile
+import torch
+
+from ctsl_brain.data import (
+    MANIFEST_COLUMNS,
+    DataError,
+    Problem,
+    inspect_audio,
+    load_audio,
+    settle_problems,
+    write_csv_atomic,
+    write_text_atomic,
+)
+from ctsl_brain.noise import UtteranceAddNoise, snr_db
+
+__all__ = ["condition_names", "condition_manifest", "prepare_test_conditions"]
+
+
+def condition_names(snrs, recorded=None):
+    """Names of the test conditions: ``clean`` first, then one per SNR or recorded folder."""
+    if recorded:
+        return ["clean", *recorded]
+    return ["clean", *(f"{float(snr):g}dB" for snr in snrs)]
+
+
+def condition_manifest(manifest_folder, name):
+    """Path of the manifest of condition ``name``."""
+    return os.path.join(manifest_folder, "test.csv" if name == "clean" else f"test_{name}.csv")
+
+
+def _read_rows(path):
+    with open(path, newline="") as fin:
+        return list(csv.DictReader(fin))
+
+
+def _stamp(path):
+    """Content digest: a manifest rewritten with the same rows does not trigger a new mix."""
+    with open(path, "rb") as fin:
+        return hashlib.sha1(fin.read()).hexdigest()
+
+
+def _up_to_date(stamp_path, options, manifest):
+    if not (os.path.isfile(stamp_path) and os.path.isfile(manifest)):
+        return False
+    with open(stamp_path) as fin:
+        return json.load(fin) == options
+
+
+def prepare_test_conditions(
+    manifest_folder,
+    *,
+    data_folder,
+    snrs=(10, 5, 0),
+    noise_csv=None,
+    seed=0,
+    recorded=None,
+    sample_rate=16000,
+    min_duration=0.1,
+    drop_bad_rows=False,
+):
+    """Writes a manifest per noisy test condition next to ``test.csv``.
+
+    Arguments
+    ---------
+    manifest_folder : str
+        Holds ``test.csv`` (the clean test set); the conditions are written beside it.
+    data_folder : str
+        Replaces ``$data_root`` in the manifests and noise bank.
+    snrs : list of float
+        SNRs (dB) of the simulated conditions.
+    noise_csv : str
+        Held-out test noise bank (AddNoise CSV); needed for simulated conditions.
+    seed : int
+        Seed of the noise draws: the same seed gives the same mixtures.
+    recorded : dict or None
+        Condition name -> folder of recorded noisy versions of the test files (same file
+        names). When given, these replace the simulated conditions.
+    sample_rate : int
+        Rate of the mixtures.
+    min_duration : float
+        Shortest usable recorded file, in seconds.
+    drop_bad_rows : bool
+        For recorded conditions: leave out unusable files instead of stopping.
+
+    Returns
+    -------
+    dict
+        Condition name -> manifest path, ``clean`` first.
+    """
+    test_manifest = condition_manifest(manifest_folder, "clean")
+    rows = _read_rows(test_manifest)
+    manifests = {"clean": test_manifest}
+    if recorded:
+        for name, folder in recorded.items():
+            manifests[name] = _recorded_condition(
+                rows, name, folder, manifest_folder, data_folder, min_duration, drop_bad_rows
+            )
+        return manifests
+    if snrs and not (noise_csv and os.path.isfile(noise_csv)):
+        raise FileNotFoundError(
+            f"test noise bank {noise_csv} does not exist: the noisy test conditions "
+            "(test_snrs) are mixed from it; prepare the noise banks or set recorded test folders"
+        )
+    for snr in snrs:
+        name = f"{float(snr):g}dB"
+        manifests[name] = _simulated_condition(
+            rows, name, float(snr), noise_csv, seed, manifest_folder, data_folder, sample_rate
+        )
+    return manifests
+
+
+def _recorded_condition(rows, name, folder, manifest_folder, data_folder, min_duration, drop):
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"recorded test condition {name}: {folder} is not a folder")
+    out, problems = [], []
+    for row in rows:
+        clean = row["wav"].replace("$data_root", data_folder)
+        path = os.path.join(folder, os.path.basename(clean))
+        duration, issue = inspect_audio(path, min_duration=min_duration, check_silence=False)
+        if issue is not None:
+            problems.append(Problem(f"condition {name}, test item {row['ID']}", *issue))
+            continue
+        out.append([row[c] for c in MANIFEST_COLUMNS[:2]])
+        out[-1][1] = os.path.abspath(path)
+        out[-1] += [f"{duration:.3f}", *(row[c] for c in MANIFEST_COLUMNS[3:])]
+    settle_problems(
+        problems,
+        total=len(rows),
+        drop=drop,
+        source=f"recorded test condition {name} ({folder})",
+        report_path=os.path.join(manifest_folder, f"test_{name}_problems.tsv"),
+    )
+    if not out:
+        raise DataError(f"recorded test condition {name}: no usable file in {folder}")
+    path = condition_manifest(manifest_folder, name)
+    write_csv_atomic(path, MANIFEST_COLUMNS, out)
+    return path
+
+
+def _simulated_condition(rows, name, snr, noise_csv, seed, manifest_folder, data_folder, rate):
+    manifest = condition_manifest(manifest_folder, name)
+    stamp_path = os.path.join(manifest_folder, f"test_{name}.json")
+    clean_manifest = condition_manifest(manifest_folder, "clean")
+    options = {
+        "snr": snr,
+        "seed": seed,
+        "sample_rate": rate,
+        "test": _stamp(clean_manifest),
+        "noise": [os.path.abspath(noise_csv), _stamp(noise_csv)],
+    }
+    if _up_to_date(stamp_path, options, manifest):
+        return manifest
+    if os.path.exists(stamp_path):
+        os.remove(stamp_path)
+
+    audio_folder = os.path.join(manifest_folder, f"test_{name}")
+    os.makedirs(audio_folder, exist_ok=True)
+    mixer = UtteranceAddNoise(
+        noise_csv,
+        snr_low=snr,
+        snr_high=snr,
+        replacements={"data_root": data_folder},
+        seed=seed,
+        sample_rate=rate,
+    )
+    # AddNoise scales the speech by 1 - f to make room for the noise.
+    speech_scale = 1 - 1 / (10 ** (snr / 20) + 1)
+    out = []
+    for row in rows:
+        clean = load_audio(row["wav"].replace("$data_root", data_folder), rate).unsqueeze(0)
+        with torch.no_grad():
+            noisy = mixer(clean, torch.ones(1))
+        speech = speech_scale * clean
+        achieved = float(snr_db(speech, noisy - speech, torch.ones(1))[0])
+        path = os.path.abspath(os.path.join(audio_folder, f"{row['ID']}.wav"))
+        soundfile.write(path, noisy[0].numpy(), rate, subtype="FLOAT")
+        out.append(
+            [row["ID"], path, row["duration"], *(row[c] for c in MANIFEST_COLUMNS[3:])]
+            + [f"{achieved:.3f}"]
+        )
+    write_csv_atomic(manifest, (*MANIFEST_COLUMNS, "snr"), out)
+    write_text_atomic(stamp_path, json.dumps(options, indent=2))
+    return manifest

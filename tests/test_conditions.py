@@ -1,0 +1,134 @@
+"""Noisy test conditions: simulated mixtures on disk with their SNRs, or recorded folders."""
+
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from ctsl_brain.conditions import condition_names, prepare_test_conditions
+from ctsl_brain.data import DataError, load_audio
+from ctsl_brain.demo_corpus import prepare_demo_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    paths = prepare_demo_corpus(
+        str(folder), n_train=1, n_dev=1, n_test=6, adapt_noise_minutes=0.1, test_noise_minutes=0.2
+    )
+    return str(folder), paths
+
+
+def _manifest_folder(tmp_path, corpus):
+    folder = tmp_path / "manifests"
+    folder.mkdir(parents=True)
+    shutil.copy(corpus[1]["test"], folder / "test.csv")
+    return str(folder)
+
+
+def _rows(path):
+    with open(path, newline="") as fin:
+        return list(csv.DictReader(fin))
+
+
+def test_simulated_conditions_store_their_snr(tmp_path, corpus):
+    data_folder, paths = corpus
+    manifests = prepare_test_conditions(
+        _manifest_folder(tmp_path, corpus),
+        data_folder=data_folder,
+        snrs=[10, 5, 0],
+        noise_csv=paths["noise_test"],
+        seed=3,
+    )
+    assert list(manifests) == ["clean", "10dB", "5dB", "0dB"] == condition_names([10, 5, 0])
+    clean = _rows(manifests["clean"])
+    for name, snr in (("10dB", 10), ("5dB", 5), ("0dB", 0)):
+        rows = _rows(manifests[name])
+        assert [r["ID"] for r in rows] == [r["ID"] for r in clean]
+        for row, reference in zip(rows, clean, strict=True):
+            assert abs(float(row["snr"]) - snr) < 0.5
+            assert row["arousal"] == reference["arousal"] and os.path.isabs(row["wav"])
+            info = soundfile.info(row["wav"])
+            assert info.samplerate == 16000 and info.channels == 1
+            assert info.frames / 16000 == pytest.approx(float(row["duration"]), abs=1e-3)
+
+
+def test_conditions_share_the_noise_excerpt_and_are_deterministic(tmp_path, corpus):
+    data_folder, paths = corpus
+    first = prepare_test_conditions(
+        _manifest_folder(tmp_path / "a", corpus),
+        data_folder=data_folder,
+        snrs=[10, 0],
+        noise_csv=paths["noise_test"],
+        seed=3,
+    )
+    second = prepare_test_conditions(
+        _manifest_folder(tmp_path / "b", corpus),
+        data_folder=data_folder,
+        snrs=[0],
+        noise_csv=paths["noise_test"],
+        seed=3,
+    )
+    clean = _rows(first["clean"])[0]
+    speech = load_audio(clean["wav"].replace("$data_root", data_folder)).numpy()
+    a = soundfile.read(_rows(first["0dB"])[0]["wav"])[0]
+    b = soundfile.read(_rows(second["0dB"])[0]["wav"])[0]
+    np.testing.assert_array_equal(a, b)
+    # The noise of 10 dB is the noise of 0 dB, scaled.
+    noise_0 = a - 0.5 * speech
+    f10 = 1 / (10 ** (10 / 20) + 1)
+    noise_10 = soundfile.read(_rows(first["10dB"])[0]["wav"])[0] - (1 - f10) * speech
+    correlation = np.corrcoef(noise_0, noise_10)[0, 1]
+    assert correlation > 0.999
+
+
+def test_simulated_conditions_are_written_once(tmp_path, corpus):
+    data_folder, paths = corpus
+    folder = _manifest_folder(tmp_path, corpus)
+    kwargs = dict(data_folder=data_folder, snrs=[0], noise_csv=paths["noise_test"], seed=1)
+    manifest = prepare_test_conditions(folder, **kwargs)["0dB"]
+    wav = _rows(manifest)[0]["wav"]
+    stamps = os.stat(manifest).st_mtime_ns, os.stat(wav).st_mtime_ns
+    prepare_test_conditions(folder, **kwargs)
+    assert (os.stat(manifest).st_mtime_ns, os.stat(wav).st_mtime_ns) == stamps
+    prepare_test_conditions(folder, **{**kwargs, "seed": 2})
+    assert os.stat(wav).st_mtime_ns != stamps[1]
+
+
+def test_missing_test_noise_is_a_clear_error(tmp_path, corpus):
+    with pytest.raises(FileNotFoundError, match="test noise bank .* does not exist"):
+        prepare_test_conditions(
+            _manifest_folder(tmp_path, corpus),
+            data_folder=corpus[0],
+            snrs=[0],
+            noise_csv=str(tmp_path / "none.csv"),
+        )
+
+
+def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
+    data_folder, _ = corpus
+    folder = _manifest_folder(tmp_path, corpus)
+    recorded = tmp_path / "recorded_0dB"
+    recorded.mkdir()
+    clean = _rows(os.path.join(folder, "test.csv"))
+    for row in clean:
+        source = row["wav"].replace("$data_root", data_folder)
+        shutil.copy(source, recorded / os.path.basename(source))
+    manifests = prepare_test_conditions(
+        folder, data_folder=data_folder, recorded={"0dB": str(recorded)}
+    )
+    assert list(manifests) == ["clean", "0dB"] == condition_names([], {"0dB": "x"})
+    rows = _rows(manifests["0dB"])
+    assert [r["ID"] for r in rows] == [r["ID"] for r in clean]
+    assert all(r["wav"].startswith(str(recorded)) for r in rows)
+
+    os.remove(recorded / os.path.basename(clean[2]["wav"]))
+    with pytest.raises(DataError, match=r"missing audio: 1"):
+        prepare_test_conditions(folder, data_folder=data_folder, recorded={"0dB": str(recorded)})
+    manifests = prepare_test_conditions(
+        folder, data_folder=data_folder, recorded={"0dB": str(recorded)}, drop_bad_rows=True
+    )
+    assert len(_rows(manifests["0dB"])) == len(clean) - 1
