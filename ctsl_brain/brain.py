@@ -13,7 +13,7 @@ import os
 import speechbrain as sb
 import torch
 
-from ctsl_brain.data import ATTRIBUTES
+from ctsl_brain.data import ATTRIBUTES, write_text_atomic
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
 
 __all__ = ["EmotionBrain"]
@@ -192,8 +192,8 @@ class EmotionBrain(sb.Brain):
             self.evaluate(dataset, **kwargs)
         self.test_condition = "clean"
         if sb.utils.distributed.if_main_process():
-            path = os.path.join(self.hparams.output_folder, "test_results.json")
-            with open(path + ".tmp", "w") as fout:
-                json.dump(self.test_results, fout, indent=2)
-            os.replace(path + ".tmp", path)
+            write_text_atomic(
+                os.path.join(self.hparams.output_folder, "test_results.json"),
+                json.dumps(self.test_results, indent=2),
+            )
         return self.test_results

@@ -31,11 +31,15 @@ from ctsl_brain.noise import UtteranceAddNoise, snr_db
 __all__ = ["condition_names", "condition_manifest", "prepare_test_conditions"]
 
 
+def _snr_name(snr):
+    return f"{float(snr):g}dB"
+
+
 def condition_names(snrs, recorded=None):
     """Names of the test conditions: ``clean`` first, then one per SNR or recorded folder."""
     if recorded:
         return ["clean", *recorded]
-    return ["clean", *(f"{float(snr):g}dB" for snr in snrs)]
+    return ["clean", *(_snr_name(snr) for snr in snrs)]
 
 
 def condition_manifest(manifest_folder, name):
@@ -117,7 +121,7 @@ def prepare_test_conditions(
             "(test_snrs) are mixed from it; prepare the noise banks or set recorded test folders"
         )
     for snr in snrs:
-        name = f"{float(snr):g}dB"
+        name = _snr_name(snr)
         manifests[name] = _simulated_condition(
             rows, name, float(snr), noise_csv, seed, manifest_folder, data_folder, sample_rate
         )
@@ -135,9 +139,10 @@ def _recorded_condition(rows, name, folder, manifest_folder, data_folder, min_du
         if issue is not None:
             problems.append(Problem(f"condition {name}, test item {row['ID']}", *issue))
             continue
-        out.append([row[c] for c in MANIFEST_COLUMNS[:2]])
-        out[-1][1] = os.path.abspath(path)
-        out[-1] += [f"{duration:.3f}", *(row[c] for c in MANIFEST_COLUMNS[3:])]
+        out.append(
+            [row["ID"], os.path.abspath(path), f"{duration:.3f}"]
+            + [row[c] for c in MANIFEST_COLUMNS[3:]]
+        )
     settle_problems(
         problems,
         total=len(rows),

@@ -10,12 +10,9 @@ stays silent.
 
 import torch
 from speechbrain.augment.time_domain import AddNoise
-from speechbrain.dataio.dataio import (
-    length_to_mask,
-    load_data_csv,
-    read_audio,
-    read_audio_info,
-)
+from speechbrain.dataio.dataio import length_to_mask, load_data_csv, read_audio_info
+
+from ctsl_brain.data import load_audio
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 
@@ -102,9 +99,7 @@ class UtteranceAddNoise(AddNoise):
                         f"{info.sample_rate} Hz, the recipe runs at {self.sample_rate} Hz; "
                         "resample the noise bank (the noise preparation does it)"
                     )
-                audio = read_audio(row["wav"])
-                if audio.dim() > 1:
-                    audio = audio.mean(dim=-1)
+                audio = load_audio(row["wav"], self.sample_rate)
                 if audio.numel() == 0:
                     raise ValueError(f"noise bank {self.csv_file}, row {noise_id}: empty file")
                 bank.append(audio)
