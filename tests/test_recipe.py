@@ -13,6 +13,7 @@ import sys
 import pytest
 import speechbrain as sb
 import torch
+from recipe_run import run_train
 from speechbrain.dataio.batch import PaddedBatch
 
 from ctsl_brain.brain import EmotionBrain
@@ -182,40 +183,19 @@ def test_losses_are_float32_under_autocast(tmp_path, demo):
 
 
 def _train(stage, data_folder, results, *extra):
-    command = [
-        sys.executable,
-        "train.py",
+    return run_train(
         f"hparams/{stage}.yaml",
+        results,
         "--corpus",
         "demo",
         "--test_snrs",
         "[0]",
         "--data_folder",
         data_folder,
-        "--results_folder",
-        results,
-        "--encoder_hparams",
-        "hparams/encoders/tiny_wav2vec2.yaml",
-        "--encoder_cache",
-        os.path.join(results, "encoders"),
         "--prepare_options",
         "{n_train: 12, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
-        "--number_of_epochs",
-        "1",
-        "--batch_size",
-        "4",
-        "--test_batch_size",
-        "4",
-        "--num_workers",
-        "0",
-        "--head_hidden_size",
-        "16",
-        "--noprogressbar",
         *extra,
-    ]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+    )
 
 
 def _digests(folder):
