@@ -13,9 +13,11 @@ teacher (the student; the baselines RH, RM, RM+TL, RM+CL are overrides of the sa
 
     python train.py hparams/student.yaml --data_folder <corpus>
 
-Both stages end by evaluating the best dev checkpoint on the clean test set and on each noisy
-test condition: recorded noisy versions of the test set, or the test set mixed with held-out
-noise at each SNR of ``test_snrs``.
+Both stages end by evaluating the three best dev checkpoints from non-consecutive epochs on the
+clean test set and on each noisy test condition (recorded noisy versions of the test set, or the
+test set mixed with held-out noise at each SNR of ``test_snrs``), writing per-utterance
+predictions, and by embedding the clean and noisy dev sets with the best one. ``python study.py``
+runs both stages for all six systems of the paper and its statistics.
 """
 
 import copy
@@ -87,6 +89,6 @@ if __name__ == "__main__":
     )
     brain.evaluate_conditions(
         datasets["test"],
-        max_key="ccc",
+        datasets["dev_conditions"],
         test_loader_kwargs=hparams["test_dataloader_opts"],
     )

@@ -13,8 +13,9 @@ import os
 import speechbrain as sb
 import torch
 
-from ctsl_brain.data import ATTRIBUTES, write_text_atomic
+from ctsl_brain.data import ATTRIBUTES, write_csv_atomic, write_text_atomic
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
+from ctsl_brain.statistics import select_checkpoints
 
 __all__ = ["EmotionBrain"]
 
@@ -45,6 +46,8 @@ class EmotionBrain(sb.Brain):
                 param.requires_grad_(False)
         self.test_condition = "clean"
         self.test_results = {}
+        self.eval_checkpoint = None
+        self.collect_embeddings = False
 
     # ----- labels -----
     def scale_labels(self, labels):
@@ -123,13 +126,15 @@ class EmotionBrain(sb.Brain):
             self.ids.extend(batch.id)
             self.predicted.append(self.unscale_labels(prediction.detach()).cpu())
             self.targets.append(labels.cpu())
+            if self.collect_embeddings:
+                self.embeddings.append(predictions["embedding"].detach().float().cpu())
         return loss
 
     # ----- stages -----
     def on_stage_start(self, stage, epoch=None):
         """Fresh accumulators; the dev mixer restarts so every epoch hears the same dev audio."""
         self.loss_sums, self.loss_count = {}, 0
-        self.ids, self.predicted, self.targets = [], [], []
+        self.ids, self.predicted, self.targets, self.embeddings = [], [], [], []
         noise = self.noise_for(stage)
         if stage == sb.Stage.VALID and noise is not None:
             noise.reset()
@@ -159,41 +164,148 @@ class EmotionBrain(sb.Brain):
                 valid_stats=stats,
             )
             self.checkpointer.save_and_keep_only(
-                meta=stats, max_keys=["ccc"], num_to_keep=self.hparams.keep_checkpoints
+                meta={**stats, "epoch": epoch},
+                max_keys=["ccc"],
+                num_to_keep=self.hparams.keep_checkpoints,
             )
         else:
             self.hparams.train_logger.log_stats(
                 stats_meta={
                     "condition": self.test_condition,
-                    "epoch loaded": self.hparams.epoch_counter.current,
+                    "checkpoint of epoch": self.hparams.epoch_counter.current,
                 },
                 test_stats=stats,
             )
             self.test_results[self.test_condition] = stats
 
-    def evaluate_conditions(self, conditions, **kwargs):
-        """Evaluates the best dev checkpoint on each test condition.
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the checkpoint chosen by :meth:`evaluate_conditions` (else the best one)."""
+        if self.eval_checkpoint is not None:
+            self.checkpointer.load_checkpoint(self.eval_checkpoint)
+        else:
+            super().on_evaluate_start(max_key=max_key, min_key=min_key)
+
+    def dev_checkpoints(self):
+        """Epoch -> end-of-epoch checkpoint kept in the save folder (with its dev ``ccc``)."""
+        found = {}
+        for checkpoint in self.checkpointer.list_checkpoints():
+            if "ccc" not in checkpoint.meta:
+                continue  # intra-epoch checkpoints carry no dev score
+            epoch = checkpoint.meta.get("epoch")
+            if epoch is None:  # runs saved before the epoch entered the meta
+                with open(os.path.join(checkpoint.path, "counter.ckpt")) as fin:
+                    epoch = int(fin.read())
+            found[int(epoch)] = checkpoint
+        return found
+
+    def _evaluate_rows(self, dataset, test_loader_kwargs):
+        """Runs one evaluation; returns its statistics and per-utterance rows."""
+        self.evaluate(dataset, test_loader_kwargs=test_loader_kwargs)
+        predicted = torch.cat(self.predicted).tolist()
+        targets = torch.cat(self.targets).tolist()
+        rows = [
+            [utt_id, *(f"{value:.6g}" for value in (*pred, *true))]
+            for utt_id, pred, true in zip(self.ids, predicted, targets, strict=True)
+        ]
+        return self.test_results[self.test_condition], rows
+
+    def evaluate_conditions(self, conditions, dev_conditions=None, *, test_loader_kwargs=None):
+        """Evaluates the selected dev checkpoints on each test condition (paper section 4.1).
+
+        The ``eval_checkpoints`` best dev checkpoints from non-consecutive epochs are
+        evaluated on every test condition; the best of them also embeds each dev condition
+        for the embedding analysis of section 4.2. Written under ``output_folder``:
+
+        - ``predictions.csv``: ``ID, condition, checkpoint`` (the epoch), and predicted and
+          true arousal, dominance and valence, one row per utterance, condition and checkpoint;
+        - ``embeddings/dev_<condition>.pt``: ``{"ids", "embeddings", "labels"}`` of the best
+          checkpoint on each dev condition;
+        - ``test_results.json``: statistics of the best checkpoint per test condition;
+        - ``evaluation.json``: the evaluated epochs and their dev CCC, written last.
 
         Arguments
         ---------
         conditions : dict
-            Condition name (``clean``, ``0dB``, ...) -> test dataset.
-        **kwargs
-            Passed to ``Brain.evaluate`` (``max_key``, ``test_loader_kwargs``).
+            Test condition name (``clean``, ``0dB``, ...) -> dataset.
+        dev_conditions : dict or None
+            Dev condition name -> dataset, embedded with the best checkpoint.
+        test_loader_kwargs : dict
+            Passed to ``Brain.evaluate``.
 
         Returns
         -------
         dict
-            Condition name -> statistics (``ccc_arousal``, ``ccc_dominance``, ``ccc_valence``,
-            ``ccc``, losses); also written to ``<output_folder>/test_results.json``.
+            Test condition name -> statistics of the best checkpoint (``ccc_arousal``,
+            ``ccc_dominance``, ``ccc_valence``, ``ccc``, losses).
         """
-        for name, dataset in conditions.items():
-            self.test_condition = name
-            self.evaluate(dataset, **kwargs)
-        self.test_condition = "clean"
-        if sb.utils.distributed.if_main_process():
-            write_text_atomic(
-                os.path.join(self.hparams.output_folder, "test_results.json"),
-                json.dumps(self.test_results, indent=2),
+        checkpoints = self.dev_checkpoints()
+        epochs = select_checkpoints(
+            {epoch: ckpt.meta["ccc"] for epoch, ckpt in checkpoints.items()},
+            self.hparams.eval_checkpoints,
+        )
+        if not epochs:
+            raise RuntimeError(
+                f"no dev checkpoint in {self.checkpointer.checkpoints_dir}: the run must train "
+                "at least one epoch before it is evaluated"
             )
-        return self.test_results
+        results, rows = {}, []
+        for epoch in epochs:
+            self.eval_checkpoint = checkpoints[epoch]
+            for name, dataset in conditions.items():
+                self.test_condition = name
+                stats, utterances = self._evaluate_rows(dataset, test_loader_kwargs)
+                rows.extend([row[0], name, epoch, *row[1:]] for row in utterances)
+                if epoch == epochs[0]:
+                    results[name] = stats
+        embedded = {}
+        self.eval_checkpoint = checkpoints[epochs[0]]
+        self.collect_embeddings = True
+        for name, dataset in (dev_conditions or {}).items():
+            self.test_condition = f"dev {name}"
+            self.evaluate(dataset, test_loader_kwargs=test_loader_kwargs)
+            embedded[name] = {
+                "ids": list(self.ids),
+                "embeddings": torch.cat(self.embeddings),
+                "labels": torch.cat(self.targets),
+            }
+        self.collect_embeddings = False
+        self.eval_checkpoint = None
+        self.test_condition = "clean"
+        self.test_results = results
+        if sb.utils.distributed.if_main_process():
+            self._write_evaluation(epochs, checkpoints, rows, embedded)
+        return results
+
+    def _write_evaluation(self, epochs, checkpoints, rows, embedded):
+        folder = self.hparams.output_folder
+        evaluation_path = os.path.join(folder, "evaluation.json")
+        if os.path.exists(evaluation_path):
+            os.remove(evaluation_path)
+        columns = [f"{name}_{kind}" for kind in ("pred", "true") for name in ATTRIBUTES]
+        write_csv_atomic(
+            os.path.join(folder, "predictions.csv"),
+            ["ID", "condition", "checkpoint", *columns],
+            rows,
+        )
+        os.makedirs(os.path.join(folder, "embeddings"), exist_ok=True)
+        for name, content in embedded.items():
+            path = os.path.join(folder, "embeddings", f"dev_{name}.pt")
+            torch.save(content, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        write_text_atomic(
+            os.path.join(folder, "test_results.json"), json.dumps(self.test_results, indent=2)
+        )
+        summary = {
+            "checkpoints": [
+                {"epoch": epoch, "dev_ccc": checkpoints[epoch].meta["ccc"]} for epoch in epochs
+            ],
+            "test_conditions": list(self.test_results),
+            "dev_conditions": list(embedded),
+        }
+        if hasattr(self.hparams, "negative_margin"):
+            summary["infonce"] = {
+                "margin": self.hparams.negative_margin,
+                "rule": self.hparams.negative_rule,
+                "temperature": self.hparams.temperature,
+            }
+        write_text_atomic(evaluation_path, json.dumps(summary, indent=2))

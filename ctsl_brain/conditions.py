@@ -6,6 +6,9 @@ files) gets parallel manifests of them. Otherwise the conditions are simulated: 
 mixed with the held-out test noise at each SNR, deterministically for a seed, written once and
 reused, with the SNR each mixture achieved stored in its manifest. Every condition uses the same
 noise excerpt for a given utterance, so conditions differ by the noise level only.
+
+The dev set gets the same conditions (``split="dev"``, mixed with the adaptation noise) for the
+embedding analysis of the paper's section 4.2.
 """
 
 import csv
@@ -42,9 +45,11 @@ def condition_names(snrs, recorded=None):
     return ["clean", *(_snr_name(snr) for snr in snrs)]
 
 
-def condition_manifest(manifest_folder, name):
-    """Path of the manifest of condition ``name``."""
-    return os.path.join(manifest_folder, "test.csv" if name == "clean" else f"test_{name}.csv")
+def condition_manifest(manifest_folder, name, split="test"):
+    """Path of the manifest of condition ``name`` of ``split`` (``test`` or ``dev``)."""
+    return os.path.join(
+        manifest_folder, f"{split}.csv" if name == "clean" else f"{split}_{name}.csv"
+    )
 
 
 def _read_rows(path):
@@ -76,13 +81,14 @@ def prepare_test_conditions(
     sample_rate=16000,
     min_duration=0.1,
     drop_bad_rows=False,
+    split="test",
 ):
-    """Writes a manifest per noisy test condition next to ``test.csv``.
+    """Writes a manifest per noisy condition of ``split`` next to ``<split>.csv``.
 
     Arguments
     ---------
     manifest_folder : str
-        Holds ``test.csv`` (the clean test set); the conditions are written beside it.
+        Holds ``<split>.csv`` (the clean set); the conditions are written beside it.
     data_folder : str
         Replaces ``$data_root`` in the manifests and noise bank.
     snrs : list of float
@@ -100,44 +106,57 @@ def prepare_test_conditions(
         Shortest usable recorded file, in seconds.
     drop_bad_rows : bool
         For recorded conditions: leave out unusable files instead of stopping.
+    split : str
+        ``test``, or ``dev`` for the noisy dev sets of the embedding analysis.
 
     Returns
     -------
     dict
         Condition name -> manifest path, ``clean`` first.
     """
-    test_manifest = condition_manifest(manifest_folder, "clean")
-    rows = _read_rows(test_manifest)
-    manifests = {"clean": test_manifest}
+    clean_manifest = condition_manifest(manifest_folder, "clean", split)
+    rows = _read_rows(clean_manifest)
+    manifests = {"clean": clean_manifest}
     if recorded:
         for name, folder in recorded.items():
             manifests[name] = _recorded_condition(
-                rows, name, folder, manifest_folder, data_folder, min_duration, drop_bad_rows
+                rows, name, folder, manifest_folder, data_folder, min_duration, drop_bad_rows, split
             )
         return manifests
     if snrs and not (noise_csv and os.path.isfile(noise_csv)):
         raise FileNotFoundError(
-            f"test noise bank {noise_csv} does not exist: the noisy test conditions "
-            "(test_snrs) are mixed from it; prepare the noise banks or set recorded test folders"
+            f"noise bank {noise_csv} does not exist: the noisy {split} conditions "
+            f"(test_snrs) are mixed from it; prepare the noise banks or set recorded "
+            f"{split} folders"
         )
     for snr in snrs:
         name = _snr_name(snr)
         manifests[name] = _simulated_condition(
-            rows, name, float(snr), noise_csv, seed, manifest_folder, data_folder, sample_rate
+            rows,
+            name,
+            float(snr),
+            noise_csv,
+            seed,
+            manifest_folder,
+            data_folder,
+            sample_rate,
+            split,
         )
     return manifests
 
 
-def _recorded_condition(rows, name, folder, manifest_folder, data_folder, min_duration, drop):
+def _recorded_condition(
+    rows, name, folder, manifest_folder, data_folder, min_duration, drop, split
+):
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"recorded test condition {name}: {folder} is not a folder")
+        raise FileNotFoundError(f"recorded {split} condition {name}: {folder} is not a folder")
     out, problems = [], []
     for row in rows:
         clean = row["wav"].replace("$data_root", data_folder)
         path = os.path.join(folder, os.path.basename(clean))
         duration, issue = inspect_audio(path, min_duration=min_duration, check_silence=False)
         if issue is not None:
-            problems.append(Problem(f"condition {name}, test item {row['ID']}", *issue))
+            problems.append(Problem(f"condition {name}, {split} item {row['ID']}", *issue))
             continue
         out.append(
             [row["ID"], os.path.abspath(path), f"{duration:.3f}"]
@@ -147,25 +166,27 @@ def _recorded_condition(rows, name, folder, manifest_folder, data_folder, min_du
         problems,
         total=len(rows),
         drop=drop,
-        source=f"recorded test condition {name} ({folder})",
-        report_path=os.path.join(manifest_folder, f"test_{name}_problems.tsv"),
+        source=f"recorded {split} condition {name} ({folder})",
+        report_path=os.path.join(manifest_folder, f"{split}_{name}_problems.tsv"),
     )
     if not out:
-        raise DataError(f"recorded test condition {name}: no usable file in {folder}")
-    path = condition_manifest(manifest_folder, name)
+        raise DataError(f"recorded {split} condition {name}: no usable file in {folder}")
+    path = condition_manifest(manifest_folder, name, split)
     write_csv_atomic(path, MANIFEST_COLUMNS, out)
     return path
 
 
-def _simulated_condition(rows, name, snr, noise_csv, seed, manifest_folder, data_folder, rate):
-    manifest = condition_manifest(manifest_folder, name)
-    stamp_path = os.path.join(manifest_folder, f"test_{name}.json")
-    clean_manifest = condition_manifest(manifest_folder, "clean")
+def _simulated_condition(
+    rows, name, snr, noise_csv, seed, manifest_folder, data_folder, rate, split
+):
+    manifest = condition_manifest(manifest_folder, name, split)
+    stamp_path = os.path.join(manifest_folder, f"{split}_{name}.json")
+    clean_manifest = condition_manifest(manifest_folder, "clean", split)
     options = {
         "snr": snr,
         "seed": seed,
         "sample_rate": rate,
-        "test": _stamp(clean_manifest),
+        split: _stamp(clean_manifest),
         "noise": [os.path.abspath(noise_csv), _stamp(noise_csv)],
     }
     if _up_to_date(stamp_path, options, manifest):
@@ -173,7 +194,7 @@ def _simulated_condition(rows, name, snr, noise_csv, seed, manifest_folder, data
     if os.path.exists(stamp_path):
         os.remove(stamp_path)
 
-    audio_folder = os.path.join(manifest_folder, f"test_{name}")
+    audio_folder = os.path.join(manifest_folder, f"{split}_{name}")
     os.makedirs(audio_folder, exist_ok=True)
     mixer = UtteranceAddNoise(
         noise_csv,

@@ -260,7 +260,8 @@ def dataio_prepare(hparams):
     Returns
     -------
     dict
-        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...}}``; train is
+        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
+        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); train is
         sorted by duration when ``hparams["sorting"]`` is ``ascending`` or ``descending``.
     """
     from ctsl_brain.conditions import condition_manifest, condition_names
@@ -290,6 +291,11 @@ def dataio_prepare(hparams):
         "test": {
             name: dataset(condition_manifest(hparams["manifest_folder"], name))
             for name in condition_names(hparams["test_snrs"], hparams["recorded_test_folders"])
+        },
+        "dev_conditions": {
+            name: dataset(path)
+            for name in condition_names(hparams["test_snrs"], hparams["recorded_dev_folders"])
+            if os.path.isfile(path := condition_manifest(hparams["manifest_folder"], name, "dev"))
         },
     }
 
@@ -414,3 +420,23 @@ def prepare_corpus(hparams):
         min_duration=hparams["min_duration"],
         drop_bad_rows=hparams["drop_bad_rows"],
     )
+    recorded_dev = hparams["recorded_dev_folders"]
+    if recorded_dev or os.path.isfile(hparams["adapt_noise_csv"]):
+        prepare_test_conditions(
+            hparams["manifest_folder"],
+            data_folder=hparams["data_folder"],
+            snrs=hparams["test_snrs"],
+            noise_csv=hparams["adapt_noise_csv"],
+            seed=hparams["dev_noise_seed"],
+            recorded=recorded_dev,
+            sample_rate=hparams["sample_rate"],
+            min_duration=hparams["min_duration"],
+            drop_bad_rows=hparams["drop_bad_rows"],
+            split="dev",
+        )
+    else:
+        logger.warning(
+            "no adaptation noise bank (%s) and no recorded_dev_folders: the noisy dev sets "
+            "of the embedding analysis are not prepared",
+            hparams["adapt_noise_csv"],
+        )

@@ -99,7 +99,9 @@ def test_simulated_conditions_are_written_once(tmp_path, corpus):
 
 
 def test_missing_test_noise_is_a_clear_error(tmp_path, corpus):
-    with pytest.raises(FileNotFoundError, match="test noise bank .* does not exist"):
+    with pytest.raises(
+        FileNotFoundError, match="noise bank .* does not exist: the noisy test conditions"
+    ):
         prepare_test_conditions(
             _manifest_folder(tmp_path, corpus),
             data_folder=corpus[0],

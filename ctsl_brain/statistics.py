@@ -1,0 +1,183 @@
+"""Model selection and significance testing of the paper's evaluation protocol (section 4.1).
+
+For each system the three best dev checkpoints from non-consecutive epochs are evaluated; the
+test set is split into 30 fixed groups, the same for every system and condition; CCC per
+attribute, group and checkpoint gives 90 values per system, attribute and condition; each
+system is compared with a reference system by a one-tailed Welch's t-test.
+
+>>> select_checkpoints({1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3)
+[4, 2, 6]
+>>> groups = fixed_groups([f"utt{i}" for i in range(10)], n_groups=3, seed=0)
+>>> sorted(groups.value_counts().tolist())
+[3, 3, 4]
+"""
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import torch
+
+from ctsl_brain.data import ATTRIBUTES
+from ctsl_brain.losses import concordance_cc
+
+__all__ = [
+    "group_ccc",
+    "kept_for_selection",
+    "select_checkpoints",
+    "significance",
+    "fixed_groups",
+    "welch_greater",
+]
+
+
+def kept_for_selection(k):
+    """How many best dev checkpoints must be kept so that :func:`select_checkpoints` can pick
+    ``k`` of them at the end of training, whatever the epochs still to come.
+
+    The ``j``-th pick is ranked at most ``3 (j - 1) + 1`` (each earlier pick excludes itself
+    and its two neighbours), and an epoch's rank only worsens as epochs are added.
+
+    >>> kept_for_selection(3)
+    7
+    """
+    return 3 * (k - 1) + 1
+
+
+def select_checkpoints(scores, k=3):
+    """The ``k`` best epochs by dev score, no two of them consecutive (greedy, best first).
+
+    Arguments
+    ---------
+    scores : dict
+        Epoch (int) -> dev score (higher is better).
+    k : int
+        Number of checkpoints wanted.
+
+    Returns
+    -------
+    list of int
+        Selected epochs, best first; fewer than ``k`` when the epochs do not allow ``k``
+        non-consecutive ones (e.g. a run of fewer than ``2 k - 1`` epochs).
+    """
+    chosen = []
+    # Ties go to the earlier epoch, so that the selection does not depend on dict order.
+    for epoch in sorted(scores, key=lambda e: (-scores[e], e)):
+        if len(chosen) == k:
+            break
+        if all(abs(epoch - other) > 1 for other in chosen):
+            chosen.append(epoch)
+    return chosen
+
+
+def fixed_groups(ids, *, n_groups=30, seed=0):
+    """Splits utterance IDs into ``n_groups`` fixed groups of (almost) equal size.
+
+    The split depends only on the set of IDs and the seed, so it is the same for every system
+    and condition that evaluates the same test set.
+
+    Returns
+    -------
+    pandas.Series
+        ID -> group number (0 .. n_groups - 1), indexed by the sorted IDs.
+    """
+    ids = sorted(set(ids))
+    if len(ids) < 2 * n_groups:
+        raise ValueError(
+            f"{len(ids)} test utterances cannot make {n_groups} groups of at least 2 "
+            "(CCC needs two values): use a larger test set or fewer groups"
+        )
+    order = np.random.default_rng(seed).permutation(len(ids))
+    group = np.empty(len(ids), dtype=int)
+    for number, members in enumerate(np.array_split(order, n_groups)):
+        group[members] = number
+    return pd.Series(group, index=pd.Index(ids, name="ID"), name="group")
+
+
+def group_ccc(predictions, groups):
+    """CCC per attribute for each system, condition, checkpoint and test group.
+
+    Arguments
+    ---------
+    predictions : pandas.DataFrame
+        One row per utterance, system, condition and checkpoint, with columns ``ID``,
+        ``system``, ``condition``, ``checkpoint``, ``<attribute>_pred`` and
+        ``<attribute>_true`` for arousal, dominance and valence.
+    groups : pandas.Series
+        ID -> group, from :func:`fixed_groups`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``system``, ``condition``, ``checkpoint``, ``group``, arousal, dominance,
+        valence (CCC values).
+    """
+    missing = set(predictions["ID"]) - set(groups.index)
+    if missing:
+        raise ValueError(
+            f"{len(missing)} predicted IDs are in no test group (e.g. {sorted(missing)[0]}): "
+            "all systems must be evaluated on the same test set"
+        )
+    frame = predictions.assign(group=predictions["ID"].map(groups).to_numpy())
+    pred_cols = [f"{name}_pred" for name in ATTRIBUTES]
+    true_cols = [f"{name}_true" for name in ATTRIBUTES]
+    rows = []
+    keys = ["system", "condition", "checkpoint", "group"]
+    for key, part in frame.groupby(keys, sort=False):
+        ccc = concordance_cc(
+            torch.tensor(part[pred_cols].to_numpy(), dtype=torch.float64),
+            torch.tensor(part[true_cols].to_numpy(), dtype=torch.float64),
+        )
+        rows.append((*key, *ccc.tolist()))
+    return pd.DataFrame(rows, columns=[*keys, *ATTRIBUTES])
+
+
+def welch_greater(values, reference):
+    """One-tailed Welch's t-test: p-value of "mean of ``values`` > mean of ``reference``"."""
+    result = scipy.stats.ttest_ind(values, reference, equal_var=False, alternative="greater")
+    return float(result.pvalue)
+
+
+def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
+    """Mean CCC of each system, attribute and condition, tested against reference systems.
+
+    Arguments
+    ---------
+    values : pandas.DataFrame
+        From :func:`group_ccc`.
+    references : sequence of str
+        Systems each other system is compared with (those present in ``values``).
+    alpha : float
+        Significance level: a system is significantly better when ``p <= alpha``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per system, condition and attribute: ``mean``, ``std``, ``n`` (number of
+        values), and for each reference ``p_vs_<reference>`` and ``better_than_<reference>``
+        (NaN and False for the reference itself).
+    """
+    systems = list(dict.fromkeys(values["system"]))
+    references = [ref for ref in references if ref in systems]
+    rows = []
+    for (system, condition), part in values.groupby(["system", "condition"], sort=False):
+        for attribute in ATTRIBUTES:
+            sample = part[attribute].to_numpy()
+            row = {
+                "system": system,
+                "condition": condition,
+                "attribute": attribute,
+                "mean": float(sample.mean()),
+                "std": float(sample.std(ddof=1)) if len(sample) > 1 else float("nan"),
+                "n": len(sample),
+            }
+            for ref in references:
+                p_value = float("nan")
+                if ref != system:
+                    ref_part = values[
+                        (values["system"] == ref) & (values["condition"] == condition)
+                    ]
+                    p_value = welch_greater(sample, ref_part[attribute].to_numpy())
+                row[f"p_vs_{ref}"] = p_value
+                row[f"better_than_{ref}"] = bool(p_value <= alpha)
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,340 @@
+"""The paper's study: six systems, their significance-tested CCC table, and embedding analysis.
+
+``study.py`` (the runner) trains and evaluates the systems with ``train.py``; this module turns
+the finished runs into the paper's outputs:
+
+- ``table1.md``, ``table1.csv``, ``table1.json``: mean CCC per system, condition and attribute
+  over 3 checkpoints x 30 test groups, with one-tailed Welch t-tests against Original, RH and RM
+  (section 4.1, Table 1);
+- ``group_ccc.csv``: the values the tests are run on;
+- ``ccc_vs_snr.png``: CCC against SNR, one panel per attribute, one line per system;
+- ``table2.md``, ``table2.csv``, ``table2.json``: RMSE and cosine similarity between Original's
+  clean dev embeddings and each system's noisy dev embeddings, and InfoNCE over groups of 32
+  clean/noisy pairs (section 4.2, Table 2);
+- ``predictions.csv``: every system's per-utterance predictions, for error analysis.
+"""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ctsl_brain.data import ATTRIBUTES, write_text_atomic
+from ctsl_brain.losses import info_nce, negative_mask, transfer_loss
+from ctsl_brain.statistics import fixed_groups, group_ccc, significance
+
+__all__ = [
+    "MARKERS",
+    "SYSTEMS",
+    "analyse_study",
+    "embedding_analysis",
+    "plot_ccc_vs_snr",
+    "table1_markdown",
+]
+
+# The paper's systems (section 3.3): the hparams file and the overrides of each.
+SYSTEMS = {
+    "Original": ("hparams/teacher.yaml", []),
+    "RH": (
+        "hparams/student.yaml",
+        ["--experiment_name", "rh", "--freeze_encoder", "True", "--lambda_tl", "0"]
+        + ["--lambda_cl", "0"],
+    ),
+    "RM": (
+        "hparams/student.yaml",
+        ["--experiment_name", "rm", "--lambda_tl", "0", "--lambda_cl", "0"],
+    ),
+    "RM+TL": ("hparams/student.yaml", ["--experiment_name", "rm_tl", "--lambda_cl", "0"]),
+    "RM+CL": ("hparams/student.yaml", ["--experiment_name", "rm_cl", "--lambda_tl", "0"]),
+    "RM+TL+CL": ("hparams/student.yaml", ["--experiment_name", "rm_tl_cl"]),
+}
+
+# Table 1's markers: significantly better than Original, RH, RM.
+MARKERS = {"Original": "*", "RH": "†", "RM": "‡"}
+
+_SHORT = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
+
+
+def _condition_order(conditions):
+    """clean first, then decreasing SNR (10dB, 5dB, 0dB), then any other condition."""
+
+    def key(name):
+        if name == "clean":
+            return (0, 0.0, name)
+        if name.endswith("dB"):
+            try:
+                return (1, -float(name[:-2]), name)
+            except ValueError:
+                pass
+        return (2, 0.0, name)
+
+    return sorted(conditions, key=key)
+
+
+def table1_markdown(table, *, digits=3):
+    """Table 1 in Markdown: one row per system, mean CCC per condition and attribute.
+
+    A marker follows each value significantly better than a reference system (``*`` Original,
+    ``†`` RH, ``‡`` RM); the best value of each column is bold.
+
+    Arguments
+    ---------
+    table : pandas.DataFrame
+        From :func:`ctsl_brain.statistics.significance`.
+    """
+    systems = list(dict.fromkeys(table["system"]))
+    conditions = _condition_order(dict.fromkeys(table["condition"]))
+    header = ["system"] + [f"{c} {_SHORT[a]}" for c in conditions for a in ATTRIBUTES]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
+    ]
+    indexed = table.set_index(["system", "condition", "attribute"])
+    best = table.groupby(["condition", "attribute"])["mean"].max()
+    for system in systems:
+        cells = [system]
+        for condition in conditions:
+            for attribute in ATTRIBUTES:
+                row = indexed.loc[(system, condition, attribute)]
+                text = f"{row['mean']:.{digits}f}"
+                if np.isclose(row["mean"], best[(condition, attribute)]):
+                    text = f"**{text}**"
+                text += "".join(
+                    marker
+                    for ref, marker in MARKERS.items()
+                    if bool(row.get(f"better_than_{ref}", False))
+                )
+                cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    n_values = sorted(set(table["n"]))
+    lines.append("")
+    lines.append(
+        "Mean CCC over "
+        + "/".join(str(n) for n in n_values)
+        + " values (checkpoints x test groups); "
+        + ", ".join(f"{marker}: better than {ref}" for ref, marker in MARKERS.items())
+        + " (one-tailed Welch's t-test, p <= 0.05); bold: best per column."
+    )
+    return "\n".join(lines)
+
+
+def plot_ccc_vs_snr(table, path):
+    """CCC against test condition (clean, then decreasing SNR), one panel per attribute."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conditions = _condition_order(dict.fromkeys(table["condition"]))
+    figure, axes = plt.subplots(1, len(ATTRIBUTES), figsize=(12, 3.8), sharey=True)
+    for axis, attribute in zip(axes, ATTRIBUTES, strict=True):
+        part = table[table["attribute"] == attribute]
+        for system in dict.fromkeys(part["system"]):
+            means = part[part["system"] == system].set_index("condition")["mean"]
+            axis.plot(
+                range(len(conditions)),
+                [means.get(c, np.nan) for c in conditions],
+                marker="o",
+                label=system,
+                linewidth=2.2 if system == "RM+TL+CL" else 1.2,
+            )
+        axis.set_xticks(range(len(conditions)), conditions)
+        axis.set_title(attribute)
+        axis.set_xlabel("test condition")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("CCC (mean over checkpoints x groups)")
+    axes[-1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path + ".tmp.png", dpi=120)
+    plt.close(figure)
+    os.replace(path + ".tmp.png", path)
+
+
+def embedding_analysis(
+    clean, noisy, labels, *, group_size=32, seed=0, margin=0.5, rule="all", temperature=0.1
+):
+    """Table 2's measures between clean reference embeddings and noisy system embeddings.
+
+    The utterances are shuffled (seeded) into groups of ``group_size`` clean/noisy pairs, as in
+    training: per group, RMSE over all elements (the transfer loss) and InfoNCE with the clean
+    embedding as positive and other noisy embeddings with different labels as negatives. Groups
+    where no utterance has a negative are left out of the InfoNCE mean.
+
+    Arguments
+    ---------
+    clean, noisy : torch.Tensor
+        ``[N, D]`` embeddings of the same utterances, in the same order.
+    labels : torch.Tensor
+        ``[N, 3]`` on the corpus' scale (``margin`` is on that scale).
+
+    Returns
+    -------
+    dict
+        ``rmse`` and ``infonce`` (means over groups), ``cosine`` (mean over utterances),
+        ``groups`` (number of groups with negatives).
+    """
+    clean, noisy, labels = clean.double(), noisy.double(), labels.double()
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(clean)))
+    rmse, infonce = [], []
+    for start in range(0, len(order), group_size):
+        members = order[start : start + group_size]
+        if len(members) < 2:
+            continue
+        rmse.append(float(transfer_loss(clean[members], noisy[members])))
+        if negative_mask(labels[members], margin=margin, rule=rule).any():
+            infonce.append(
+                float(
+                    info_nce(
+                        noisy[members],
+                        clean[members],
+                        labels[members],
+                        margin=margin,
+                        rule=rule,
+                        temperature=temperature,
+                    )
+                )
+            )
+    cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
+    return {
+        "rmse": float(np.mean(rmse)),
+        "cosine": float(cosine.mean()),
+        "infonce": float(np.mean(infonce)) if infonce else float("nan"),
+        "groups": len(infonce),
+    }
+
+
+def _load_embeddings(run_folder, condition):
+    path = os.path.join(run_folder, "embeddings", f"dev_{condition}.pt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: run train.py for this system again to finish its evaluation"
+        )
+    content = torch.load(path)
+    order = np.argsort(content["ids"], kind="stable")
+    return (
+        [content["ids"][i] for i in order],
+        content["embeddings"][order],
+        content["labels"][order],
+    )
+
+
+def _read_predictions(system, run_folder):
+    path = os.path.join(run_folder, "predictions.csv")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} does not exist: the {system} run has not finished its evaluation; "
+            "run the study again to finish it"
+        )
+    frame = pd.read_csv(path, dtype={"ID": str, "condition": str})
+    frame.insert(1, "system", system)
+    return frame
+
+
+def _write_table(frame, folder, name, markdown):
+    frame.to_csv(os.path.join(folder, f"{name}.csv.tmp"), index=False)
+    os.replace(os.path.join(folder, f"{name}.csv.tmp"), os.path.join(folder, f"{name}.csv"))
+    write_text_atomic(
+        os.path.join(folder, f"{name}.json"),
+        json.dumps(json.loads(frame.to_json(orient="records")), indent=2),
+    )
+    write_text_atomic(os.path.join(folder, f"{name}.md"), markdown + "\n")
+
+
+def analyse_study(
+    runs,
+    study_folder,
+    *,
+    n_groups=30,
+    group_seed=0,
+    alpha=0.05,
+    embedding_group_size=32,
+    margin=0.5,
+    rule="all",
+    temperature=0.1,
+):
+    """Writes the study's tables, figure and predictions from finished runs.
+
+    Arguments
+    ---------
+    runs : dict
+        System name -> output folder of its finished ``train.py`` run; ``Original`` (the
+        teacher) must be among them, as the reference of the embedding analysis.
+    study_folder : str
+        Where the outputs go (created).
+    n_groups, group_seed : int
+        The fixed split of the test set.
+    alpha : float
+        Significance level.
+    embedding_group_size, margin, rule, temperature
+        InfoNCE settings of the embedding analysis (as in training).
+
+    Returns
+    -------
+    dict
+        ``table1`` and ``table2`` (DataFrames) and ``files`` (paths written).
+    """
+    os.makedirs(study_folder, exist_ok=True)
+    predictions = pd.concat(
+        [_read_predictions(system, folder) for system, folder in runs.items()], ignore_index=True
+    )
+    groups = fixed_groups(
+        predictions.loc[predictions["condition"] == "clean", "ID"],
+        n_groups=n_groups,
+        seed=group_seed,
+    )
+    values = group_ccc(predictions, groups)
+    table1 = significance(values, alpha=alpha)
+    files = {}
+    files["predictions"] = os.path.join(study_folder, "predictions.csv")
+    predictions.to_csv(files["predictions"] + ".tmp", index=False)
+    os.replace(files["predictions"] + ".tmp", files["predictions"])
+    files["group_ccc"] = os.path.join(study_folder, "group_ccc.csv")
+    values.to_csv(files["group_ccc"] + ".tmp", index=False)
+    os.replace(files["group_ccc"] + ".tmp", files["group_ccc"])
+    _write_table(table1, study_folder, "table1", table1_markdown(table1))
+    files["figure"] = os.path.join(study_folder, "ccc_vs_snr.png")
+    plot_ccc_vs_snr(table1, files["figure"])
+
+    reference = runs["Original"]
+    ref_ids, clean, labels = _load_embeddings(reference, "clean")
+    with open(os.path.join(reference, "evaluation.json")) as fin:
+        dev_conditions = json.load(fin)["dev_conditions"]
+    rows = []
+    for system, folder in runs.items():
+        for condition in _condition_order(dev_conditions):
+            ids, noisy, _ = _load_embeddings(folder, condition)
+            if ids != ref_ids:
+                raise ValueError(
+                    f"{system}: the dev utterances of condition {condition} differ from "
+                    "Original's clean dev set; run every system on the same manifests"
+                )
+            measures = embedding_analysis(
+                clean,
+                noisy,
+                labels,
+                group_size=embedding_group_size,
+                seed=group_seed,
+                margin=margin,
+                rule=rule,
+                temperature=temperature,
+            )
+            rows.append({"system": system, "condition": condition, **measures})
+    table2 = pd.DataFrame(rows)
+    wide = table2.pivot(index="system", columns="condition", values=["rmse", "cosine", "infonce"])
+    wide = wide.reindex(index=list(runs)).reindex(
+        columns=[
+            (m, c) for c in _condition_order(dev_conditions) for m in ("rmse", "cosine", "infonce")
+        ]
+    )
+    wide.columns = [f"{c} {m}" for m, c in wide.columns]
+    markdown = wide.round(4).to_markdown() + (
+        "\n\nBetween Original's clean dev embeddings and each system's embeddings of the same "
+        f"utterances in each condition; InfoNCE over groups of {embedding_group_size} pairs."
+    )
+    _write_table(table2, study_folder, "table2", markdown)
+    for name in ("table1", "table2"):
+        for ext in ("md", "csv", "json"):
+            files[f"{name}_{ext}"] = os.path.join(study_folder, f"{name}.{ext}")
+    return {"table1": table1, "table2": table2, "files": files}

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""The paper's experiment in one command: all six systems, significance-tested tables, plots.
+
+Trains the teacher (Original) on clean speech, adapts the five systems RH, RM, RM+TL, RM+CL and
+RM+TL+CL to the noise, evaluates the three best non-consecutive dev checkpoints of each on the
+clean and noisy test sets, and writes Table 1 (mean CCC with one-tailed Welch t-tests against
+Original, RH and RM), Table 2 (embedding analysis on the noisy dev sets), the CCC-vs-SNR figure
+and every per-utterance prediction under ``<results_folder>/<corpus>/study/<seed>``.
+
+On the embedded demo corpus (the default; a tiny encoder on CPU, about 15 minutes):
+
+    python study.py
+
+On MSP-Podcast, with the paper's settings (any other train.py override goes to every stage):
+
+    python study.py --corpus msp_podcast --data_folder /data/MSP-Podcast \\
+        --noise_folder /data/radio_noise [--encoder_hparams hparams/encoders/wavlm_large.yaml]
+
+Stages already finished with the same settings are skipped, so an interrupted study resumes
+where it stopped (a stage interrupted mid-training resumes from its last checkpoint).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+from ctsl_brain.study import SYSTEMS, analyse_study
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+# The paper's settings suit a pretrained wav2vec2-large; a tiny randomly initialised encoder
+# learning from scratch in minutes needs a higher learning rate and a lighter head.
+DEMO_OVERRIDES = [
+    "--encoder_hparams", "hparams/encoders/tiny_wav2vec2.yaml",
+    "--lr", "0.0003", "--batch_size", "16", "--num_workers", "0",
+    "--head_hidden_size", "256", "--head_hidden_layers", "1", "--head_dropout", "0.1",
+]  # fmt: skip
+DEMO_EPOCHS = {"teacher": 6, "student": 6}
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+class Progress:
+    """Prints the study's progress and keeps it in ``study_log.txt``."""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, "study_log.txt")
+        self.start = time.monotonic()
+
+    def __call__(self, message):
+        line = f"[study {time.strftime('%H:%M:%S')}, {_duration(time.monotonic() - self.start)}] "
+        line += message
+        print(line, flush=True)
+        with open(self.path, "a") as fout:
+            fout.write(line + "\n")
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Unrecognised --key value pairs are train.py overrides for every stage.",
+    )
+    parser.add_argument("--corpus", default="demo", help="demo, msp_podcast or manifests")
+    parser.add_argument("--data_folder", help="the corpus (default for demo: data/demo)")
+    parser.add_argument("--results_folder", default=os.path.join(ROOT, "results"))
+    parser.add_argument("--seed", type=int, default=1986)
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="comma-separated subset of " + ", ".join(SYSTEMS) + " (Original is always run)",
+    )
+    parser.add_argument("--teacher_epochs", type=int, help="default: demo 6, else the YAML's")
+    parser.add_argument("--student_epochs", type=int, help="default: demo 6, else the YAML's")
+    parser.add_argument("--n_groups", type=int, default=30, help="test groups (paper: 30)")
+    parser.add_argument("--group_seed", type=int, default=0, help="seed of the test groups")
+    parser.add_argument(
+        "--launcher",
+        default=f"{shlex.quote(sys.executable)}",
+        help='what runs train.py, e.g. "torchrun --nproc_per_node=4" (default: this Python)',
+    )
+    args, overrides = parser.parse_known_args(argv)
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = [name for name in systems if name not in SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    args.systems = ["Original"] + [name for name in systems if name != "Original"]
+    if args.data_folder is None:
+        if args.corpus != "demo":
+            parser.error(f"--data_folder is required for corpus {args.corpus}")
+        args.data_folder = os.path.join(ROOT, "data", "demo")
+    # train.py runs in the repository; paths given here are relative to where the user is.
+    args.data_folder = os.path.abspath(args.data_folder)
+    args.results_folder = os.path.abspath(args.results_folder)
+    return args, overrides
+
+
+def merge_overrides(*groups):
+    """Merges ``--key value`` lists (and value-less ``--flag``), later groups winning: a key
+    given twice would be a duplicate key in HyperPyYAML's overrides.
+
+    >>> merge_overrides(["--lr", "0.1", "--noprogressbar"], ["--lr", "0.2"])
+    ['--noprogressbar', '--lr', '0.2']
+    """
+    merged = {}
+    for group in groups:
+        tokens = list(group)
+        while tokens:
+            key = tokens.pop(0)
+            if not key.startswith("--"):
+                raise SystemExit(f"study.py: expected --key value, got {key!r}")
+            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else None
+            merged.pop(key, None)  # the later value, in the later position
+            merged[key] = value
+    command = []
+    for key, value in merged.items():
+        command += [key] if value is None else [key, value]
+    return command
+
+
+def stage_command(system, args, overrides):
+    """The train.py command line of one system."""
+    hparams_file, system_overrides = SYSTEMS[system]
+    stage = "teacher" if system == "Original" else "student"
+    common = ["--corpus", args.corpus, "--data_folder", args.data_folder]
+    common += ["--results_folder", args.results_folder, "--seed", str(args.seed)]
+    epochs = getattr(args, f"{stage}_epochs")
+    if epochs is None and args.corpus == "demo":
+        epochs = DEMO_EPOCHS[stage]
+    if epochs is not None:
+        common += ["--number_of_epochs", str(epochs)]
+    demo = DEMO_OVERRIDES if args.corpus == "demo" else []
+    return [
+        *shlex.split(args.launcher),
+        "train.py",
+        hparams_file,
+        *merge_overrides(common, demo, overrides, system_overrides),
+    ]
+
+
+def output_folder(system, args):
+    # The student systems' first override is their --experiment_name.
+    name = "teacher" if system == "Original" else SYSTEMS[system][1][1]
+    return os.path.join(args.results_folder, args.corpus, name, str(args.seed))
+
+
+def run_stage(number, total, system, args, overrides, study_folder, log):
+    """Runs one system's train.py unless it already finished with the same command."""
+    command = stage_command(system, args, overrides)
+    folder = output_folder(system, args)
+    marker = os.path.join(study_folder, "stages", f"{system}.json")
+    finished = os.path.isfile(os.path.join(folder, "evaluation.json"))
+    if finished and os.path.isfile(marker):
+        with open(marker) as fin:
+            if json.load(fin)["command"][1:] == command[1:]:
+                log(f"stage {number}/{total} {system}: finished earlier ({folder}), skipped")
+                return
+    log(f"stage {number}/{total} {system}: {shlex.join(command)}")
+    start = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        log(
+            f"stage {number}/{total} {system} failed (exit status {done.returncode}); its log "
+            f"is {os.path.join(folder, 'log.txt')}. Run the study again to resume."
+        )
+        sys.exit(done.returncode)
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    with open(marker, "w") as fout:
+        json.dump({"command": command, "seconds": time.monotonic() - start}, fout, indent=2)
+    log(f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}")
+
+
+def main(argv=None):
+    args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
+    study_folder = os.path.join(args.results_folder, args.corpus, "study", str(args.seed))
+    os.makedirs(study_folder, exist_ok=True)
+    log = Progress(study_folder)
+    total = len(args.systems) + 1
+    for number, system in enumerate(args.systems, start=1):
+        run_stage(number, total, system, args, overrides, study_folder, log)
+
+    log(f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}")
+    runs = {system: output_folder(system, args) for system in args.systems}
+    settings = {}
+    for folder in runs.values():
+        with open(os.path.join(folder, "evaluation.json")) as fin:
+            settings = json.load(fin).get("infonce", settings)
+    outputs = analyse_study(
+        runs, study_folder, n_groups=args.n_groups, group_seed=args.group_seed, **settings
+    )
+    with open(outputs["files"]["table1_md"]) as fin:
+        print(fin.read())
+    with open(outputs["files"]["table2_md"]) as fin:
+        print(fin.read())
+    log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
+
+
+if __name__ == "__main__":
+    main()

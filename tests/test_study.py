@@ -1,0 +1,129 @@
+"""The study runner as users run it: a miniature study (tiny encoder, a few utterances, one
+epoch) writes every output, and a second run skips the finished stages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from ctsl_brain.losses import info_nce, transfer_loss
+from ctsl_brain.study import SYSTEMS, embedding_analysis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUTPUTS = [
+    "table1.md",
+    "table1.csv",
+    "table1.json",
+    "table2.md",
+    "table2.csv",
+    "table2.json",
+    "ccc_vs_snr.png",
+    "predictions.csv",
+    "group_ccc.csv",
+    "study_log.txt",
+]
+
+
+def _study(results, data_folder):
+    command = [
+        sys.executable,
+        "study.py",
+        "--data_folder",
+        data_folder,
+        "--results_folder",
+        results,
+        "--teacher_epochs",
+        "1",
+        "--student_epochs",
+        "1",
+        "--n_groups",
+        "4",
+        "--batch_size",
+        "4",
+        "--test_batch_size",
+        "8",
+        "--head_hidden_size",
+        "16",
+        "--test_snrs",
+        "[5, 0]",
+        "--noprogressbar",
+        "--prepare_options",
+        "{n_train: 12, n_dev: 8, n_test: 8, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    base = tmp_path_factory.mktemp("study")
+    results, data_folder = str(base / "results"), str(base / "demo")
+    first = _study(results, data_folder)
+    return results, first, _study(results, data_folder)
+
+
+def test_miniature_study_writes_every_output(study):
+    results, first, _ = study
+    folder = os.path.join(results, "demo", "study", "1986")
+    for name in OUTPUTS:
+        assert os.path.getsize(os.path.join(folder, name)) > 0, name
+    for number in range(1, 8):
+        assert f"stage {number}/7" in first
+
+    table1 = pd.read_csv(os.path.join(folder, "table1.csv"))
+    assert list(dict.fromkeys(table1["system"])) == list(SYSTEMS)
+    assert set(table1["condition"]) == {"clean", "5dB", "0dB"}
+    assert set(table1["n"]) == {4}  # one checkpoint (one epoch) x 4 groups
+    assert table1.loc[table1["system"] == "Original", "p_vs_Original"].isna().all()
+    assert table1.loc[table1["system"] != "Original", "p_vs_Original"].between(0, 1).all()
+    markdown = open(os.path.join(folder, "table1.md")).read()
+    for system in SYSTEMS:
+        assert f"| {system} |" in markdown
+
+    predictions = pd.read_csv(os.path.join(folder, "predictions.csv"))
+    assert list(predictions.columns[:4]) == ["ID", "system", "condition", "checkpoint"]
+    assert len(predictions) == 6 * 3 * 8  # systems x conditions x test utterances
+    values = pd.read_csv(os.path.join(folder, "group_ccc.csv"))
+    assert len(values) == 6 * 3 * 4
+
+    table2 = pd.read_csv(os.path.join(folder, "table2.csv"))
+    assert len(table2) == 6 * 3  # systems x dev conditions (clean, 5 and 0 dB)
+    original_clean = table2[(table2["system"] == "Original") & (table2["condition"] == "clean")]
+    assert original_clean["rmse"].iloc[0] == pytest.approx(0, abs=1e-6)
+    assert original_clean["cosine"].iloc[0] == pytest.approx(1, abs=1e-6)
+    noisy = table2[table2["condition"] != "clean"]
+    assert (noisy["rmse"] > 0).all() and (noisy["cosine"] < 1).all()
+
+
+def test_second_run_skips_finished_stages(study):
+    _, _, second = study
+    for system in SYSTEMS:
+        assert f"{system}: finished earlier" in second
+    assert "Going into epoch" not in second
+
+
+def test_rm_tl_cl_run_records_its_infonce_settings(study):
+    results, _, _ = study
+    with open(os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json")) as fin:
+        evaluation = json.load(fin)
+    assert evaluation["infonce"] == {"margin": 0.5, "rule": "all", "temperature": 0.1}
+    assert [c["epoch"] for c in evaluation["checkpoints"]] == [1]
+
+
+def test_embedding_analysis_matches_the_training_losses():
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.randn(64, 8, generator=generator)
+    noisy = clean + 0.3 * torch.randn(64, 8, generator=generator)
+    labels = 1 + 6 * torch.rand(64, 3, generator=generator)
+    measures = embedding_analysis(clean, noisy, labels, group_size=64, seed=0)
+    order = torch.as_tensor(__import__("numpy").random.default_rng(0).permutation(64))
+    expected_nce = info_nce(noisy[order], clean[order], labels[order], margin=0.5)
+    assert measures["infonce"] == pytest.approx(float(expected_nce), rel=1e-6)
+    assert measures["rmse"] == pytest.approx(float(transfer_loss(clean, noisy)), rel=1e-6)
+    expected_cos = torch.nn.functional.cosine_similarity(clean, noisy).mean()
+    assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
