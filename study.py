@@ -39,7 +39,7 @@ DEMO_OVERRIDES = [
     "--lr", "0.0003", "--batch_size", "16", "--num_workers", "0",
     "--head_hidden_size", "256", "--head_hidden_layers", "1", "--head_dropout", "0.1",
 ]  # fmt: skip
-DEMO_EPOCHS = {"teacher": 6, "student": 6}
+DEMO_EPOCHS = {"teacher": 8, "student": 7}
 
 
 def _duration(seconds):

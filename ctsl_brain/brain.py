@@ -9,6 +9,7 @@ paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
 
 import json
 import os
+import time
 
 import speechbrain as sb
 import torch
@@ -138,6 +139,8 @@ class EmotionBrain(sb.Brain):
         noise = self.noise_for(stage)
         if stage == sb.Stage.VALID and noise is not None:
             noise.reset()
+        if stage == sb.Stage.TRAIN:
+            self.epoch_start = time.monotonic()
 
     def stage_statistics(self, stage_loss):
         """Mean loss terms of the stage, and CCC per attribute on the corpus' label scale."""
@@ -159,7 +162,11 @@ class EmotionBrain(sb.Brain):
             self.train_stats = stats
         elif stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(
-                stats_meta={"epoch": epoch, "lr": self.optimizer.param_groups[0]["lr"]},
+                stats_meta={
+                    "epoch": f"{epoch}/{self.hparams.epoch_counter.limit}",
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": round(time.monotonic() - self.epoch_start),
+                },
                 train_stats=self.train_stats,
                 valid_stats=stats,
             )

@@ -134,3 +134,22 @@ def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
         folder, data_folder=data_folder, recorded={"0dB": str(recorded)}, drop_bad_rows=True
     )
     assert len(_rows(manifests["0dB"])) == len(clean) - 1
+
+
+def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, corpus):
+    """Table 2's noisy dev sets: the same machinery with split="dev", its own files and noise."""
+    data_folder, paths = corpus
+    folder = _manifest_folder(tmp_path, corpus)
+    shutil.copy(paths["dev"], os.path.join(folder, "dev.csv"))
+    kwargs = dict(data_folder=data_folder, snrs=[0], seed=5)
+    test = prepare_test_conditions(folder, noise_csv=paths["noise_test"], **kwargs)
+    dev = prepare_test_conditions(folder, noise_csv=paths["noise_adapt"], split="dev", **kwargs)
+    assert os.path.basename(dev["clean"]) == "dev.csv"
+    assert os.path.basename(dev["0dB"]) == "dev_0dB.csv"
+    assert os.path.basename(test["0dB"]) == "test_0dB.csv"
+    dev_rows, clean_rows = _rows(dev["0dB"]), _rows(dev["clean"])
+    assert [r["ID"] for r in dev_rows] == [r["ID"] for r in clean_rows]
+    assert all(abs(float(r["snr"])) < 0.5 for r in dev_rows)
+    assert all(os.path.dirname(r["wav"]).endswith("dev_0dB") for r in dev_rows)
+    # The test conditions are untouched by the dev ones.
+    assert _rows(test["0dB"]) == _rows(os.path.join(folder, "test_0dB.csv"))

@@ -37,7 +37,7 @@ def _study(results, data_folder):
         "--results_folder",
         results,
         "--teacher_epochs",
-        "1",
+        "3",
         "--student_epochs",
         "1",
         "--n_groups",
@@ -78,7 +78,13 @@ def test_miniature_study_writes_every_output(study):
     table1 = pd.read_csv(os.path.join(folder, "table1.csv"))
     assert list(dict.fromkeys(table1["system"])) == list(SYSTEMS)
     assert set(table1["condition"]) == {"clean", "5dB", "0dB"}
-    assert set(table1["n"]) == {4}  # one checkpoint (one epoch) x 4 groups
+    # Original: the best non-consecutive of 3 epochs (1 or 2 checkpoints); the others trained
+    # one epoch (1 checkpoint); x 4 groups.
+    with open(os.path.join(results, "demo", "teacher", "1986", "evaluation.json")) as fin:
+        epochs = [c["epoch"] for c in json.load(fin)["checkpoints"]]
+    assert epochs in ([2], [1, 3], [3, 1])
+    assert set(table1.loc[table1["system"] == "Original", "n"]) == {4 * len(epochs)}
+    assert set(table1.loc[table1["system"] != "Original", "n"]) == {4}
     assert table1.loc[table1["system"] == "Original", "p_vs_Original"].isna().all()
     assert table1.loc[table1["system"] != "Original", "p_vs_Original"].between(0, 1).all()
     markdown = open(os.path.join(folder, "table1.md")).read()
@@ -87,9 +93,11 @@ def test_miniature_study_writes_every_output(study):
 
     predictions = pd.read_csv(os.path.join(folder, "predictions.csv"))
     assert list(predictions.columns[:4]) == ["ID", "system", "condition", "checkpoint"]
-    assert len(predictions) == 6 * 3 * 8  # systems x conditions x test utterances
+    # systems x conditions x test utterances (x checkpoints for Original)
+    assert len(predictions) == (5 + len(epochs)) * 3 * 8
+    assert set(predictions.loc[predictions["system"] == "Original", "checkpoint"]) == set(epochs)
     values = pd.read_csv(os.path.join(folder, "group_ccc.csv"))
-    assert len(values) == 6 * 3 * 4
+    assert len(values) == (5 + len(epochs)) * 3 * 4
 
     table2 = pd.read_csv(os.path.join(folder, "table2.csv"))
     assert len(table2) == 6 * 3  # systems x dev conditions (clean, 5 and 0 dB)

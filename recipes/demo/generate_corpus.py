@@ -11,6 +11,7 @@ same options is reused. See ``ctsl_brain.demo_corpus`` for what the corpus conta
 """
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -20,35 +21,57 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+from ctsl_brain.demo_corpus import prepare_demo_corpus  # noqa: E402
+
+# The options' defaults are the generator's own.
+DEFAULTS = {
+    name: param.default
+    for name, param in inspect.signature(prepare_demo_corpus).parameters.items()
+    if param.default is not inspect.Parameter.empty
+}
+
+
 def main(argv=None):
     """Parses the command line (``argv``, default ``sys.argv[1:]``), builds or reuses the
     corpus, and prints where its CSV files are."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder", help="output folder (created if needed)")
-    parser.add_argument("--seed", type=int, default=1234, help="master seed (>= 0)")
-    parser.add_argument("--n_train", type=int, default=480, help="training utterances")
-    parser.add_argument("--n_dev", type=int, default=120, help="validation utterances")
-    parser.add_argument("--n_test", type=int, default=240, help="test utterances")
-    parser.add_argument("--min_duration", type=float, default=1.5, help="seconds")
-    parser.add_argument("--max_duration", type=float, default=3.5, help="seconds")
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="master seed (>= 0)")
     parser.add_argument(
-        "--adapt_noise_minutes", type=float, default=3.0, help="adaptation noise bank, minutes"
+        "--n_train", type=int, default=DEFAULTS["n_train"], help="training utterances"
     )
     parser.add_argument(
-        "--test_noise_minutes", type=float, default=2.0, help="test noise bank, minutes"
+        "--n_dev", type=int, default=DEFAULTS["n_dev"], help="validation utterances"
+    )
+    parser.add_argument("--n_test", type=int, default=DEFAULTS["n_test"], help="test utterances")
+    parser.add_argument(
+        "--min_duration", type=float, default=DEFAULTS["min_duration"], help="seconds"
+    )
+    parser.add_argument(
+        "--max_duration", type=float, default=DEFAULTS["max_duration"], help="seconds"
+    )
+    parser.add_argument(
+        "--adapt_noise_minutes",
+        type=float,
+        default=DEFAULTS["adapt_noise_minutes"],
+        help="adaptation noise bank, minutes",
+    )
+    parser.add_argument(
+        "--test_noise_minutes",
+        type=float,
+        default=DEFAULTS["test_noise_minutes"],
+        help="test noise bank, minutes",
     )
     parser.add_argument(
         "--noise_segment_seconds",
         type=float,
-        default=None,
+        default=DEFAULTS["noise_segment_seconds"],
         help="length of each noise segment (default: max_duration + 1)",
     )
-    parser.add_argument("--sample_rate", type=int, default=16000, help="Hz")
+    parser.add_argument("--sample_rate", type=int, default=DEFAULTS["sample_rate"], help="Hz")
     args = parser.parse_args(argv)
-
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
-    from ctsl_brain.demo_corpus import prepare_demo_corpus
 
     start = time.perf_counter()
     paths = prepare_demo_corpus(
