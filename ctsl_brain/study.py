@@ -57,6 +57,11 @@ MARKERS = {"Original": "*", "RH": "†", "RM": "‡"}
 _SHORT = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
 
 
+def _escape(marker):
+    """A literal ``*`` in Markdown (next to bold text it would be read as emphasis)."""
+    return marker.replace("*", "\\*")
+
+
 def _condition_order(conditions):
     """clean first, then decreasing SNR (10dB, 5dB, 0dB), then any other condition."""
 
@@ -102,7 +107,7 @@ def table1_markdown(table, *, digits=3):
                 if np.isclose(row["mean"], best[(condition, attribute)]):
                     text = f"**{text}**"
                 text += "".join(
-                    marker
+                    _escape(marker)
                     for ref, marker in MARKERS.items()
                     if bool(row.get(f"better_than_{ref}", False))
                 )
@@ -114,7 +119,7 @@ def table1_markdown(table, *, digits=3):
         "Mean CCC over "
         + "/".join(str(n) for n in n_values)
         + " values (checkpoints x test groups); "
-        + ", ".join(f"{marker}: better than {ref}" for ref, marker in MARKERS.items())
+        + ", ".join(f"{_escape(marker)}: better than {ref}" for ref, marker in MARKERS.items())
         + " (one-tailed Welch's t-test, p <= 0.05); bold: best per column."
     )
     return "\n".join(lines)

@@ -184,3 +184,12 @@ def test_selection_from_kept_checkpoints_equals_selection_from_all_epochs():
         assert all(abs(a - b) > 1 for a, b in itertools.combinations(chosen, 2))
         if n_epochs >= 7:  # then three non-consecutive epochs always exist and greedy finds them
             assert len(chosen) == 3
+
+
+def test_significance_at_p_equal_to_alpha():
+    """The paper asserts significance at p <= 0.05: the boundary itself counts."""
+    values = _values({"Original": (0.30, 0.05), "RM": (0.32, 0.05)})
+    p_value = significance(values, references=("Original",)).iloc[-1]["p_vs_Original"]
+    at = significance(values, references=("Original",), alpha=p_value).iloc[-1]
+    below = significance(values, references=("Original",), alpha=p_value * 0.999).iloc[-1]
+    assert at["better_than_Original"] and not below["better_than_Original"]

@@ -135,3 +135,41 @@ def test_embedding_analysis_matches_the_training_losses():
     assert measures["rmse"] == pytest.approx(float(transfer_loss(clean, noisy)), rel=1e-6)
     expected_cos = torch.nn.functional.cosine_similarity(clean, noisy).mean()
     assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
+
+
+def test_unknown_system_is_a_clear_error(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "study.py", "--systems", "RM,RM+XL", "--results_folder", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "unknown RM+XL" in done.stderr and "RM+TL+CL" in done.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
+    """A train.py failure (here: a corpus that does not exist) ends the study at that stage."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "study.py",
+            "--corpus",
+            "manifests",
+            "--data_folder",
+            str(tmp_path / "nothing"),
+            "--results_folder",
+            str(tmp_path / "results"),
+            "--manifest_folder",
+            str(tmp_path / "no_manifests"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "stage 1/7 Original failed" in done.stdout
+    assert "stage 2/7" not in done.stdout
