@@ -16,6 +16,7 @@ import torch
 
 from ctsl_brain.data import ATTRIBUTES, write_csv_atomic, write_text_atomic
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
+from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.statistics import select_checkpoints
 
 __all__ = ["EmotionBrain"]
@@ -27,7 +28,9 @@ class EmotionBrain(sb.Brain):
     Expects in ``modules``: ``encoder`` (waveform -> pooled embedding) and ``head``
     (embedding -> 3 attributes). Reads from ``hparams``: ``label_min``, ``label_max``,
     and for the student ``lambda_tl``, ``lambda_cl``, ``negative_margin``, ``negative_rule``,
-    ``temperature``, ``train_noise``, ``dev_noise``.
+    ``temperature``, ``train_noise``, ``dev_noise`` and ``cache_teacher_embeddings`` (the
+    teacher's clean embeddings are computed once and reused, see
+    :class:`ctsl_brain.models.TeacherEmbeddingCache`).
 
     Arguments
     ---------
@@ -41,10 +44,13 @@ class EmotionBrain(sb.Brain):
     def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = None
+        self.teacher_cache = None
         if teacher is not None:
             self.teacher = teacher.to(self.device).eval()
             for param in self.teacher.parameters():
                 param.requires_grad_(False)
+            if getattr(self.hparams, "cache_teacher_embeddings", False):
+                self.teacher_cache = TeacherEmbeddingCache(self.teacher)
         self.test_condition = "clean"
         self.test_results = {}
         self.eval_checkpoint = None
@@ -83,7 +89,9 @@ class EmotionBrain(sb.Brain):
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         outputs = {"teacher_embedding": None}
-        if self.uses_teacher(stage):
+        if self.uses_teacher(stage) and self.teacher_cache is not None:
+            outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
+        elif self.uses_teacher(stage):
             with torch.no_grad():
                 outputs["teacher_embedding"] = self.teacher(wavs, wav_lens)
         noise = self.noise_for(stage)
@@ -160,6 +168,8 @@ class EmotionBrain(sb.Brain):
         stats = self.stage_statistics(stage_loss)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
+            if self.teacher_cache is not None:
+                stats["teacher_cache_MB"] = self.teacher_cache.nbytes / 1e6
         elif stage == sb.Stage.VALID:
             self.hparams.train_logger.log_stats(
                 stats_meta={

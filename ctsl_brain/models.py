@@ -20,6 +20,7 @@ from speechbrain.dataio.dataio import length_to_mask
 __all__ = [
     "SSLEncoder",
     "RegressionHead",
+    "TeacherEmbeddingCache",
     "masked_mean",
     "load_encoder",
     "tiny_encoder_folder",
@@ -339,3 +340,56 @@ def tiny_encoder_folder(
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise
     return folder
+
+
+class TeacherEmbeddingCache:
+    """The frozen teacher's pooled embeddings by utterance ID, computed once and reused.
+
+    The teacher is in eval mode, never updated, and hears the same clean audio every epoch, so
+    its embedding of an utterance is a constant: computing it once saves a teacher forward pass
+    per step from the second epoch on. Entries are float32 on the teacher's device (1024 floats,
+    4 KiB, per utterance for the large encoders). A batch with any utterance not yet cached is
+    embedded whole; utterances already cached keep their first embedding, which differs from a
+    recomputation in another batch only by padding round-off (masked pooling).
+
+    Only valid while the teacher's input does not change between epochs: with augmentation of
+    the clean audio, turn the cache off.
+
+    Arguments
+    ---------
+    teacher : torch.nn.Module
+        Maps ``(wavs, wav_lens)`` to pooled embeddings ``[batch, dim]``.
+
+    Example
+    -------
+    >>> teacher = lambda wavs, lens: wavs[:, :2] * 2
+    >>> cache = TeacherEmbeddingCache(teacher)
+    >>> cache(["a", "b"], torch.ones(2, 3), torch.ones(2)).tolist()
+    [[2.0, 2.0], [2.0, 2.0]]
+    >>> cache(["b"], torch.zeros(1, 3), torch.ones(1)).tolist()  # cached, not recomputed
+    [[2.0, 2.0]]
+    >>> len(cache), cache.nbytes
+    (2, 16)
+    """
+
+    def __init__(self, teacher):
+        self.teacher = teacher
+        self.store = {}
+
+    def __len__(self):
+        return len(self.store)
+
+    @property
+    def nbytes(self):
+        """Memory held by the cached embeddings, in bytes."""
+        return sum(value.numel() * value.element_size() for value in self.store.values())
+
+    @torch.no_grad()
+    def __call__(self, ids, wavs, wav_lens):
+        """Embeddings of the utterances ``ids`` (clean ``wavs``), from the cache when present."""
+        if any(utt_id not in self.store for utt_id in ids):
+            embeddings = self.teacher(wavs, wav_lens).float()
+            for utt_id, embedding in zip(ids, embeddings, strict=True):
+                if utt_id not in self.store:
+                    self.store[utt_id] = embedding.detach().clone()
+        return torch.stack([self.store[utt_id] for utt_id in ids])

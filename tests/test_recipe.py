@@ -98,7 +98,7 @@ def _batch(data_folder, manifest, n=6):
     return PaddedBatch(items)
 
 
-def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl):
+def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl, cache=False):
     data_folder, paths = demo
     encoder = load_encoder(
         os.path.join(ROOT, "hparams/encoders/tiny_wav2vec2.yaml"),
@@ -116,6 +116,7 @@ def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl):
         "negative_rule": "all",
         "temperature": 0.1,
         "train_noise": noise,
+        "cache_teacher_embeddings": cache,
     }
     brain = EmotionBrain(
         modules={"encoder": encoder, "head": head},
@@ -150,6 +151,36 @@ def test_teacher_is_frozen_during_student_steps(tmp_path, demo):
     assert _unchanged(teacher_before, brain.teacher)
     assert not _unchanged(student_before, brain.modules.encoder), "the student did not learn"
     assert brain.loss_sums["tl_loss"] > 0
+
+
+def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
+    """The cache runs the teacher once per utterance; what it returns later, for the same
+    utterances in another batch (other padding, other order), is what the teacher computes."""
+    brain = _student_brain(
+        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10, cache=True
+    )
+    calls = []
+    brain.teacher.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    first = _batch(demo[0], demo[1]["train"], n=6)
+    brain.fit_batch(first)
+    assert calls == [6] and len(brain.teacher_cache) == 6
+
+    # The same utterances, reversed and without the longest: padded differently.
+    rows = sorted(range(6), key=lambda i: -first.sig.lengths[i])[1:]
+    items = [
+        {"id": first.id[i], "sig": first.sig.data[i], "labels": first.labels.data[i]} for i in rows
+    ]
+    for item, i in zip(items, rows, strict=True):
+        length = int(round(float(first.sig.lengths[i]) * first.sig.data.shape[1]))
+        item["sig"] = item["sig"][:length]
+    second = PaddedBatch(items[::-1])
+    cached = brain.compute_forward(second, sb.Stage.TRAIN)["teacher_embedding"]
+    assert calls == [6], "the teacher ran again for cached utterances"
+    with torch.no_grad():
+        recomputed = brain.teacher(second.sig.data, second.sig.lengths)
+    assert cached.dtype == torch.float32
+    assert torch.allclose(cached, recomputed, atol=1e-5, rtol=1e-4)
+    assert brain.teacher_cache.nbytes == 6 * recomputed.shape[1] * 4
 
 
 def test_rh_updates_no_encoder_parameter(tmp_path, demo):
