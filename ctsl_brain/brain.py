@@ -8,6 +8,7 @@ paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
 """
 
 import json
+import logging
 import os
 import time
 
@@ -20,6 +21,20 @@ from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.statistics import select_checkpoints
 
 __all__ = ["EmotionBrain"]
+
+logger = logging.getLogger(__name__)
+
+
+def _float32_on_cpu(run_opts):
+    """``--precision``/``--eval_precision`` other than fp32 are for GPUs: on CPU, fp16 autocast
+    is unsupported and bf16 ran about 14 times slower than float32, so CPU runs stay fp32."""
+    device = run_opts.get("device") or sb.utils.distributed.infer_device()
+    if str(device).startswith("cpu"):
+        for key in ("precision", "eval_precision"):
+            if run_opts.get(key, "fp32") != "fp32":
+                logger.warning("--%s %s ignored on CPU: training in float32", key, run_opts[key])
+                run_opts[key] = "fp32"
+    return run_opts
 
 
 class EmotionBrain(sb.Brain):
@@ -42,6 +57,7 @@ class EmotionBrain(sb.Brain):
     """
 
     def __init__(self, *args, teacher=None, **kwargs):
+        kwargs["run_opts"] = _float32_on_cpu(dict(kwargs.get("run_opts") or {}))
         super().__init__(*args, **kwargs)
         self.teacher = None
         self.teacher_cache = None
@@ -88,6 +104,10 @@ class EmotionBrain(sb.Brain):
         """Embeds the (noisy) batch with the student and the clean batch with the teacher."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN:
+            # Padding share of the training batches, reported per epoch.
+            self.samples_real += float(wav_lens.sum()) * wavs.shape[1]
+            self.samples_padded += wavs.shape[0] * wavs.shape[1]
         outputs = {"teacher_embedding": None}
         if self.uses_teacher(stage) and self.teacher_cache is not None:
             outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
@@ -143,6 +163,7 @@ class EmotionBrain(sb.Brain):
     def on_stage_start(self, stage, epoch=None):
         """Fresh accumulators; the dev mixer restarts so every epoch hears the same dev audio."""
         self.loss_sums, self.loss_count = {}, 0
+        self.samples_real, self.samples_padded = 0.0, 0
         self.ids, self.predicted, self.targets, self.embeddings = [], [], [], []
         noise = self.noise_for(stage)
         if stage == sb.Stage.VALID and noise is not None:
@@ -168,6 +189,8 @@ class EmotionBrain(sb.Brain):
         stats = self.stage_statistics(stage_loss)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
+            if self.samples_padded:
+                stats["padding"] = 1 - self.samples_real / self.samples_padded
             if self.teacher_cache is not None:
                 stats["teacher_cache_MB"] = self.teacher_cache.nbytes / 1e6
         elif stage == sb.Stage.VALID:

@@ -18,6 +18,7 @@ import speechbrain as sb
 import torch
 import torchaudio
 from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.sampler import DynamicBatchSampler
 
 __all__ = [
     "ATTRIBUTES",
@@ -262,7 +263,10 @@ def dataio_prepare(hparams):
     dict
         ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
         "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); train is
-        sorted by duration when ``hparams["sorting"]`` is ``ascending`` or ``descending``.
+        sorted by duration when ``hparams["sorting"]`` is ``ascending`` or ``descending``, and
+        batched by SpeechBrain's ``DynamicBatchSampler`` when ``hparams["dynamic_batching"]``
+        is true (the sampler replaces ``batch_size`` and ``shuffle`` of
+        ``train_dataloader_opts``).
     """
     from ctsl_brain.conditions import condition_manifest, condition_names
 
@@ -307,6 +311,23 @@ def dataio_prepare(hparams):
         hparams["train_dataloader_opts"]["shuffle"] = False
     elif sorting != "random":
         raise ValueError(f"sorting must be random, ascending or descending, got {sorting!r}")
+    if hparams["dynamic_batching"]:
+        if sorting != "random":
+            raise ValueError(
+                "dynamic_batching: the sampler makes its own (shuffled, length-bucketed) "
+                f"batches; set sorting to random (got {sorting!r})"
+            )
+        # Batches of similar lengths up to a total of max_batch_length seconds, drawn from
+        # shuffled buckets: far less padding than random fixed-size batches.
+        sampler = DynamicBatchSampler(
+            datasets["train"],
+            length_func=lambda row: float(row["duration"]),
+            **hparams["dynamic_batch_sampler"],
+        )
+        options = dict(hparams["train_dataloader_opts"])
+        for key in ("batch_size", "shuffle", "drop_last", "sampler"):
+            options.pop(key, None)
+        hparams["train_dataloader_opts"] = {**options, "batch_sampler": sampler}
     return datasets
 
 

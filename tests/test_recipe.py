@@ -278,3 +278,16 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
     assert all(torch.equal(teacher_encoder[k], rh_encoder[k]) for k in teacher_encoder)
     student_log = open(os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")).read()
     assert "tl_loss" in student_log and "cl_loss" in student_log
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_cpu_runs_stay_float32(precision, caplog):
+    """Mixed precision is for GPUs: on CPU fp16 is unsupported and bf16 is far slower."""
+    head = RegressionHead(8, hidden_size=4, num_hidden_layers=1)
+    brain = EmotionBrain(
+        modules={"head": head},
+        hparams={"label_min": 1.0, "label_max": 7.0},
+        run_opts={"device": "cpu", "precision": precision, "eval_precision": precision},
+    )
+    assert brain.precision == brain.eval_precision == "fp32"
+    assert f"--precision {precision} ignored on CPU" in caplog.text
