@@ -14,6 +14,7 @@ import time
 
 import speechbrain as sb
 import torch
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
 from ctsl_brain.data import ATTRIBUTES, write_csv_atomic, write_text_atomic
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
@@ -207,6 +208,11 @@ class EmotionBrain(sb.Brain):
                 meta={**stats, "epoch": epoch},
                 max_keys=["ccc"],
                 num_to_keep=self.hparams.keep_checkpoints,
+            )
+            # The epoch is saved whole: its intra-epoch checkpoint (ckpt_interval_minutes or
+            # _steps), which the ccc-keyed clean-up above does not consider, is obsolete.
+            self.checkpointer.delete_checkpoints(
+                num_to_keep=0, ckpt_predicate=lambda c: INTRA_EPOCH_CKPT_FLAG in c.meta
             )
         else:
             self.hparams.train_logger.log_stats(

@@ -7,14 +7,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_train(hparams_file, results, *overrides):
-    """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
-    run fails, showing the end of its output. Results go under ``results``."""
+def tiny_run_arguments(results, **replace):
+    """The overrides of a few-second run on a tiny encoder, with results under ``results``;
+    ``replace`` gives other values to some of them (a key given twice is a YAML error)."""
     results = str(results)
-    command = [
-        sys.executable,
-        "train.py",
-        hparams_file,
+    arguments = [
         "--results_folder",
         results,
         "--encoder_hparams",
@@ -31,9 +28,16 @@ def run_train(hparams_file, results, *overrides):
         "0",
         "--head_hidden_size",
         "16",
-        "--noprogressbar",
-        *overrides,
     ]
+    for key, value in replace.items():
+        arguments[arguments.index(f"--{key}") + 1] = str(value)
+    return arguments + ["--noprogressbar"]
+
+
+def run_train(hparams_file, results, *overrides):
+    """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
+    run fails, showing the end of its output. Results go under ``results``."""
+    command = [sys.executable, "train.py", hparams_file, *tiny_run_arguments(results), *overrides]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
