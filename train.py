@@ -59,6 +59,8 @@ def load_teacher(hparams):
 
 if __name__ == "__main__":
     hparams_file, run_opts, overrides = sb.parse_arguments(sys.argv[1:])
+    # Under torchrun (DDP), joins the process group; a plain run is left alone.
+    sb.utils.distributed.ddp_init_group(run_opts)
     with open(hparams_file) as fin:
         hparams = load_hyperpyyaml(fin, overrides)
 
