@@ -10,6 +10,8 @@ paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
 import json
 import logging
 import os
+import pickle
+import shutil
 import time
 
 import speechbrain as sb
@@ -72,6 +74,38 @@ class EmotionBrain(sb.Brain):
         self.test_results = {}
         self.eval_checkpoint = None
         self.collect_embeddings = False
+
+    # ----- resuming -----
+    def on_fit_start(self):
+        """As SpeechBrain's, but a checkpoint left half-written by a killed run is removed and
+        the run resumes from the newest complete one.
+
+        SpeechBrain writes a checkpoint's meta file before its files, so a run killed while
+        saving leaves a checkpoint that is listed, and picked as the newest, but cannot be
+        loaded (a file missing or cut short).
+        """
+        self._compile()
+        self._wrap_distributed()
+        self.init_optimizers()
+        if self.checkpointer is None:
+            return
+        while True:
+            newest = self.checkpointer.find_checkpoint()
+            try:
+                self.checkpointer.recover_if_possible()
+                return
+            except (EOFError, RuntimeError, FileNotFoundError, pickle.UnpicklingError) as error:
+                if newest is None:
+                    raise
+                logger.warning(
+                    "checkpoint %s cannot be loaded (%s: the run was stopped while saving it); "
+                    "removing it and resuming from the one before",
+                    newest.path,
+                    type(error).__name__,
+                )
+                if sb.utils.distributed.if_main_process():
+                    shutil.rmtree(newest.path)
+                sb.utils.distributed.ddp_barrier()
 
     # ----- labels -----
     def scale_labels(self, labels):

@@ -1,0 +1,234 @@
+"""Student-training throughput: the straightforward loop against the recipe's path, side by side.
+
+Both paths train the same student (the 12-layer wav2vec2-large shape with random weights by
+default, its CNN frozen as in the recipe, and the paper's head) on the same utterances, whose
+durations are drawn like MSP-Podcast's (2.75 to 11 s, more short than long), with the paper's
+loss (L_CCC + 100 L_TL + 10 L_CL) and Adam:
+
+(a) straightforward, as the authors wrote it: fixed-size random batches, and the frozen teacher
+    recomputed on the clean batch at every step;
+(b) the recipe's path: length-aware batches from SpeechBrain's DynamicBatchSampler (the same
+    mean number of utterances per batch) and the teacher's embeddings from
+    TeacherEmbeddingCache, filled once (its cost, one teacher pass over the data per run, is
+    printed separately: over a 20-epoch run it is a twentieth of a pass per epoch).
+
+It prints seconds of audio trained per second for each, the ratio b/a, the padding fraction of
+each, and the achieved GFLOP/s (counted by torch's FlopCounterMode, on real audio and as
+executed with padding) against a float32 matrix-product peak measured in the same run.
+
+    python tools/benchmark_student.py                 # wav2vec2-large shape (minutes on CPU)
+    python tools/benchmark_student.py --small         # a small shape, to try it out
+"""
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+from speechbrain.integrations.huggingface import Wav2Vec2
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from ctsl_brain.losses import ccc_loss, info_nce, transfer_loss  # noqa: E402
+from ctsl_brain.models import (  # noqa: E402
+    RegressionHead,
+    SSLEncoder,
+    TeacherEmbeddingCache,
+    tiny_encoder_folder,
+)
+
+RATE = 16000
+
+
+def matmul_peak(size=2048, repeats=8):
+    """Best float32 matrix-product rate of this machine, in GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def msp_like_durations(n, seed):
+    """2.75 to 11 s, skewed to short utterances as in MSP-Podcast."""
+    rng = np.random.default_rng(seed)
+    return np.clip(2.75 + rng.gamma(1.5, 2.0, n), 2.75, 11.0)
+
+
+def random_batches(durations, batch_size, seed):
+    order = np.random.default_rng(seed).permutation(len(durations))
+    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def dynamic_batches(durations, batch_size, seed):
+    from speechbrain.dataio.dataset import DynamicItemDataset
+    from speechbrain.dataio.sampler import DynamicBatchSampler
+
+    dataset = DynamicItemDataset({str(i): {"duration": float(d)} for i, d in enumerate(durations)})
+    sampler = DynamicBatchSampler(
+        dataset,
+        max_batch_length=float(np.mean(durations)) * batch_size,
+        # The recipe uses 60 buckets over a whole corpus; a bucket must hold a few batches.
+        num_buckets=max(2, len(durations) // (2 * batch_size)),
+        length_func=lambda row: row["duration"],
+        shuffle=True,
+        batch_ordering="random",
+        seed=seed,
+    )
+    return [list(batch) for batch in sampler]
+
+
+def padding(batches, durations):
+    real = sum(durations[i] for batch in batches for i in batch)
+    padded = sum(len(batch) * max(durations[i] for i in batch) for batch in batches)
+    return 1 - real / padded, real, padded
+
+
+def make_batch(indices, clean, noisy, labels):
+    lengths = [len(clean[i]) for i in indices]
+    longest = max(lengths)
+    batch_clean = torch.zeros(len(indices), longest)
+    batch_noisy = torch.zeros(len(indices), longest)
+    for row, i in enumerate(indices):
+        batch_clean[row, : lengths[row]] = clean[i]
+        batch_noisy[row, : lengths[row]] = noisy[i]
+    wav_lens = torch.tensor(lengths, dtype=torch.float32) / longest
+    return batch_clean, batch_noisy, wav_lens, labels[indices]
+
+
+def student_step(student, head, optimizer, noisy, wav_lens, labels, teacher_embedding):
+    embedding = student(noisy, wav_lens)
+    prediction = head(embedding)
+    loss = (
+        ccc_loss(prediction, (labels - 1) / 6)
+        + 100 * transfer_loss(teacher_embedding, embedding)
+        + 10 * info_nce(embedding, teacher_embedding, labels, margin=0.5)
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def run_path(name, batches, data, teacher, student, head, cache=None):
+    """Trains one pass over ``batches``; returns seconds and the FLOPs of the first step."""
+    clean, noisy, labels = data
+    optimizer = torch.optim.Adam([*student.parameters(), *head.parameters()], lr=1e-5)
+
+    def step(indices):
+        batch_clean, batch_noisy, wav_lens, batch_labels = make_batch(indices, clean, noisy, labels)
+        if cache is None:
+            with torch.no_grad():
+                teacher_embedding = teacher(batch_clean, wav_lens)
+        else:
+            ids = [str(i) for i in indices]
+            teacher_embedding = cache(ids, batch_clean, wav_lens)
+        student_step(
+            student, head, optimizer, batch_noisy, wav_lens, batch_labels, teacher_embedding
+        )
+
+    counter = FlopCounterMode(display=False)
+    with counter:  # also the warm-up step, untimed
+        step(batches[0])
+    flops_first = counter.get_total_flops()
+    start = time.perf_counter()
+    for indices in batches:
+        step(indices)
+    seconds = time.perf_counter() - start
+    print(f"  ({name}: {len(batches)} steps in {seconds:.1f} s)", flush=True)
+    return seconds, flops_first
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--utterances", type=int, default=40)
+    parser.add_argument("--batch_size", type=int, default=8, help="of the straightforward loop")
+    parser.add_argument("--small", action="store_true", help="hidden 256, 4 layers, CNN 128")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    shape = (
+        {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "conv_channels": 128}
+        if args.small
+        else {"hidden_size": 1024, "num_layers": 12, "num_heads": 16, "conv_channels": 512}
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        source = tiny_encoder_folder(folder, seed=args.seed, **shape)
+        teacher = SSLEncoder(
+            Wav2Vec2, source=source, save_path=folder, num_layers=shape["num_layers"]
+        )
+    student = copy.deepcopy(teacher).train()
+    teacher.eval()
+    for param in teacher.parameters():
+        param.requires_grad_(False)
+    head = RegressionHead(teacher.output_size, hidden_size=1024, num_hidden_layers=2)
+
+    durations = msp_like_durations(args.utterances, args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    clean = [torch.randn(int(d * RATE), generator=generator) * 0.1 for d in durations]
+    noisy = [c + torch.randn(len(c), generator=generator) * 0.1 for c in clean]
+    labels = 1 + 6 * torch.rand(args.utterances, 3, generator=generator)
+    data = (clean, noisy, labels)
+
+    peak = matmul_peak()
+    straight = random_batches(durations, args.batch_size, args.seed)
+    recipe = dynamic_batches(durations, args.batch_size, args.seed)
+    pad_a, real, padded_a = padding(straight, durations)
+    pad_b, _, padded_b = padding(recipe, durations)
+
+    print(
+        f"{args.utterances} utterances, {real:.0f} s of audio; model "
+        f"{'small' if args.small else 'wav2vec2-large shape, 12 layers'}; "
+        f"{args.threads} threads; float32 matmul peak {peak:.0f} GFLOP/s",
+        flush=True,
+    )
+    cache = TeacherEmbeddingCache(teacher)
+    start = time.perf_counter()
+    for indices in recipe:
+        batch_clean, _, wav_lens, _ = make_batch(indices, clean, noisy, labels)
+        cache([str(i) for i in indices], batch_clean, wav_lens)
+    fill = time.perf_counter() - start
+
+    student_b = copy.deepcopy(student)
+    head_b = copy.deepcopy(head)
+    seconds_a, flops_a = run_path("a", straight, data, teacher, student, head)
+    seconds_b, flops_b = run_path("b", recipe, data, teacher, student_b, head_b, cache)
+
+    # FLOPs per second of padded audio, from each path's first step, scaled to the whole pass.
+    first_a = len(straight[0]) * max(durations[i] for i in straight[0])
+    first_b = len(recipe[0]) * max(durations[i] for i in recipe[0])
+    executed_a = flops_a / first_a * padded_a / 1e9
+    executed_b = flops_b / first_b * padded_b / 1e9
+    rows = [
+        ("(a) straightforward", seconds_a, pad_a, executed_a, len(straight)),
+        ("(b) recipe", seconds_b, pad_b, executed_b, len(recipe)),
+    ]
+    print()
+    print("| path | batches | padding | audio s/s | GFLOP/s executed | % of peak |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, seconds, pad, executed, n_batches in rows:
+        print(
+            f"| {name} | {n_batches} | {pad:.1%} | {real / seconds:.2f} | "
+            f"{executed / seconds:.0f} | {executed / seconds / peak:.0%} |"
+        )
+    print()
+    print(f"ratio b/a (audio seconds trained per second): {seconds_a / seconds_b:.2f}")
+    print(
+        f"teacher-cache fill, once per run: {fill:.1f} s "
+        f"({real / fill:.2f} audio s/s; {cache.nbytes / 1e6:.2f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
