@@ -144,11 +144,12 @@ class EmotionBrain(sb.Brain):
             self.samples_real += float(wav_lens.sum()) * wavs.shape[1]
             self.samples_padded += wavs.shape[0] * wavs.shape[1]
         outputs = {"teacher_embedding": None}
-        if self.uses_teacher(stage) and self.teacher_cache is not None:
-            outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
-        elif self.uses_teacher(stage):
-            with torch.no_grad():
-                outputs["teacher_embedding"] = self.teacher(wavs, wav_lens)
+        if self.uses_teacher(stage):
+            if self.teacher_cache is not None:
+                outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
+            else:
+                with torch.no_grad():
+                    outputs["teacher_embedding"] = self.teacher(wavs, wav_lens)
         noise = self.noise_for(stage)
         if noise is not None:
             wavs = noise(wavs, wav_lens)

@@ -430,30 +430,30 @@ def prepare_corpus(hparams):
             "label_max": hparams["label_max"],
         },
     )
+    # The test set, and the dev set for the embedding analysis, in the same conditions.
+    conditions = {
+        "data_folder": hparams["data_folder"],
+        "snrs": hparams["test_snrs"],
+        "sample_rate": hparams["sample_rate"],
+        "min_duration": hparams["min_duration"],
+        "drop_bad_rows": hparams["drop_bad_rows"],
+    }
     prepare_test_conditions(
         hparams["manifest_folder"],
-        data_folder=hparams["data_folder"],
-        snrs=hparams["test_snrs"],
         noise_csv=hparams["test_noise_csv"],
         seed=hparams["test_noise_seed"],
         recorded=recorded,
-        sample_rate=hparams["sample_rate"],
-        min_duration=hparams["min_duration"],
-        drop_bad_rows=hparams["drop_bad_rows"],
+        **conditions,
     )
     recorded_dev = hparams["recorded_dev_folders"]
     if recorded_dev or os.path.isfile(hparams["adapt_noise_csv"]):
         prepare_test_conditions(
             hparams["manifest_folder"],
-            data_folder=hparams["data_folder"],
-            snrs=hparams["test_snrs"],
             noise_csv=hparams["adapt_noise_csv"],
             seed=hparams["dev_noise_seed"],
             recorded=recorded_dev,
-            sample_rate=hparams["sample_rate"],
-            min_duration=hparams["min_duration"],
-            drop_bad_rows=hparams["drop_bad_rows"],
             split="dev",
+            **conditions,
         )
     else:
         logger.warning(

@@ -18,7 +18,8 @@ from ctsl_brain.data import ATTRIBUTES
 
 __all__ = ["load_results", "results_table"]
 
-_SHORT = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
+# Column names of the results tables, as in the paper.
+SHORT_NAMES = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
 
 
 def load_results(output_folder):
@@ -47,7 +48,7 @@ def results_table(runs, *, digits=3):
     rows = {}
     for system, results in runs.items():
         rows[system] = {
-            f"{condition} {_SHORT[name]}": round(stats[f"ccc_{name}"], digits)
+            f"{condition} {SHORT_NAMES[name]}": round(stats[f"ccc_{name}"], digits)
             for condition, stats in results.items()
             for name in ATTRIBUTES
         }

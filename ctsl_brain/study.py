@@ -23,6 +23,7 @@ import torch
 
 from ctsl_brain.data import ATTRIBUTES, write_text_atomic
 from ctsl_brain.losses import info_nce, negative_mask, transfer_loss
+from ctsl_brain.report import SHORT_NAMES
 from ctsl_brain.statistics import fixed_groups, group_ccc, significance
 
 __all__ = [
@@ -53,8 +54,6 @@ SYSTEMS = {
 
 # Table 1's markers: significantly better than Original, RH, RM.
 MARKERS = {"Original": "*", "RH": "†", "RM": "‡"}
-
-_SHORT = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
 
 
 def _escape(marker):
@@ -91,7 +90,7 @@ def table1_markdown(table, *, digits=3):
     """
     systems = list(dict.fromkeys(table["system"]))
     conditions = _condition_order(dict.fromkeys(table["condition"]))
-    header = ["system"] + [f"{c} {_SHORT[a]}" for c in conditions for a in ATTRIBUTES]
+    header = ["system"] + [f"{c} {SHORT_NAMES[a]}" for c in conditions for a in ATTRIBUTES]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -238,8 +237,7 @@ def _read_predictions(system, run_folder):
 
 
 def _write_table(frame, folder, name, markdown):
-    frame.to_csv(os.path.join(folder, f"{name}.csv.tmp"), index=False)
-    os.replace(os.path.join(folder, f"{name}.csv.tmp"), os.path.join(folder, f"{name}.csv"))
+    write_text_atomic(os.path.join(folder, f"{name}.csv"), frame.to_csv(index=False))
     write_text_atomic(
         os.path.join(folder, f"{name}.json"),
         json.dumps(json.loads(frame.to_json(orient="records")), indent=2),
@@ -293,11 +291,9 @@ def analyse_study(
     table1 = significance(values, alpha=alpha)
     files = {}
     files["predictions"] = os.path.join(study_folder, "predictions.csv")
-    predictions.to_csv(files["predictions"] + ".tmp", index=False)
-    os.replace(files["predictions"] + ".tmp", files["predictions"])
+    write_text_atomic(files["predictions"], predictions.to_csv(index=False))
     files["group_ccc"] = os.path.join(study_folder, "group_ccc.csv")
-    values.to_csv(files["group_ccc"] + ".tmp", index=False)
-    os.replace(files["group_ccc"] + ".tmp", files["group_ccc"])
+    write_text_atomic(files["group_ccc"], values.to_csv(index=False))
     _write_table(table1, study_folder, "table1", table1_markdown(table1))
     files["figure"] = os.path.join(study_folder, "ccc_vs_snr.png")
     plot_ccc_vs_snr(table1, files["figure"])
