@@ -34,10 +34,30 @@ def tiny_run_arguments(results, **replace):
     return arguments + ["--noprogressbar"]
 
 
-def run_train(hparams_file, results, *overrides):
-    """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
-    run fails, showing the end of its output. Results go under ``results``."""
-    command = [sys.executable, "train.py", hparams_file, *tiny_run_arguments(results), *overrides]
+def demo_arguments(*, n_train=12, n_dev=4, n_test=4):
+    """Overrides for a demo corpus of a few utterances with 0 dB as the only noisy condition."""
+    sizes = f"n_train: {n_train}, n_dev: {n_dev}, n_test: {n_test}"
+    return [
+        "--corpus",
+        "demo",
+        "--test_snrs",
+        "[0]",
+        "--prepare_options",
+        f"{{{sizes}, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}}",
+    ]
+
+
+def run_checked(command):
+    """Runs ``command`` in the repository; fails the test if it fails, showing the end of its
+    output."""
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
+
+
+def run_train(hparams_file, results, *overrides):
+    """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
+    run fails. Results go under ``results``."""
+    return run_checked(
+        [sys.executable, "train.py", hparams_file, *tiny_run_arguments(results), *overrides]
+    )

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import pytest
-from recipe_run import run_train
+from recipe_run import demo_arguments, run_train
 
 from ctsl_brain.data import MANIFEST_COLUMNS, dataio_prepare
 
@@ -80,14 +80,9 @@ def test_training_with_dynamic_batches_reports_its_padding(tmp_path):
     run_train(
         "hparams/teacher.yaml",
         tmp_path / "results",
-        "--corpus",
-        "demo",
         "--data_folder",
         data_folder,
-        "--test_snrs",
-        "[0]",
-        "--prepare_options",
-        "{n_train: 24, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
+        *demo_arguments(n_train=24),
         "--dynamic_batching",
         "True",
         "--dynamic_batch_sampler",

@@ -4,20 +4,12 @@ them: two CPU processes with the gloo backend must end with identical student we
 import glob
 import os
 import re
-import subprocess
 import sys
 
 import torch
-from recipe_run import ROOT, run_train, tiny_run_arguments
+from recipe_run import demo_arguments, run_checked, run_train, tiny_run_arguments
 
-DEMO = [
-    "--corpus",
-    "demo",
-    "--test_snrs",
-    "[0]",
-    "--prepare_options",
-    "{n_train: 16, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
-]
+DEMO = demo_arguments(n_train=16)
 
 
 def test_two_gloo_processes_end_with_identical_student_weights(tmp_path):
@@ -42,8 +34,7 @@ def test_two_gloo_processes_end_with_identical_student_weights(tmp_path):
         "--device",
         "cpu",
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_checked(command)
 
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert ranks[0].keys() == ranks[1].keys()

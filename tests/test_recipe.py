@@ -13,7 +13,7 @@ import sys
 import pytest
 import speechbrain as sb
 import torch
-from recipe_run import run_train
+from recipe_run import demo_arguments, run_train
 from speechbrain.dataio.batch import PaddedBatch
 
 from ctsl_brain.brain import EmotionBrain
@@ -217,14 +217,9 @@ def _train(stage, data_folder, results, *extra):
     return run_train(
         f"hparams/{stage}.yaml",
         results,
-        "--corpus",
-        "demo",
-        "--test_snrs",
-        "[0]",
         "--data_folder",
         data_folder,
-        "--prepare_options",
-        "{n_train: 12, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
+        *demo_arguments(),
         *extra,
     )
 

@@ -9,16 +9,9 @@ import sys
 import time
 
 import yaml
-from recipe_run import ROOT, run_train, tiny_run_arguments
+from recipe_run import ROOT, demo_arguments, run_checked, run_train, tiny_run_arguments
 
-DEMO = [
-    "--corpus",
-    "demo",
-    "--test_snrs",
-    "[0]",
-    "--prepare_options",
-    "{n_train: 40, n_dev: 4, n_test: 4, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
-]
+DEMO = demo_arguments(n_train=40)
 
 
 def _checkpoints(save_folder):
@@ -78,9 +71,8 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(tmp_path):
     )
     assert intra
 
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    resumed = run_checked(command)
     output = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, output[-3000:]
     newest = intra[-1][1]
     if f"checkpoint {newest} cannot be loaded" in output:
         newest = intra[-2][1] if len(intra) > 1 else None
@@ -98,9 +90,8 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(tmp_path):
     # A checkpoint cut short by a kill while saving (a file left empty) is dropped on resume.
     newest_end = max((meta["unixtime"], path) for path, meta, _ in final)[1]
     open(os.path.join(newest_end, "optimizer.ckpt"), "w").close()
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    again = run_checked(command)
     output = again.stdout + again.stderr
-    assert again.returncode == 0, output[-3000:]
     assert f"checkpoint {newest_end} cannot be loaded" in output
     assert not os.path.exists(newest_end)
     assert "Going into epoch 3" in output

@@ -9,6 +9,7 @@ import sys
 import pandas as pd
 import pytest
 import torch
+from recipe_run import run_checked
 
 from ctsl_brain.losses import info_nce, transfer_loss
 from ctsl_brain.study import SYSTEMS, embedding_analysis
@@ -54,9 +55,7 @@ def _study(results, data_folder):
         "--prepare_options",
         "{n_train: 12, n_dev: 8, n_test: 8, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
     ]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    return run_checked(command).stdout
 
 
 @pytest.fixture(scope="module")
