@@ -76,8 +76,16 @@ def parse_arguments(argv):
         default=",".join(SYSTEMS),
         help="comma-separated subset of " + ", ".join(SYSTEMS) + " (Original is always run)",
     )
-    parser.add_argument("--teacher_epochs", type=int, help="default: demo 6, else the YAML's")
-    parser.add_argument("--student_epochs", type=int, help="default: demo 6, else the YAML's")
+    parser.add_argument(
+        "--teacher_epochs",
+        type=int,
+        help=f"default: demo {DEMO_EPOCHS['teacher']}, else the YAML's",
+    )
+    parser.add_argument(
+        "--student_epochs",
+        type=int,
+        help=f"default: demo {DEMO_EPOCHS['student']}, else the YAML's",
+    )
     parser.add_argument("--n_groups", type=int, default=30, help="test groups (paper: 30)")
     parser.add_argument("--group_seed", type=int, default=0, help="seed of the test groups")
     parser.add_argument(
