@@ -26,8 +26,10 @@ rounded to multiples of 0.2 (the mean of five raters), drive the prosody and voi
   sharper glottal closure and less low-pass tilt (more high-frequency energy), a bit more gain;
 * dominance: correlated with arousal in the label sampling; lowers f0 relative to arousal,
   increases stress contrast (louder and longer stressed syllables) and reduces breathiness;
-* valence: "smile" (raised F1-F3), rising instead of falling phrase-final contour, smoother
-  f0, and less aspiration noise (negative valence is breathy and rough).
+* valence: what is said (positive utterances favour front vowels, negative ones back vowels,
+  standing in for the lexical content that carries much of valence in real speech), "smile"
+  (raised F1-F3), rising instead of falling phrase-final contour, smoother f0, and less
+  aspiration noise (negative valence is breathy and rough).
 
 Speaker (base pitch, tract length, speaking rate, breathiness), phonetic content and random
 jitter are nuisance factors. Splits are speaker-disjoint.
@@ -68,7 +70,7 @@ __all__ = [
 ]
 
 # Bump whenever the synthesis changes, so that caches built by older code are regenerated.
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 
 MANIFEST_HEADER = ("ID", "wav", "duration", "arousal", "dominance", "valence", "spk_id")
 NOISE_HEADER = ("ID", "duration", "wav")
@@ -116,6 +118,13 @@ _VOWELS = np.array(
 _BANDWIDTHS = np.array([70.0, 95.0, 150.0, 220.0])
 # How much a fully positive valence (+1 on the normalised scale) raises F1..F4 ("smile").
 _SMILE = np.array([0.16, 0.22, 0.12, 0.06])
+# What the words say: each vowel's weight towards positive (+) or negative (-) content, in the
+# order of ``_VOWELS``. An utterance of valence v draws its vowels with probabilities
+# proportional to exp(_LEXICAL_VALENCE * v * weight), so positive utterances favour front
+# vowels and negative ones back vowels, as a stand-in for the lexical content that carries
+# much of valence in real speech.
+_VOWEL_VALENCE = np.array([1.0, 0.6, 0.3, -0.3, -0.6, -1.0, 0.0])
+_LEXICAL_VALENCE = 2.5
 # One period of a harmonic tone for music and hum (see ``_tone``).
 _TONE_TABLE = sum(0.6**h * np.sin(2.0 * np.pi * (h + 1) * np.arange(4096) / 4096) for h in range(5))
 
@@ -198,6 +207,13 @@ def _bandpass(x: np.ndarray, centre: float, bandwidth: float, sample_rate: int) 
     a = [1.0, -2.0 * r * math.cos(2.0 * math.pi * centre / sample_rate), r * r]
     g = 0.5 * (1.0 - r * r)
     return lfilter([g, 0.0, -g], a, x)
+
+
+def _vowel_probabilities(valence: float) -> np.ndarray:
+    """Probabilities of the vowels of ``_VOWELS`` in an utterance of normalised ``valence``
+    (-1 to 1): uniform when neutral, front vowels for positive and back vowels for negative."""
+    p = np.exp(_LEXICAL_VALENCE * valence * _VOWEL_VALENCE)
+    return p / p.sum()
 
 
 def _synthesize_speech(
@@ -290,6 +306,7 @@ def _synthesize_speech(
     out = np.zeros(n_samples + tail)
     smile = 1.0 + _SMILE * v
     bandwidths = _BANDWIDTHS * (1.0 + 0.8 * breath)
+    vowel_p = _vowel_probabilities(v)
     for start, nuc, onset, stressed in syllables:
         s = int(start * sr)
         e = min(n_samples, s + max(int(nuc * sr), 16))
@@ -313,7 +330,7 @@ def _synthesize_speech(
         excitation = lfilter([1.0 - tilt], [1.0, -tilt], excitation)
 
         amp = (stress_amp if stressed else 1.0) * math.exp(rng.normal(0.0, 0.15))
-        vowel = _VOWELS[rng.integers(len(_VOWELS))]
+        vowel = _VOWELS[rng.choice(len(_VOWELS), p=vowel_p)]
         formants = vowel * voice.tract * smile * np.exp(rng.normal(0.0, 0.03, size=4))
         b, a_poly = _formant_filter(np.minimum(formants, 0.45 * sr), bandwidths, sr)
         seg = np.zeros(e - s + tail)

@@ -390,6 +390,22 @@ def test_label_distribution(learn_corpus):
     assert 0.35 < np.corrcoef(y[:, 0], y[:, 1])[0, 1] < 0.8
 
 
+def test_what_is_said_follows_valence():
+    """Vowels are drawn uniformly for neutral valence, front vowels (high F2) more often the more
+    positive the utterance, back vowels the more negative."""
+    from ctsl_brain.demo_corpus import _VOWELS, _vowel_probabilities
+
+    np.testing.assert_allclose(_vowel_probabilities(0.0), np.full(len(_VOWELS), 1 / len(_VOWELS)))
+    valences = np.linspace(-1.0, 1.0, 9)
+    probs = np.array([_vowel_probabilities(v) for v in valences])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    mean_f2 = probs @ _VOWELS[:, 1]
+    assert np.all(np.diff(mean_f2) > 0)
+    # At the extremes the favoured vowel is several times likelier than the disfavoured one.
+    i, u = 0, 5
+    assert probs[-1, i] > 5 * probs[-1, u] and probs[0, u] > 5 * probs[0, i]
+
+
 def test_cli(tmp_path, capsys):
     from recipes.demo.generate_corpus import main
 
