@@ -9,6 +9,8 @@ The library behind the SpeechBrain recipe (``train.py``, ``hparams/``):
 - :mod:`ctsl_brain.brain`: the Brain of the teacher and student stages.
 - :mod:`ctsl_brain.demo_corpus`: the embedded synthetic demo corpus.
 - :mod:`ctsl_brain.report`: test results as tables.
+- :mod:`ctsl_brain.export`: a finished run as a self-contained model folder.
+- :mod:`ctsl_brain.inference`: that model on any recording (``python -m ctsl_brain predict``).
 """
 
 __version__ = "0.1.0"

@@ -18,12 +18,18 @@ import speechbrain as sb
 import torch
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
-from ctsl_brain.data import ATTRIBUTES, write_csv_atomic, write_text_atomic
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    from_unit_scale,
+    to_unit_scale,
+    write_csv_atomic,
+    write_text_atomic,
+)
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
 from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.statistics import select_checkpoints
 
-__all__ = ["EmotionBrain"]
+__all__ = ["EmotionBrain", "end_of_epoch_checkpoints"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,20 @@ def _float32_on_cpu(run_opts):
                 logger.warning("--%s %s ignored on CPU: training in float32", key, run_opts[key])
                 run_opts[key] = "fp32"
     return run_opts
+
+
+def end_of_epoch_checkpoints(checkpointer):
+    """Epoch -> end-of-epoch checkpoint kept by ``checkpointer`` (with its dev ``ccc``)."""
+    found = {}
+    for checkpoint in checkpointer.list_checkpoints():
+        if "ccc" not in checkpoint.meta:
+            continue  # intra-epoch checkpoints carry no dev score
+        epoch = checkpoint.meta.get("epoch")
+        if epoch is None:  # runs saved before the epoch entered the meta
+            with open(os.path.join(checkpoint.path, "counter.ckpt")) as fin:
+                epoch = int(fin.read())
+        found[int(epoch)] = checkpoint
+    return found
 
 
 class EmotionBrain(sb.Brain):
@@ -110,13 +130,11 @@ class EmotionBrain(sb.Brain):
     # ----- labels -----
     def scale_labels(self, labels):
         """Maps labels to [0, 1] for training, as the authors did ((y - 1) / 6 on 1-7)."""
-        low, high = self.hparams.label_min, self.hparams.label_max
-        return (labels - low) / (high - low)
+        return to_unit_scale(labels, low=self.hparams.label_min, high=self.hparams.label_max)
 
     def unscale_labels(self, values):
         """Inverse of :meth:`scale_labels`: every reported number is on the corpus' scale."""
-        low, high = self.hparams.label_min, self.hparams.label_max
-        return values * (high - low) + low
+        return from_unit_scale(values, low=self.hparams.label_min, high=self.hparams.label_max)
 
     # ----- forward -----
     def noise_for(self, stage):
@@ -268,16 +286,7 @@ class EmotionBrain(sb.Brain):
 
     def dev_checkpoints(self):
         """Epoch -> end-of-epoch checkpoint kept in the save folder (with its dev ``ccc``)."""
-        found = {}
-        for checkpoint in self.checkpointer.list_checkpoints():
-            if "ccc" not in checkpoint.meta:
-                continue  # intra-epoch checkpoints carry no dev score
-            epoch = checkpoint.meta.get("epoch")
-            if epoch is None:  # runs saved before the epoch entered the meta
-                with open(os.path.join(checkpoint.path, "counter.ckpt")) as fin:
-                    epoch = int(fin.read())
-            found[int(epoch)] = checkpoint
-        return found
+        return end_of_epoch_checkpoints(self.checkpointer)
 
     def _evaluate_rows(self, dataset, test_loader_kwargs):
         """Runs one evaluation; returns its statistics and per-utterance rows."""

@@ -27,6 +27,8 @@ __all__ = [
     "Problem",
     "inspect_audio",
     "check_labels",
+    "to_unit_scale",
+    "from_unit_scale",
     "settle_problems",
     "write_csv_atomic",
     "write_text_atomic",
@@ -151,6 +153,25 @@ def check_labels(values, *, low, high):
             return None, ("label out of range", f"{name} = {value} is outside {low}-{high}")
         labels[name] = value
     return labels, None
+
+
+def to_unit_scale(labels, *, low, high):
+    """Maps labels from the corpus' scale to [0, 1], the scale the model is trained on, as the
+    authors did ((y - 1) / 6 on 1-7).
+
+    >>> to_unit_scale(torch.tensor([1.0, 4.0, 7.0]), low=1.0, high=7.0).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return (labels - low) / (high - low)
+
+
+def from_unit_scale(values, *, low, high):
+    """Inverse of :func:`to_unit_scale`: the model's outputs on the corpus' scale.
+
+    >>> from_unit_scale(torch.tensor([0.0, 0.5, 1.0]), low=1.0, high=7.0).tolist()
+    [1.0, 4.0, 7.0]
+    """
+    return values * (high - low) + low
 
 
 def settle_problems(problems, *, total, drop, source, report_path, examples=5):

@@ -69,6 +69,10 @@ class SSLEncoder(torch.nn.Module):
         in eval mode, so its dropout is off even while the Brain trains the head.
     freeze_feature_extractor : bool
         Freeze the CNN feature encoder (the paper fine-tunes the transformer only).
+    pretrained : bool
+        Load the source's weights. False builds the model from the source's ``config.json``
+        with random weights, for an exported model whose weights come from its checkpoint: the
+        folder then needs only ``config.json`` and ``preprocessor_config.json``.
 
     Example
     -------
@@ -88,8 +92,11 @@ class SSLEncoder(torch.nn.Module):
         num_layers=None,
         freeze=False,
         freeze_feature_extractor=True,
+        pretrained=True,
     ):
         super().__init__()
+        if not pretrained:
+            hf_class = _built_from_config(hf_class)
         self.ssl = hf_class(source=source, save_path=save_path, freeze=False)
         model = self.ssl.model
         available = len(model.encoder.layers)
@@ -149,6 +156,21 @@ class SSLEncoder(torch.nn.Module):
                 wavs = normalize_waveforms(wavs, num_samples)
             frames = self.ssl(wavs, wav_lens)
             return masked_mean(frames, self.frame_lengths(num_samples))
+
+
+def _built_from_config(hf_class):
+    """``hf_class``, one of SpeechBrain's Hugging Face wrappers, building its model from the
+    source's config alone. SpeechBrain 1.1's wrappers have no switch for it (they always load
+    weights, from the hub or a folder), so their loading step is replaced."""
+
+    class BuiltFromConfig(hf_class):
+        def _from_pretrained(self, source, save_path, cache_dir, device=None, **kwargs):
+            self.model = self.auto_class.from_config(self.config)
+            if device is not None:
+                self.model.to(device)
+
+    BuiltFromConfig.__name__ = BuiltFromConfig.__qualname__ = hf_class.__name__
+    return BuiltFromConfig
 
 
 def normalize_waveforms(wavs, num_samples, eps=1e-7):

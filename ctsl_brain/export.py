@@ -1,0 +1,295 @@
+"""A finished run as a self-contained model folder for ctsl_brain.inference.EmotionRegressor.
+
+The folder holds the selected checkpoint's ``encoder.ckpt`` and ``head.ckpt`` (copied as they
+are), ``encoder/config.json`` and ``encoder/preprocessor_config.json`` (the pruned encoder's
+shape and input normalisation, from which it is rebuilt without its hub download or local
+source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form (``modules``,
+``pretrainer``) with the run's label scale and sample rate. Nothing of the training data is
+needed to use it.
+"""
+
+import json
+import logging
+import os
+import shutil
+
+import speechbrain as sb
+import torch
+import yaml
+from hyperpyyaml import load_hyperpyyaml
+
+from ctsl_brain.brain import end_of_epoch_checkpoints
+from ctsl_brain.data import ATTRIBUTES, write_text_atomic
+from ctsl_brain.models import load_encoder
+from ctsl_brain.statistics import select_checkpoints
+
+__all__ = ["export_run", "WINDOW_SECONDS"]
+
+logger = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What an exported folder holds; --overwrite replaces only a folder holding nothing else.
+_EXPORTED = {"hyperparams.yaml", "encoder.ckpt", "head.ckpt", "encoder"}
+# Keys of the run's hyperparams.yaml the model is rebuilt from.
+_RUN_KEYS = (
+    "encoder_hparams",
+    "encoder_source",
+    "encoder_layers",
+    "encoder_cache",
+    "head_hidden_size",
+    "head_hidden_layers",
+    "head_dropout",
+    "sample_rate",
+    "label_min",
+    "label_max",
+    "min_duration",
+)
+
+_HPARAMS = """\
+# ############################################################################
+# Speech emotion regression: arousal, dominance and valence on the
+# {label_min:g}-{label_max:g} scale of the training labels.
+# Exported from {run}
+# (the checkpoint of epoch {epoch}, dev CCC {dev_ccc:.4f}).
+#
+#   from ctsl_brain.inference import EmotionRegressor
+#   model = EmotionRegressor.from_hparams(source="<this folder>")
+#   model.predict_file("speech.wav")
+# ############################################################################
+
+# This folder; EmotionRegressor.from_hparams sets it.
+model_folder: !PLACEHOLDER
+
+sample_rate: {sample_rate}  # Hz; other rates are resampled, channels averaged
+label_min: {label_min}  # the scale of the training labels
+label_max: {label_max}
+min_duration: {min_duration}  # seconds; shorter files are refused
+# Longer files are embedded in windows of at most this many seconds.
+window_seconds: {window_seconds}
+
+# The encoder is built from encoder/config.json; its weights are encoder.ckpt.
+encoder: !new:ctsl_brain.models.SSLEncoder
+    hf_class: !name:{hf_class}
+    source: !ref <model_folder>/encoder
+    save_path: !ref <model_folder>/encoder
+    pretrained: False
+
+head: !new:ctsl_brain.models.RegressionHead
+    input_size: {input_size}
+    hidden_size: {head_hidden_size}
+    num_hidden_layers: {head_hidden_layers}
+    dropout: {head_dropout}
+    num_outputs: {num_outputs}
+
+modules:
+    encoder: !ref <encoder>
+    head: !ref <head>
+
+pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
+    loadables:
+        encoder: !ref <encoder>
+        head: !ref <head>
+"""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """Reads a run's saved hyperparams.yaml without building anything: values that would be
+    objects (tagged ``!new:``, ``!apply:``, ...) are read as None."""
+
+
+_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def run_settings(run_folder):
+    """The values of a run's ``hyperparams.yaml`` that its model is rebuilt from.
+
+    Arguments
+    ---------
+    run_folder : str
+        A run's ``output_folder``.
+
+    Returns
+    -------
+    dict
+        Key -> value, for the keys the export needs (``encoder_hparams``, ``label_min``, ...).
+    """
+    path = os.path.join(run_folder, "hyperparams.yaml")
+    if not os.path.isdir(run_folder):
+        raise FileNotFoundError(
+            f"run folder {run_folder} does not exist: give --run the output_folder of a "
+            "train.py run (e.g. results/msp_podcast/teacher/1986)"
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{run_folder} has no hyperparams.yaml, so it is not a train.py run's "
+            "output_folder: give --run the folder that holds hyperparams.yaml and save/"
+        )
+    with open(path) as fin:
+        values = yaml.load(fin, Loader=_PlainLoader) or {}
+    missing = [key for key in _RUN_KEYS if key not in values]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)}: it was not written by this recipe's train.py"
+        )
+    return {key: values[key] for key in _RUN_KEYS}
+
+
+def _selected_checkpoint(run_folder, epoch):
+    """The checkpoint to export and its epoch: ``epoch``'s, or the one the run's evaluation
+    treats as its best (the first of ``evaluation.json``), or else the best dev checkpoint."""
+    save_folder = os.path.join(run_folder, "save")
+    checkpoints = {}
+    if os.path.isdir(save_folder):
+        checkpoints = end_of_epoch_checkpoints(sb.utils.checkpoints.Checkpointer(save_folder))
+    if not checkpoints:
+        raise FileNotFoundError(
+            f"{save_folder} holds no end-of-epoch checkpoint: train the run for at least one "
+            "epoch (or give --run the output_folder of a run that has)"
+        )
+    if epoch is None:
+        evaluation = os.path.join(run_folder, "evaluation.json")
+        if os.path.isfile(evaluation):
+            with open(evaluation) as fin:
+                epoch = json.load(fin)["checkpoints"][0]["epoch"]
+        else:
+            scores = {number: ckpt.meta["ccc"] for number, ckpt in checkpoints.items()}
+            epoch = select_checkpoints(scores, 1)[0]
+            logger.warning(
+                "%s has no evaluation.json (the run has not finished): exporting its best dev "
+                "checkpoint, of epoch %d",
+                run_folder,
+                epoch,
+            )
+    if epoch not in checkpoints:
+        raise ValueError(
+            f"{save_folder} has no checkpoint of epoch {epoch}; its epochs are "
+            f"{', '.join(map(str, sorted(checkpoints)))}"
+        )
+    return epoch, checkpoints[epoch]
+
+
+def _encoder_hparams_file(path):
+    """The run's encoder file: relative to where train.py ran, else to the repository."""
+    if not os.path.isabs(path) and not os.path.isfile(path):
+        in_repository = os.path.join(_ROOT, path)
+        if os.path.isfile(in_repository):
+            return in_repository
+    return path
+
+
+def _check_out_folder(out_folder, overwrite):
+    if not os.path.exists(out_folder):
+        return
+    if not os.path.isdir(out_folder):
+        raise FileExistsError(f"{out_folder} is a file: choose a folder for --out")
+    found = set(os.listdir(out_folder))
+    if not found:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_folder} exists and is not empty: choose another --out, or add --overwrite "
+            "to replace the model exported there"
+        )
+    if not found <= _EXPORTED:
+        raise FileExistsError(
+            f"{out_folder} holds files that are not an exported model's "
+            f"({', '.join(sorted(found - _EXPORTED))}); --overwrite replaces only an exported "
+            "model: choose another --out"
+        )
+
+
+def export_run(
+    run_folder, out_folder, *, epoch=None, window_seconds=WINDOW_SECONDS, overwrite=False
+):
+    """Writes a trained run's model as a self-contained folder.
+
+    Works for teacher and student runs alike. The folder is written under a temporary name,
+    checked by loading the checkpoint into the model its ``hyperparams.yaml`` builds, and
+    only then renamed to ``out_folder``, so a folder of that name is always complete.
+    Exporting needs the run's encoder as it was trained (its local folder or download cache,
+    e.g. run from where train.py ran); the exported folder does not.
+
+    Arguments
+    ---------
+    run_folder : str
+        The run's ``output_folder`` (holding ``hyperparams.yaml`` and ``save/``).
+    out_folder : str
+        The model folder to write; it must not exist, or be empty.
+    epoch : int or None
+        Export the checkpoint of this epoch (the ``checkpoint`` column of ``predictions.csv``);
+        None: the one the run's evaluation treats as its best (the first in
+        ``evaluation.json``, whose numbers are in ``test_results.json``).
+    window_seconds : float
+        Default window length for long files (see ``EmotionRegressor``).
+    overwrite : bool
+        Replace an earlier export in ``out_folder``.
+
+    Returns
+    -------
+    dict
+        ``epoch`` and ``dev_ccc`` of the exported checkpoint, and ``out_folder``.
+    """
+    run_folder, out_folder = str(run_folder), str(out_folder)
+    settings = run_settings(run_folder)
+    epoch, checkpoint = _selected_checkpoint(run_folder, epoch)
+    _check_out_folder(out_folder, overwrite)
+
+    encoder_file = _encoder_hparams_file(settings["encoder_hparams"])
+    try:
+        encoder = load_encoder(
+            encoder_file,
+            save_path=settings["encoder_cache"],
+            source=settings["encoder_source"],
+            num_layers=settings["encoder_layers"],
+        )
+    except (OSError, ValueError) as error:
+        raise RuntimeError(
+            f"cannot rebuild the encoder of {run_folder} ({encoder_file}, source "
+            f"{settings['encoder_source']}, cache {settings['encoder_cache']}): {error}. Export "
+            "where the run was trained, from the folder train.py ran in."
+        ) from error
+    hf_class = type(encoder.ssl)
+    text = _HPARAMS.format(
+        run=os.path.abspath(run_folder),
+        epoch=epoch,
+        dev_ccc=checkpoint.meta["ccc"],
+        hf_class=f"{hf_class.__module__}.{hf_class.__qualname__}",
+        input_size=encoder.output_size,
+        num_outputs=len(ATTRIBUTES),
+        window_seconds=float(window_seconds),
+        **{key: settings[key] for key in _RUN_KEYS if not key.startswith("encoder_")},
+    )
+
+    parent = os.path.dirname(os.path.abspath(out_folder))
+    os.makedirs(parent, exist_ok=True)
+    # The process id keeps concurrent exports apart, as in write_text_atomic.
+    staging = os.path.join(parent, f".{os.path.basename(out_folder)}.{os.getpid()}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    try:
+        encoder.ssl.model.config.save_pretrained(os.path.join(staging, "encoder"))
+        encoder.ssl.feature_extractor.save_pretrained(os.path.join(staging, "encoder"))
+        for name in ("encoder", "head"):
+            shutil.copyfile(
+                os.path.join(checkpoint.path, f"{name}.ckpt"),
+                os.path.join(staging, f"{name}.ckpt"),
+            )
+        write_text_atomic(os.path.join(staging, "hyperparams.yaml"), text)
+        _check_loadable(staging)
+        if os.path.isdir(out_folder):
+            shutil.rmtree(out_folder)  # empty, or an earlier export (checked above)
+        os.replace(staging, out_folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"epoch": epoch, "dev_ccc": checkpoint.meta["ccc"], "out_folder": out_folder}
+
+
+def _check_loadable(folder):
+    """Builds the model of ``folder``'s hyperparams.yaml and loads its weights strictly (the
+    pretrainer alone would only warn about a missing or unexpected weight)."""
+    with open(os.path.join(folder, "hyperparams.yaml")) as fin:
+        hparams = load_hyperpyyaml(fin, {"model_folder": folder})
+    for name, module in hparams["modules"].items():
+        state = torch.load(os.path.join(folder, f"{name}.ckpt"), map_location="cpu")
+        module.load_state_dict(state, strict=True)

@@ -1,0 +1,340 @@
+"""Using a trained model: arousal, dominance and valence of any recording.
+
+A finished run becomes a model folder with ``python -m ctsl_brain export`` (see
+:mod:`ctsl_brain.export`); :class:`EmotionRegressor` loads it the way SpeechBrain's pretrained
+models are loaded, and ``python -m ctsl_brain predict`` runs it over files and folders.
+"""
+
+import math
+import os
+
+import pandas as pd
+import soundfile
+import torch
+from speechbrain.inference.interfaces import Pretrained
+from tqdm import tqdm
+
+from ctsl_brain.data import ATTRIBUTES, DataError, from_unit_scale, inspect_audio, load_audio
+
+__all__ = ["EmotionRegressor", "audio_files", "split_windows"]
+
+BATCH_SIZE = 8  # windows per forward pass, unless told otherwise
+
+# What a user can do about each kind of unusable file (kinds of ctsl_brain.data.inspect_audio).
+_ADVICE = {
+    "missing audio": "check the path",
+    "unreadable audio": "convert it to WAV or FLAC (any sample rate and channel count)",
+    "truncated audio": "the file is cut short: write or copy it again",
+    "empty audio": "give a recording with sound in it",
+    "too short": "give a longer recording",
+}
+
+
+def split_windows(signal, window):
+    """Cuts a waveform into the fewest pieces of at most ``window`` samples, of equal length
+    (to a sample); a signal no longer than ``window`` is one piece, itself.
+
+    >>> [len(piece) for piece in split_windows(torch.zeros(25), 10)]
+    [8, 8, 9]
+    >>> [len(piece) for piece in split_windows(torch.zeros(7), 10)]
+    [7]
+    """
+    count = max(1, math.ceil(len(signal) / window))
+    bounds = [len(signal) * i // count for i in range(count + 1)]
+    return [signal[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+class EmotionRegressor(Pretrained):
+    """Speech emotion regression with an exported model: waveforms or files in, arousal,
+    dominance and valence out, on the label scale of the training run (1-7 for MSP-Podcast).
+
+    The numbers are what the run's own evaluation computes (``predictions.csv``): the head's
+    outputs mapped back from [0, 1] to the label scale, not clipped to it. Everything runs in
+    float32, on the device of ``run_opts`` (SpeechBrain's: ``{"device": "cuda:0"}``; by
+    default a GPU when there is one).
+
+    Files are read as in training: channels averaged, other sample rates resampled
+    (torchaudio) to the model's. A file longer than ``window_seconds`` (a key of the model's
+    ``hyperparams.yaml``, or an argument of the predict methods) is cut into the fewest
+    non-overlapping windows of at most that length, all of the same length; each window is
+    embedded on its own (waveform normalisation included) and the file's embedding is the mean
+    of the windows' pooled embeddings weighted by their frame counts, that is, the mean over
+    all frames of the windows; the head is applied to that. A file no longer than the window
+    is one window: its prediction is exactly :meth:`predict_batch` of its waveform.
+
+    Example
+    -------
+    >>> model = EmotionRegressor.from_hparams(source="models/teacher")  # doctest: +SKIP
+    >>> model.predict_file("call.wav")  # doctest: +SKIP
+    arousal      4.12
+    dominance    4.37
+    valence      3.95
+    Name: call.wav, dtype: float64
+    >>> model.predict_files(audio_files(["calls/"]), progress=True)  # doctest: +SKIP
+    """
+
+    MODULES_NEEDED = ["encoder", "head"]
+    HPARAMS_NEEDED = ["sample_rate", "label_min", "label_max", "min_duration", "window_seconds"]
+
+    @classmethod
+    def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
+        """Loads an exported model folder (``python -m ctsl_brain export``).
+
+        Arguments
+        ---------
+        source : str
+            The model folder.
+        hparams_file : str
+            Its hyperparameter file.
+        overrides : dict or None
+            Values replacing keys of that file, e.g. ``{"window_seconds": 5.0}``.
+        **kwargs
+            As for SpeechBrain's ``Pretrained.from_hparams``: ``savedir``, ``run_opts``, ...
+
+        Returns
+        -------
+        EmotionRegressor
+        """
+        source = str(source)
+        if not os.path.isfile(os.path.join(source, hparams_file)):
+            raise FileNotFoundError(
+                f"{source} is not a model folder (it has no {hparams_file}): export a trained "
+                f"run first (python -m ctsl_brain export --run <output_folder> --out {source})"
+            )
+        # The file does not know where it is; its encoder config lives beside it.
+        overrides = {"model_folder": os.path.abspath(source), **(overrides or {})}
+        return super().from_hparams(source, hparams_file, overrides=overrides, **kwargs)
+
+    def load_audio(self, path):
+        """Reads a file as the model hears it: a mono float32 waveform at its sample rate.
+
+        Raises
+        ------
+        ctsl_brain.data.DataError
+            The file is missing, unreadable, cut short, empty or shorter than
+            ``min_duration``; the message names it and says what to do.
+        """
+        path = str(path)
+        _, problem = inspect_audio(
+            path, min_duration=self.hparams.min_duration, check_silence=False
+        )
+        if problem is not None:
+            kind, detail = problem
+            raise DataError(f"{kind}: {detail}; {_ADVICE[kind]}")
+        try:
+            return load_audio(path, self.hparams.sample_rate)
+        except (RuntimeError, OSError) as error:
+            raise DataError(
+                f"unreadable audio: {path}: {error}; {_ADVICE['unreadable audio']}"
+            ) from error
+
+    @torch.no_grad()
+    def encode_batch(self, wavs, wav_lens=None):
+        """Pooled embeddings of a batch of waveforms (each whole, without windows).
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the model's sample rate,
+            zero-padded.
+        wav_lens : torch.Tensor or None
+            ``[batch]`` lengths relative to ``samples`` (SpeechBrain's convention); None: all 1.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, embedding size]``, float32, on the model's device.
+        """
+        if wavs.dim() == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        wavs = wavs.to(self.device, torch.float32)
+        return self.mods.encoder(wavs, wav_lens.to(self.device, torch.float32))
+
+    @torch.no_grad()
+    def predict_from_embeddings(self, embeddings):
+        """Arousal, dominance and valence ``[batch, 3]`` on the label scale, from pooled
+        embeddings ``[batch, embedding size]``."""
+        return from_unit_scale(
+            self.mods.head(embeddings.to(self.device)),
+            low=self.hparams.label_min,
+            high=self.hparams.label_max,
+        )
+
+    def predict_batch(self, wavs, wav_lens=None):
+        """Arousal, dominance and valence of a batch of waveforms (each whole, without windows).
+
+        Arguments and input as for :meth:`encode_batch`.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[batch, 3]``: arousal, dominance, valence on the label scale, on the model's
+            device.
+        """
+        return self.predict_from_embeddings(self.encode_batch(wavs, wav_lens))
+
+    def forward(self, wavs, wav_lens=None):
+        """Same as :meth:`predict_batch`."""
+        return self.predict_batch(wavs, wav_lens)
+
+    def predict_file(self, path, *, window_seconds=None, batch_size=BATCH_SIZE):
+        """Arousal, dominance and valence of one audio file (any rate, channels and length).
+
+        Arguments
+        ---------
+        path : str
+            An audio file that soundfile reads (WAV, FLAC, OGG, MP3, ...).
+        window_seconds : float or None
+            Window length for long files; None: the model's ``window_seconds``.
+        batch_size : int
+            Windows per forward pass.
+
+        Returns
+        -------
+        pandas.Series
+            ``arousal``, ``dominance``, ``valence`` (also as attributes), named by ``path``.
+
+        Raises
+        ------
+        ctsl_brain.data.DataError
+            The file cannot be used (see :meth:`load_audio`).
+        """
+        signal = self.load_audio(path)
+        ((_, embedding),) = self._embed_signals(
+            [(path, signal)], batch_size=batch_size, window_seconds=window_seconds
+        )
+        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0]
+        return pd.Series(prediction.tolist(), index=list(ATTRIBUTES), name=str(path))
+
+    def predict_files(self, paths, *, window_seconds=None, batch_size=BATCH_SIZE, progress=False):
+        """Arousal, dominance and valence of many files; a file that cannot be used gets its
+        error instead, and the others go on.
+
+        Windows of consecutive files share batches. The predictions are those of
+        :meth:`predict_file`, up to float rounding (a window padded in a batch gets the same
+        pooled embedding as alone, to about 1e-6).
+
+        Arguments
+        ---------
+        paths : list of str
+            Audio files (:func:`audio_files` finds those of folders); a file named twice is
+            predicted once.
+        window_seconds : float or None
+            Window length for long files; None: the model's ``window_seconds``.
+        batch_size : int
+            Windows per forward pass.
+        progress : bool
+            Show a progress bar (tqdm, on stderr).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by file (as given), columns ``duration`` (seconds), ``arousal``,
+            ``dominance``, ``valence`` and ``error`` (empty when the file was predicted; the
+            other columns are then NaN).
+        """
+        paths = list(dict.fromkeys(str(path) for path in paths))
+        rows = {path: {"duration": math.nan, "error": ""} for path in paths}
+
+        def readable():
+            for path in tqdm(paths, disable=not progress, unit="file"):
+                try:
+                    signal = self.load_audio(path)
+                except DataError as error:
+                    rows[path]["error"] = str(error)
+                    continue
+                rows[path]["duration"] = len(signal) / self.hparams.sample_rate
+                yield path, signal
+
+        embedded = self._embed_signals(
+            readable(), batch_size=batch_size, window_seconds=window_seconds
+        )
+        for path, embedding in embedded:
+            prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
+            rows[path].update(zip(ATTRIBUTES, prediction, strict=True))
+        frame = pd.DataFrame.from_dict(rows, orient="index")
+        frame = frame.reindex(columns=["duration", *ATTRIBUTES, "error"])
+        frame.index.name = "file"
+        return frame
+
+    def _window_samples(self, window_seconds):
+        seconds = self.hparams.window_seconds if window_seconds is None else window_seconds
+        shortest = 2 * self.hparams.min_duration
+        if not seconds >= shortest:
+            raise ValueError(
+                f"window_seconds={seconds}: choose at least {shortest} s (windows of a long "
+                f"file are at least half of it, and the model takes {self.hparams.min_duration}"
+                " s or more)"
+            )
+        return round(seconds * self.hparams.sample_rate)
+
+    def _embed_signals(self, signals, *, batch_size, window_seconds):
+        """Embeds each ``(key, waveform)`` of an iterable, windows of consecutive waveforms
+        sharing batches; yields ``(key, embedding)`` in input order as each is complete."""
+        window = self._window_samples(window_seconds)
+        queue = []  # (key, window waveform) waiting for a batch
+        parts = {}  # key -> [embeddings, frame counts, windows still queued]
+        for key, signal in signals:
+            pieces = split_windows(signal, window)
+            parts[key] = [[], [], len(pieces)]
+            queue.extend((key, piece) for piece in pieces)
+            while len(queue) >= batch_size:
+                yield from self._embed_queued(queue[:batch_size], parts)
+                del queue[:batch_size]
+        if queue:
+            yield from self._embed_queued(queue, parts)
+
+    def _embed_queued(self, batch, parts):
+        keys, pieces = zip(*batch, strict=True)
+        lengths = torch.tensor([len(piece) for piece in pieces])
+        wavs = torch.nn.utils.rnn.pad_sequence(list(pieces), batch_first=True)
+        embeddings = self.encode_batch(wavs, lengths / wavs.shape[1]).cpu()
+        frames = self.mods.encoder.frame_lengths(lengths).cpu()
+        for key, embedding, count in zip(keys, embeddings, frames, strict=True):
+            found = parts[key]
+            found[0].append(embedding)
+            found[1].append(count)
+            found[2] -= 1
+            if found[2] == 0:
+                del parts[key]
+                weights = torch.stack(found[1]).to(embedding.dtype)
+                weights = weights / weights.sum()  # one window: exactly 1, its own embedding
+                yield key, (torch.stack(found[0]) * weights.unsqueeze(1)).sum(dim=0)
+
+
+def audio_files(paths, *, extensions=None):
+    """The files to predict: each path that is a file, and the audio files found (recursively,
+    sorted) in each path that is a folder, each once. A path that is neither is kept, to be
+    reported as missing.
+
+    Arguments
+    ---------
+    paths : list of str
+        Files and folders.
+    extensions : tuple of str or None
+        File name endings searched for in folders; None: those of the formats soundfile reads
+        among ``.wav``, ``.flac``, ``.ogg``, ``.opus`` and ``.mp3``.
+
+    Returns
+    -------
+    list of str
+    """
+    if extensions is None:
+        formats = soundfile.available_formats()
+        wanted = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3"}
+        extensions = tuple(ending for ending, name in wanted.items() if name in formats)
+    found = []
+    for path in paths:
+        path = str(path)
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        inside = []
+        for folder, _, names in os.walk(path):
+            inside += [
+                os.path.join(folder, name) for name in names if name.lower().endswith(extensions)
+            ]
+        found += sorted(inside)
+    return list(dict.fromkeys(found))

@@ -1,0 +1,433 @@
+"""Using a trained model: export a run, load it, predict files of any kind, and the command line.
+
+A tiny teacher (two epochs) and student (one epoch) are trained on a few demo utterances; their
+exports must give the predictions of the runs' own evaluation."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+import torch
+import torchaudio
+from recipe_run import ROOT, demo_arguments, run_checked, run_train, tiny_run_arguments
+
+from ctsl_brain.__main__ import main
+from ctsl_brain.conditions import condition_manifest
+from ctsl_brain.data import ATTRIBUTES, DataError
+from ctsl_brain.export import export_run
+from ctsl_brain.inference import EmotionRegressor, audio_files
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A finished teacher run (2 epochs) and student run (1 epoch), each exported, and the
+    exports moved: a model folder does not depend on where it was written."""
+    base = tmp_path_factory.mktemp("inference")
+    results, data_folder = base / "results", str(base / "demo")
+    demo = demo_arguments(n_train=8)
+    run_checked(
+        [
+            sys.executable,
+            "train.py",
+            "hparams/teacher.yaml",
+            *tiny_run_arguments(results, number_of_epochs=2),
+            "--data_folder",
+            data_folder,
+            *demo,
+        ]
+    )
+    run_train("hparams/student.yaml", results, "--data_folder", data_folder, *demo)
+    teacher_run = str(results / "demo" / "teacher" / "1986")
+    student_run = str(results / "demo" / "rm_tl_cl" / "1986")
+    other_epoch = 3 - _evaluated_epoch(teacher_run)  # the one the evaluation did not choose
+
+    out = str(base / "export" / "teacher")
+    run_checked([sys.executable, "-m", "ctsl_brain", "export", "--run", teacher_run, "--out", out])
+    export_run(student_run, base / "export" / "student")
+    export_run(teacher_run, base / "export" / "other", epoch=other_epoch)
+    shutil.move(base / "export", base / "moved")
+    models = {name: str(base / "moved" / name) for name in ("teacher", "student", "other")}
+    return {
+        "results": results,
+        "data_folder": data_folder,
+        "manifests": str(results / "demo" / "manifests"),
+        "runs": {"teacher": teacher_run, "student": student_run},
+        "models": models,
+        "other_epoch": other_epoch,
+    }
+
+
+@pytest.fixture(scope="module")
+def model(runs):
+    return EmotionRegressor.from_hparams(
+        source=runs["models"]["teacher"], run_opts={"device": "cpu"}
+    )
+
+
+def _evaluated_epoch(run_folder):
+    with open(os.path.join(run_folder, "evaluation.json")) as fin:
+        return json.load(fin)["checkpoints"][0]["epoch"]
+
+
+def _run_predictions(runs, system, epoch):
+    """The run's own predictions of the test files of every condition, by file path."""
+    table = pd.read_csv(os.path.join(runs["runs"][system], "predictions.csv"))
+    table = table[table["checkpoint"] == epoch]
+    found = {}
+    for condition, rows in table.groupby("condition"):
+        manifest = pd.read_csv(condition_manifest(runs["manifests"], condition)).set_index("ID")
+        for _, row in rows.iterrows():
+            path = manifest.loc[row["ID"], "wav"].replace("$data_root", runs["data_folder"])
+            found[path] = np.array([row[f"{name}_pred"] for name in ATTRIBUTES])
+    return found
+
+
+def _largest_difference(model, expected, count=None):
+    return max(
+        np.abs(model.predict_file(path).to_numpy() - values).max()
+        for path, values in list(expected.items())[:count]
+    )
+
+
+# ----- Export, then load -----
+
+
+@pytest.mark.parametrize("system", ["teacher", "student"])
+def test_exported_model_predicts_what_the_run_evaluated(runs, system):
+    model = EmotionRegressor.from_hparams(source=runs["models"][system])
+    epoch = _evaluated_epoch(runs["runs"][system])
+    expected = _run_predictions(runs, system, epoch)
+    assert len(expected) == 8, "4 clean and 4 noisy test files"
+    # predictions.csv keeps 6 significant digits.
+    assert _largest_difference(model, expected) < 1e-4
+
+
+def test_checkpoint_option_exports_that_epoch(runs):
+    other = EmotionRegressor.from_hparams(source=runs["models"]["other"])
+    expected = _run_predictions(runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"]))
+    assert _largest_difference(other, expected, 2) > 1e-3, "the other epoch predicts the same"
+    with open(os.path.join(runs["models"]["other"], "hyperparams.yaml")) as fin:
+        assert f"the checkpoint of epoch {runs['other_epoch']}," in fin.read()
+
+
+def test_exported_folder_is_self_contained_and_lint_clean(runs):
+    folder = runs["models"]["teacher"]
+    assert sorted(os.listdir(folder)) == [
+        "encoder",
+        "encoder.ckpt",
+        "head.ckpt",
+        "hyperparams.yaml",
+    ]
+    assert sorted(os.listdir(os.path.join(folder, "encoder"))) == [
+        "config.json",
+        "preprocessor_config.json",
+    ]
+    with open(os.path.join(folder, "hyperparams.yaml")) as fin:
+        text = fin.read()
+    assert runs["runs"]["teacher"] in text and "label_min: 1.0" in text
+    yamllint = os.path.join(os.path.dirname(sys.executable), "yamllint")
+    linted = subprocess.run(
+        [yamllint, "--strict", os.path.join(folder, "hyperparams.yaml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert linted.returncode == 0, linted.stdout
+
+    # Without the encoder the run was trained from, the model still loads and predicts.
+    cache = runs["results"] / "encoders"
+    os.rename(cache, f"{cache}.away")
+    try:
+        model = EmotionRegressor.from_hparams(source=folder)
+        expected = _run_predictions(runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"]))
+        assert _largest_difference(model, expected, 1) < 1e-4
+    finally:
+        os.rename(f"{cache}.away", cache)
+
+
+def test_default_checkpoint_is_the_one_the_evaluation_chose(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs["runs"]["teacher"], run)
+    best = _evaluated_epoch(run)
+    # Told by evaluation.json that the other epoch is its best, the export follows it.
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    evaluation["checkpoints"] = [{"epoch": runs["other_epoch"], "dev_ccc": 0.0}]
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    assert export_run(run, tmp_path / "told")["epoch"] == runs["other_epoch"]
+    # A run not evaluated yet: its best dev checkpoint, the one its evaluation will choose.
+    (run / "evaluation.json").unlink()
+    assert export_run(run, tmp_path / "unfinished")["epoch"] == best
+
+
+def test_export_refusals_name_the_path_and_the_way_out(runs, tmp_path, capsys):
+    teacher_run = runs["runs"]["teacher"]
+    missing = str(tmp_path / "no_run")
+    assert main(["export", "--run", missing, "--out", str(tmp_path / "m")]) == 1
+    assert missing in capsys.readouterr().err
+
+    no_checkpoint = tmp_path / "fresh_run"
+    no_checkpoint.mkdir()
+    shutil.copy(os.path.join(teacher_run, "hyperparams.yaml"), no_checkpoint)
+    assert main(["export", "--run", str(no_checkpoint), "--out", str(tmp_path / "m")]) == 1
+    assert "no end-of-epoch checkpoint" in capsys.readouterr().err
+
+    assert main(["export", "--run", teacher_run, "--out", str(tmp_path / "m"), "--checkpoint", "9"])
+    assert "its epochs are 1, 2" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "m")
+
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", "--run", teacher_run, "--out", str(occupied), *extra]) == 1
+        error = capsys.readouterr().err
+        assert str(occupied) in error and ("--overwrite" in error)
+    assert os.listdir(occupied) == ["notes.txt"]
+
+    with pytest.raises(SystemExit) as usage:
+        main(["export", "--run", teacher_run])
+    assert usage.value.code == 2
+
+
+def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
+    out = str(tmp_path / "model")
+    export_run(runs["runs"]["teacher"], out, epoch=runs["other_epoch"])
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_run(runs["runs"]["teacher"], out)
+    done = export_run(runs["runs"]["teacher"], out, overwrite=True)
+    assert done["epoch"] == _evaluated_epoch(runs["runs"]["teacher"])
+    assert sorted(os.listdir(tmp_path)) == ["model"], "a staging folder was left behind"
+
+
+# ----- Audio as it comes -----
+
+
+def _speech(runs, index=0):
+    path = os.path.join(runs["data_folder"], "wav", "test", f"test_{index:05d}.wav")
+    data, rate = soundfile.read(path, dtype="float32")
+    assert rate == RATE
+    return data
+
+
+def _write(path, data, rate=RATE, subtype="FLOAT"):
+    soundfile.write(str(path), data, rate, subtype=subtype)
+    return str(path)
+
+
+def _batch(model, signal):
+    return model.predict_batch(torch.as_tensor(signal, dtype=torch.float32)[None])[0].numpy()
+
+
+def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
+    speech = _speech(runs)
+    prediction = model.predict_file(_write(tmp_path / "mono.wav", speech))
+    assert list(prediction.index) == list(ATTRIBUTES)
+    assert prediction.arousal == prediction["arousal"]
+    # Shorter than the window: one window, exactly the waveform's prediction.
+    assert np.array_equal(prediction.to_numpy(), _batch(model, speech).astype(np.float64))
+    embedding = model.encode_batch(torch.as_tensor(speech)[None])
+    assert embedding.shape == (1, model.mods.encoder.output_size)
+
+
+def test_channels_are_averaged(model, runs, tmp_path):
+    speech, other = _speech(runs, 0), _speech(runs, 1)
+    mono = model.predict_file(_write(tmp_path / "mono.wav", speech)).to_numpy()
+    twice = model.predict_file(_write(tmp_path / "twice.wav", np.stack([speech, speech], 1)))
+    assert np.array_equal(twice.to_numpy(), mono)
+
+    other = np.resize(other, len(speech))
+    stereo = model.predict_file(_write(tmp_path / "stereo.wav", np.stack([speech, other], 1)))
+    assert np.allclose(stereo.to_numpy(), _batch(model, (speech + other) / 2), atol=1e-5)
+    assert not np.allclose(stereo.to_numpy(), mono, atol=1e-3)
+
+
+@pytest.mark.parametrize("rate", [44100, 8000])
+def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
+    speech = torch.as_tensor(_speech(runs))
+    recorded = torchaudio.functional.resample(speech, RATE, rate).numpy()
+    prediction = model.predict_file(_write(tmp_path / f"{rate}.wav", recorded, rate))
+    heard = torchaudio.functional.resample(torch.as_tensor(recorded), rate, RATE)
+    assert np.allclose(prediction.to_numpy(), _batch(model, heard), atol=1e-5)
+
+
+def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
+    quantised = np.round(_speech(runs) * 32767).astype(np.int16)
+    as_int = model.predict_file(_write(tmp_path / "int16.wav", quantised, subtype="PCM_16"))
+    as_float = model.predict_file(_write(tmp_path / "float.wav", quantised / 32768.0))
+    assert np.array_equal(as_int.to_numpy(), as_float.to_numpy())
+
+
+def _manual_windows(model, signal, count, *, by_frames=True):
+    """The documented rule, computed step by step: ``count`` equal windows, each embedded
+    alone, their embeddings averaged with their frame counts as weights (or equal weights),
+    then the head."""
+    bounds = [len(signal) * i // count for i in range(count + 1)]
+    embeddings, frames = [], []
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        embeddings.append(model.encode_batch(torch.as_tensor(signal[start:end])[None])[0])
+        frames.append(float(model.mods.encoder.frame_lengths(torch.tensor(end - start))))
+    frames = torch.tensor(frames) if by_frames else torch.ones(count)
+    embedding = (torch.stack(embeddings) * (frames / frames.sum())[:, None]).sum(0)
+    return (model.mods.head(embedding[None])[0] * 6 + 1).numpy()
+
+
+def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
+    speech = np.concatenate([_speech(runs, i) for i in range(3)])
+    seconds = len(speech) / RATE
+    path = _write(tmp_path / "long.wav", speech)
+
+    # Exactly three windows of one second: the plain mean of their embeddings.
+    exact = speech[: 3 * RATE]
+    by_window = model.predict_file(_write(tmp_path / "three.wav", exact), window_seconds=1.0)
+    windows = [
+        model.encode_batch(torch.as_tensor(exact[i * RATE : (i + 1) * RATE])) for i in range(3)
+    ]
+    mean = torch.cat(windows).mean(0, keepdim=True)
+    expected = (model.mods.head(mean)[0] * 6 + 1).numpy()
+    assert np.allclose(by_window.to_numpy(), expected, atol=1e-5)
+
+    count = int(np.ceil(seconds / 2.0))
+    assert count >= 3
+    windowed = model.predict_file(path, window_seconds=2.0, batch_size=2)
+    assert np.allclose(windowed.to_numpy(), _manual_windows(model, speech, count), atol=1e-5)
+    assert not np.allclose(windowed.to_numpy(), _batch(model, speech), atol=1e-3)
+
+    # Two windows a frame apart (one sample apart, across a frame boundary): weighted by their
+    # frame counts, not equally.
+    frames = model.mods.encoder.frame_lengths
+    edge = next(
+        n for n in range(4000, 5000) if frames(torch.tensor(n)) > frames(torch.tensor(n - 1))
+    )
+    pair = speech[RATE : RATE + 2 * edge - 1]
+    uneven = model.predict_file(_write(tmp_path / "pair.wav", pair), window_seconds=edge / RATE)
+    weighted = _manual_windows(model, pair, 2)
+    assert not np.allclose(weighted, _manual_windows(model, pair, 2, by_frames=False), atol=1e-5)
+    assert np.allclose(uneven.to_numpy(), weighted, atol=1e-6)
+
+    # The window is a key of the model too, and a window as long as the file is the file.
+    shorter = EmotionRegressor.from_hparams(
+        source=runs["models"]["teacher"], overrides={"window_seconds": 2.0}
+    )
+    assert np.allclose(shorter.predict_file(path).to_numpy(), windowed.to_numpy(), atol=1e-6)
+    whole = model.predict_file(path, window_seconds=seconds)
+    assert np.array_equal(whole.to_numpy(), _batch(model, speech).astype(np.float64))
+    with pytest.raises(ValueError, match="window_seconds=0.1"):
+        model.predict_file(path, window_seconds=0.1)
+
+
+def test_unusable_files_are_clear_errors(model, tmp_path):
+    empty = _write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32))
+    nothing = tmp_path / "nothing.wav"
+    nothing.write_bytes(b"")
+    short = _write(tmp_path / "short.wav", np.ones(400, dtype=np.float32) * 0.1)
+    cases = {
+        empty: "holds no samples",
+        str(nothing): "convert it to WAV or FLAC",
+        short: "needs at least 0.1 s",
+        str(tmp_path / "absent.wav"): "does not exist",
+    }
+    for path, message in cases.items():
+        with pytest.raises(DataError, match=message) as error:
+            model.predict_file(path)
+        assert path in str(error.value)
+
+
+# ----- The command line -----
+
+
+def test_predict_command_reports_a_broken_file_and_predicts_the_rest(model, runs, tmp_path):
+    folder = tmp_path / "calls"
+    (folder / "day2").mkdir(parents=True)
+    speech = _speech(runs, 2)
+    good = [
+        _write(folder / "a.wav", _speech(runs, 0), subtype="PCM_16"),
+        _write(folder / "b.flac", np.stack([speech, speech * 0.5], 1), 44100, subtype="PCM_24"),
+        _write(folder / "day2" / "c.wav", _speech(runs, 3)),
+    ]
+    broken = folder / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x10\x00\x00WAVE" + bytes(range(256)) * 4)
+    (folder / "notes.txt").write_text("not audio")
+    out = tmp_path / "predictions.csv"
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctsl_brain",
+            "predict",
+            "--model",
+            runs["models"]["teacher"],
+            str(folder),
+            "--out",
+            str(out),
+            "--batch_size",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "3 of 4 files predicted, 1 failed" in done.stderr
+    table = pd.read_csv(out, keep_default_na=False).set_index("file")
+    assert list(table.columns) == ["duration", *ATTRIBUTES, "error"]
+    assert sorted(table.index) == sorted([*good, str(broken)])
+    assert str(broken) in table.loc[str(broken), "error"]
+    assert (table.loc[str(broken), list(ATTRIBUTES)] == "").all()
+    for path in good:
+        assert table.loc[path, "error"] == ""
+        expected = model.predict_file(path).to_numpy()
+        assert np.allclose(table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4)
+    duration = float(table.loc[good[0], "duration"])
+    assert duration == pytest.approx(len(_speech(runs, 0)) / RATE, abs=1e-3)
+
+
+def test_predict_command_exits_0_when_all_files_succeed(runs, tmp_path, capsys):
+    path = _write(tmp_path / "one.wav", _speech(runs))
+    out = tmp_path / "one.csv"
+    status = main(
+        [
+            "predict",
+            "--model",
+            runs["models"]["teacher"],
+            path,
+            "--out",
+            str(out),
+            "--noprogressbar",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert pd.read_csv(out)["error"].isna().all()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for arguments in ([path], [str(empty), "--out", str(out)]):
+        with pytest.raises(SystemExit) as usage:
+            main(["predict", "--model", runs["models"]["teacher"], *arguments])
+        assert usage.value.code == 2
+    assert "no audio files" in capsys.readouterr().err
+
+
+def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
+    (tmp_path / "x" / "y").mkdir(parents=True)
+    for name in ("x/b.WAV", "x/y/a.flac", "x/readme.md", "x/c.ogg"):
+        (tmp_path / name).write_bytes(b"")
+    found = audio_files([str(tmp_path / "x"), str(tmp_path / "x" / "readme.md"), "missing.wav"])
+    assert found == [
+        str(tmp_path / "x" / "b.WAV"),
+        str(tmp_path / "x" / "c.ogg"),
+        str(tmp_path / "x" / "y" / "a.flac"),
+        str(tmp_path / "x" / "readme.md"),
+        "missing.wav",
+    ]
