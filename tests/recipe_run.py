@@ -55,9 +55,16 @@ def run_checked(command):
     return done
 
 
-def run_train(hparams_file, results, *overrides):
+def run_train(hparams_file, results, *overrides, **replace):
     """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
-    run fails. Results go under ``results``."""
+    run fails. Results go under ``results``; ``replace`` changes tiny-run settings, as for
+    :func:`tiny_run_arguments`."""
     return run_checked(
-        [sys.executable, "train.py", hparams_file, *tiny_run_arguments(results), *overrides]
+        [
+            sys.executable,
+            "train.py",
+            hparams_file,
+            *tiny_run_arguments(results, **replace),
+            *overrides,
+        ]
     )

@@ -15,7 +15,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio
-from recipe_run import ROOT, demo_arguments, run_checked, run_train, tiny_run_arguments
+from recipe_run import ROOT, demo_arguments, run_checked, run_train
 
 from ctsl_brain.__main__ import main
 from ctsl_brain.conditions import condition_manifest
@@ -33,16 +33,8 @@ def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("inference")
     results, data_folder = base / "results", str(base / "demo")
     demo = demo_arguments(n_train=8)
-    run_checked(
-        [
-            sys.executable,
-            "train.py",
-            "hparams/teacher.yaml",
-            *tiny_run_arguments(results, number_of_epochs=2),
-            "--data_folder",
-            data_folder,
-            *demo,
-        ]
+    run_train(
+        "hparams/teacher.yaml", results, "--data_folder", data_folder, *demo, number_of_epochs=2
     )
     run_train("hparams/student.yaml", results, "--data_folder", data_folder, *demo)
     teacher_run = str(results / "demo" / "teacher" / "1986")
