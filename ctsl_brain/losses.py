@@ -78,11 +78,8 @@ def ccc_loss(prediction, target):
     return (1 - concordance_cc(prediction, target)).sum()
 
 
-def transfer_loss(teacher, student):
+def transfer_loss(teacher, student, *, form="batch"):
     """L_TL of the paper (equation 2): RMSE between teacher and student embeddings.
-
-    One scalar per batch, the square root of the mean squared difference over every element, as
-    in the authors' code.
 
     Arguments
     ---------
@@ -90,36 +87,82 @@ def transfer_loss(teacher, student):
         Teacher embeddings of the clean utterances, ``[N, D]`` (no gradient is needed).
     student : torch.Tensor
         Student embeddings of the noisy utterances, ``[N, D]``.
+    form : str
+        ``"batch"`` (default): one RMSE over every element of the batch, as in the authors'
+        code that produced the paper's numbers (sgleem/contrastive-teacher-student-learning-
+        for-SSL-SER, ``train_ssl_ser_tl_cl.py`` line 171: ``torch.sqrt(F.mse_loss(T_h, S_h))``).
+        ``"utterance"``: the mean over utterances of each utterance's RMSE over its ``D``
+        elements, equation 2 as typeset. The two differ by a few percent when the
+        utterances' errors differ in size.
 
     Returns
     -------
     torch.Tensor
         Scalar.
+
+    Example
+    -------
+    >>> teacher = torch.zeros(2, 4)
+    >>> student = torch.tensor([[1.0, 1.0, 1.0, 1.0], [3.0, 3.0, 3.0, 3.0]])
+    >>> round(transfer_loss(teacher, student).item(), 4)  # sqrt((4 * 1 + 4 * 9) / 8)
+    2.2361
+    >>> transfer_loss(teacher, student, form="utterance").item()  # (1 + 3) / 2
+    2.0
     """
-    mse = (_as_float(teacher) - _as_float(student)).pow(2).mean()
+    squared = (_as_float(teacher) - _as_float(student)).pow(2)
     # The floor keeps the gradient of sqrt finite when student equals teacher exactly.
-    return mse.clamp_min(1e-12).sqrt()
+    if form == "batch":
+        return squared.mean().clamp_min(1e-12).sqrt()
+    if form == "utterance":
+        return squared.mean(dim=-1).clamp_min(1e-12).sqrt().mean()
+    raise ValueError(f"transfer loss form must be 'batch' or 'utterance', got {form!r}")
 
 
-def negative_mask(labels, *, margin, rule="all"):
-    """Which utterances are negatives of which: labels differ by more than ``margin``.
+def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance=1e-4):
+    """Which utterances are negatives of which: their labels differ by more than ``margin``.
 
     Arguments
     ---------
     labels : torch.Tensor
-        ``[N, A]`` attribute labels, on the scale the margin is given in.
+        ``[N, A]`` attribute labels, on the scale the margin is given in (the corpus' scale:
+        0.5 on MSP-Podcast's 1-7).
     margin : float
-        A pair is a negative only where attributes differ by strictly more than this.
+        The label gap that makes a pair a negative, per attribute.
     rule : str
-        ``"all"``: every attribute must differ (the authors' code); ``"any"``: one suffices.
+        ``"all"``: every attribute must differ (the paper, section 3.3, and the authors' code);
+        ``"any"``: one suffices.
+    boundary : str
+        What a gap equal to the margin is. ``"more_than"`` (default): not a negative, the
+        paper's "larger than" (section 3.3). ``"at_least"``: a negative, as in the authors' code
+        (``utils/infonce.py`` line 165, where ``attr_diff < margin`` is the only exclusion).
+    tolerance : float
+        Gaps within ``tolerance`` of the margin count as equal to it, so that the boundary and
+        not floating-point rounding decides them: 4.7 - 4.2 is 0.5000000000000004 in float64
+        and 0.50000024 in float32. The default, 1e-4 on the label scale, covers labels written
+        with 4 or more decimals; a gap between means of ratings from fewer than about 70 raters
+        each is either equal to the margin or further than this from it.
 
     Returns
     -------
     torch.Tensor
         Boolean ``[N, N]``; entry ``(i, j)`` says whether ``j`` is a negative of query ``i``.
         The diagonal is False.
+
+    Example
+    -------
+    >>> labels = torch.tensor([[4.2, 4.2, 4.2], [4.7, 4.7, 4.7], [5.0, 5.0, 5.0]])
+    >>> negative_mask(labels, margin=0.5)[0].tolist()
+    [False, False, True]
+    >>> negative_mask(labels, margin=0.5, boundary="at_least")[0].tolist()
+    [False, True, True]
     """
-    differs = (labels.unsqueeze(1) - labels.unsqueeze(0)).abs() > margin
+    gap = (labels.unsqueeze(1).double() - labels.unsqueeze(0).double()).abs()
+    if boundary == "more_than":
+        differs = gap > margin + tolerance
+    elif boundary == "at_least":
+        differs = gap >= margin - tolerance
+    else:
+        raise ValueError(f"negative boundary must be 'more_than' or 'at_least', got {boundary!r}")
     if rule == "all":
         mask = differs.all(dim=-1)
     elif rule == "any":
@@ -129,14 +172,25 @@ def negative_mask(labels, *, margin, rule="all"):
     return mask & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
-def info_nce(query, positive, labels, *, margin, rule="all", temperature=0.1):
+def info_nce(
+    query,
+    positive,
+    labels,
+    *,
+    margin,
+    rule="all",
+    boundary="more_than",
+    tolerance=1e-4,
+    temperature=0.1,
+    denominator="with_positive",
+):
     """L_CL of the paper (equation 3): InfoNCE with cosine similarity.
 
-    For query ``i`` (the student's embedding of noisy utterance ``i``) the logits are
-    ``[cos(q_i, p_i), cos(q_i, q_j) for each negative j] / temperature`` and the loss is the
-    cross-entropy with the positive as target, so the positive is in the denominator. The
-    negatives are the other queries (with gradient) whose labels differ by more than ``margin``
-    (see :func:`negative_mask`).
+    For query ``i`` (the student's embedding of noisy utterance ``i``) the positive logit is
+    ``cos(q_i, p_i) / temperature`` and the negative logits ``cos(q_i, q_j) / temperature`` for
+    each negative ``j``: the other queries (with gradient) whose labels differ by more than
+    ``margin`` (see :func:`negative_mask`). The loss of query ``i`` is ``-log(exp(positive) /
+    denominator)``.
 
     Arguments
     ---------
@@ -146,12 +200,16 @@ def info_nce(query, positive, labels, *, margin, rule="all", temperature=0.1):
         ``[N, D]`` teacher embeddings of the same utterances, clean.
     labels : torch.Tensor
         ``[N, A]`` labels used to pick the negatives.
-    margin : float
-        See :func:`negative_mask`.
-    rule : str
+    margin, rule, boundary, tolerance
         See :func:`negative_mask`.
     temperature : float
         Divides the cosine similarities (paper: 0.1).
+    denominator : str
+        ``"with_positive"`` (default): the sum of ``exp`` over the positive and the negatives,
+        the standard InfoNCE of van den Oord et al. and the authors' code (cross-entropy over
+        the positive and the negatives with the positive as target: ``utils/infonce.py`` lines
+        100-111). ``"negatives"``: the sum over the negatives only, equation 3 as typeset (this
+        loss can be negative).
 
     Returns
     -------
@@ -159,16 +217,32 @@ def info_nce(query, positive, labels, *, margin, rule="all", temperature=0.1):
         Scalar: the mean over the queries that have at least one negative. Queries without a
         negative are left out; when no query has one the loss is 0 (still attached to the graph,
         so every process of a distributed run takes part in the backward pass).
+
+    Example
+    -------
+    >>> query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> labels = torch.tensor([[1.0, 1.0, 1.0], [7.0, 7.0, 7.0]])
+    >>> loss = info_nce(query, query, labels, margin=0.5, temperature=1.0)
+    >>> round(loss.item(), 4)  # -log(e / (e + 1)): cos 1 to the positive, 0 to the negative
+    0.3133
+    >>> info_nce(query, query, labels, margin=0.5, temperature=1.0, denominator="negatives")
+    tensor(-1.)
     """
+    if denominator not in ("with_positive", "negatives"):
+        raise ValueError(
+            f"InfoNCE denominator must be 'with_positive' or 'negatives', got {denominator!r}"
+        )
     q = torch.nn.functional.normalize(_as_float(query), dim=-1)
     p = torch.nn.functional.normalize(_as_float(positive), dim=-1)
-    mask = negative_mask(labels, margin=margin, rule=rule)
+    mask = negative_mask(labels, margin=margin, rule=rule, boundary=boundary, tolerance=tolerance)
     has_negative = mask.any(dim=1)
     if not has_negative.any():
         return q.sum() * 0.0
 
-    positive_logit = (q * p).sum(dim=-1, keepdim=True) / temperature
-    negative_logits = (q @ q.T / temperature).masked_fill(~mask, float("-inf"))
-    logits = torch.cat([positive_logit, negative_logits], dim=1)
-    per_query = torch.logsumexp(logits, dim=1) - positive_logit.squeeze(1)
-    return per_query[has_negative].mean()
+    # Only the queries with a negative: a row of -inf logits would give NaN gradients.
+    queries, mask = q[has_negative], mask[has_negative]
+    positive_logit = (queries * p[has_negative]).sum(dim=-1, keepdim=True) / temperature
+    logits = (queries @ q.T / temperature).masked_fill(~mask, float("-inf"))
+    if denominator == "with_positive":
+        logits = torch.cat([positive_logit, logits], dim=1)
+    return (torch.logsumexp(logits, dim=1) - positive_logit.squeeze(1)).mean()

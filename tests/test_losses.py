@@ -5,6 +5,7 @@ import math
 import audmetric
 import numpy as np
 import pytest
+import reference
 import torch
 
 from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, negative_mask, transfer_loss
@@ -51,52 +52,113 @@ def test_ccc_is_computed_in_float32_from_half_inputs():
     assert concordance_cc(prediction, prediction).dtype == torch.float32
 
 
-def test_transfer_loss_is_batch_rmse():
-    teacher, student = torch.randn(8, 16), torch.randn(8, 16)
-    expected = np.sqrt(np.mean((teacher.numpy() - student.numpy()) ** 2))
-    assert transfer_loss(teacher, student).item() == pytest.approx(expected, rel=1e-6)
+@pytest.mark.parametrize("form", ["batch", "utterance"])
+def test_transfer_loss_matches_reference(form):
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(8, 16, generator=generator, dtype=torch.float64)
+    # Utterances with errors of different sizes, where the two forms differ.
+    scale = torch.linspace(0.1, 2.0, 8, dtype=torch.float64).unsqueeze(1)
+    student = teacher + scale * torch.randn(8, 16, generator=generator, dtype=torch.float64)
+    expected = reference.transfer_rmse(teacher, student, form)
+    assert transfer_loss(teacher, student, form=form).item() == pytest.approx(expected, rel=1e-12)
+    single = transfer_loss(teacher.float(), student.float(), form=form)
+    assert single.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_transfer_loss_gradient_is_finite_at_zero():
+def test_transfer_loss_forms_differ_and_the_default_is_the_authors_batch_rmse():
+    generator = torch.Generator().manual_seed(1)
+    teacher = torch.randn(8, 16, generator=generator)
+    student = torch.randn(8, 16, generator=generator)
+    student[0] *= 5
+    batch = transfer_loss(teacher, student, form="batch")
+    assert torch.equal(transfer_loss(teacher, student), batch)
+    assert abs(batch - transfer_loss(teacher, student, form="utterance")) > 0.01 * batch
+    with pytest.raises(ValueError, match="'batch' or 'utterance'"):
+        transfer_loss(teacher, student, form="mean")
+
+
+@pytest.mark.parametrize("form", ["batch", "utterance"])
+def test_transfer_loss_gradient_is_finite_at_zero(form):
     student = torch.ones(2, 4, requires_grad=True)
-    transfer_loss(torch.ones(2, 4), student).backward()
+    transfer_loss(torch.ones(2, 4), student, form=form).backward()
     assert torch.isfinite(student.grad).all()
 
 
-def _info_nce_loop(query, positive, labels, margin, rule, temperature):
-    """Equation 3 of the paper written out query by query, in float64."""
-    q, p, y = query.double().numpy(), positive.double().numpy(), labels.double().numpy()
-
-    def cos(a, b):
-        return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-    losses = []
-    for i in range(len(q)):
-        negatives = []
-        for j in range(len(q)):
-            differs = np.abs(y[i] - y[j]) > margin
-            if j != i and (differs.all() if rule == "all" else differs.any()):
-                negatives.append(j)
-        if not negatives:
-            continue
-        numerator = math.exp(cos(q[i], p[i]) / temperature)
-        denominator = numerator + sum(math.exp(cos(q[i], q[j]) / temperature) for j in negatives)
-        losses.append(-math.log(numerator / denominator))
-    return float(np.mean(losses)) if losses else 0.0
-
-
+@pytest.mark.parametrize("denominator", ["with_positive", "negatives"])
+@pytest.mark.parametrize("boundary", ["more_than", "at_least"])
 @pytest.mark.parametrize("rule", ["all", "any"])
-@pytest.mark.parametrize("seed", range(4))
-def test_info_nce_matches_direct_loop(rule, seed):
+@pytest.mark.parametrize("seed", range(3))
+def test_info_nce_matches_reference(rule, boundary, denominator, seed):
     generator = torch.Generator().manual_seed(seed)
     query = torch.randn(12, 24, generator=generator, dtype=torch.float64)
     positive = query + 0.5 * torch.randn(12, 24, generator=generator, dtype=torch.float64)
-    labels = 1 + 6 * torch.rand(12, 3, generator=generator, dtype=torch.float64)
-    expected = _info_nce_loop(query, positive, labels, 0.5, rule, 0.1)
-    ours = info_nce(query, positive, labels, margin=0.5, rule=rule, temperature=0.1)
+    # Labels on a grid of 0.1 (means of 10 ratings), so that gaps equal to the margin occur.
+    labels = 1 + torch.randint(0, 61, (12, 3), generator=generator).double() / 10
+    settings = {"margin": 0.5, "rule": rule, "boundary": boundary, "tolerance": 1e-4}
+    settings.update(temperature=0.1, denominator=denominator)
+    expected = reference.info_nce(query, positive, labels, **settings)
+    ours = info_nce(query, positive, labels, **settings)
     assert ours.item() == pytest.approx(expected, rel=1e-9)
-    single = info_nce(query.float(), positive.float(), labels, margin=0.5, rule=rule)
+    single = info_nce(query.float(), positive.float(), labels.float(), **settings)
     assert single.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_info_nce_defaults_are_the_authors_denominator_and_the_papers_boundary():
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(6, 8, generator=generator)
+    positive = torch.randn(6, 8, generator=generator)
+    labels = torch.tensor([[1.0] * 3, [1.5] * 3, [4.2] * 3, [4.7] * 3, [7.0] * 3, [6.0] * 3])
+    explicit = info_nce(
+        query,
+        positive,
+        labels,
+        margin=0.5,
+        rule="all",
+        boundary="more_than",
+        tolerance=1e-4,
+        temperature=0.1,
+        denominator="with_positive",
+    )
+    assert torch.equal(info_nce(query, positive, labels, margin=0.5), explicit)
+    for changed in ({"boundary": "at_least"}, {"denominator": "negatives"}):
+        assert not torch.equal(info_nce(query, positive, labels, margin=0.5, **changed), explicit)
+    with pytest.raises(ValueError, match="'with_positive' or 'negatives'"):
+        info_nce(query, positive, labels, margin=0.5, denominator="positives")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("pair", [(4.0, 4.5), (4.2, 4.7), (1.6, 2.1), (2.1, 1.6), (6.5, 7.0)])
+def test_a_gap_equal_to_the_margin_is_decided_by_the_boundary_not_by_rounding(pair, dtype):
+    """4.7 - 4.2 is 0.5000000000000004 in float64 and 2.1 - 1.6 is 0.5000000000000002: without
+    the tolerance the strict rule would call some of these pairs negatives and not others."""
+    labels = torch.tensor([[pair[0]] * 3, [pair[1]] * 3], dtype=dtype)
+    strict = negative_mask(labels, margin=0.5)
+    assert not strict.any(), "the paper's 'more than 0.5' excludes a gap of 0.5"
+    inclusive = negative_mask(labels, margin=0.5, boundary="at_least")
+    assert inclusive.tolist() == [[False, True], [True, False]], "the authors' code includes it"
+    # On the unit scale of training, (y - 1) / 6, the margin 0.5 / 6 gives the same verdicts.
+    unit = (labels - 1) / 6
+    assert torch.equal(negative_mask(unit, margin=0.5 / 6, tolerance=1e-4 / 6), strict)
+    assert torch.equal(
+        negative_mask(unit, margin=0.5 / 6, boundary="at_least", tolerance=1e-4 / 6), inclusive
+    )
+
+
+@pytest.mark.parametrize("boundary", ["more_than", "at_least"])
+def test_gaps_beyond_the_tolerance_keep_their_side_of_the_margin(boundary):
+    labels = torch.tensor([[4.0] * 3, [4.5011] * 3, [4.4989] * 3])
+    mask = negative_mask(labels, margin=0.5, boundary=boundary, tolerance=1e-3)
+    assert mask[0].tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="'more_than' or 'at_least'"):
+        negative_mask(labels, margin=0.5, boundary="above")
+
+
+def test_info_nce_of_negatives_only_has_finite_gradients_with_a_query_without_negatives():
+    query = torch.randn(3, 8, requires_grad=True)
+    labels = torch.tensor([[1.0] * 3, [7.0] * 3, [4.0] * 3])  # row 2 has no negative
+    loss = info_nce(query, torch.randn(3, 8), labels, margin=3.5, denominator="negatives")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(query.grad).all()
 
 
 def test_negative_mask_rule_and_strict_margin():
