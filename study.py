@@ -199,12 +199,12 @@ def main(argv=None):
 
     log(f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}")
     runs = {system: output_folder(system, args) for system in args.systems}
-    settings = {}
+    settings = None
     for folder in runs.values():
         with open(os.path.join(folder, "evaluation.json")) as fin:
             settings = json.load(fin).get("infonce", settings)
     outputs = analyse_study(
-        runs, study_folder, n_groups=args.n_groups, group_seed=args.group_seed, **settings
+        runs, study_folder, n_groups=args.n_groups, group_seed=args.group_seed, infonce=settings
     )
     with open(outputs["files"]["table1_md"]) as fin:
         print(fin.read())

@@ -65,10 +65,12 @@ class EmotionBrain(sb.Brain):
 
     Expects in ``modules``: ``encoder`` (waveform -> pooled embedding) and ``head``
     (embedding -> 3 attributes). Reads from ``hparams``: ``label_min``, ``label_max``,
-    and for the student ``lambda_tl``, ``lambda_cl``, ``negative_margin``, ``negative_rule``,
-    ``temperature``, ``train_noise``, ``dev_noise`` and ``cache_teacher_embeddings`` (the
-    teacher's clean embeddings are computed once and reused, see
-    :class:`ctsl_brain.models.TeacherEmbeddingCache`).
+    and for the student ``lambda_tl``, ``lambda_cl``, ``transfer_rmse`` (see
+    :func:`ctsl_brain.losses.transfer_loss`), the InfoNCE settings ``negative_margin``,
+    ``negative_rule``, ``negative_boundary``, ``negative_margin_tolerance``, ``temperature`` and
+    ``infonce_denominator`` (see :func:`ctsl_brain.losses.info_nce`), ``train_noise``,
+    ``dev_noise`` and ``cache_teacher_embeddings`` (the teacher's clean embeddings are computed
+    once and reused, see :class:`ctsl_brain.models.TeacherEmbeddingCache`).
 
     Arguments
     ---------
@@ -175,6 +177,17 @@ class EmotionBrain(sb.Brain):
         outputs["prediction"] = self.modules.head(outputs["embedding"])
         return outputs
 
+    def infonce_settings(self):
+        """The keyword arguments of :func:`ctsl_brain.losses.info_nce` from the YAML."""
+        return {
+            "margin": self.hparams.negative_margin,
+            "rule": self.hparams.negative_rule,
+            "boundary": self.hparams.negative_boundary,
+            "tolerance": self.hparams.negative_margin_tolerance,
+            "temperature": self.hparams.temperature,
+            "denominator": self.hparams.infonce_denominator,
+        }
+
     def compute_objectives(self, predictions, batch, stage):
         """L_CCC (+ lambda_TL L_TL + lambda_CL L_CL with a teacher), in float32."""
         labels = batch.labels.data.float()
@@ -187,14 +200,12 @@ class EmotionBrain(sb.Brain):
             if teacher_embedding is not None:
                 student_embedding = predictions["embedding"].float()
                 teacher_embedding = teacher_embedding.float()
-                losses["tl_loss"] = transfer_loss(teacher_embedding, student_embedding)
+                losses["tl_loss"] = transfer_loss(
+                    teacher_embedding, student_embedding, form=self.hparams.transfer_rmse
+                )
+                # The margin is on the corpus' label scale, so the labels are not rescaled.
                 losses["cl_loss"] = info_nce(
-                    student_embedding,
-                    teacher_embedding,
-                    labels,
-                    margin=self.hparams.negative_margin,
-                    rule=self.hparams.negative_rule,
-                    temperature=self.hparams.temperature,
+                    student_embedding, teacher_embedding, labels, **self.infonce_settings()
                 )
                 loss = (
                     loss
@@ -392,10 +403,6 @@ class EmotionBrain(sb.Brain):
             "test_conditions": list(self.test_results),
             "dev_conditions": list(embedded),
         }
-        if hasattr(self.hparams, "negative_margin"):
-            summary["infonce"] = {
-                "margin": self.hparams.negative_margin,
-                "rule": self.hparams.negative_rule,
-                "temperature": self.hparams.temperature,
-            }
+        if self.teacher is not None:
+            summary["infonce"] = self.infonce_settings()
         write_text_atomic(evaluation_path, json.dumps(summary, indent=2))

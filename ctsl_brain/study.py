@@ -52,6 +52,9 @@ SYSTEMS = {
     "RM+TL+CL": ("hparams/student.yaml", ["--experiment_name", "rm_tl_cl"]),
 }
 
+# The arguments of negative_mask among those of info_nce.
+MASK_SETTINGS = ("margin", "rule", "boundary", "tolerance")
+
 # Table 1's markers: significantly better than Original, RH, RM.
 MARKERS = {"Original": "*", "RH": "†", "RM": "‡"}
 
@@ -156,9 +159,7 @@ def plot_ccc_vs_snr(table, path):
     os.replace(path + ".tmp.png", path)
 
 
-def embedding_analysis(
-    clean, noisy, labels, *, group_size=32, seed=0, margin=0.5, rule="all", temperature=0.1
-):
+def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=None):
     """Table 2's measures between clean reference embeddings and noisy system embeddings.
 
     The utterances are shuffled (seeded) into groups of ``group_size`` clean/noisy pairs, as in
@@ -171,7 +172,12 @@ def embedding_analysis(
     clean, noisy : torch.Tensor
         ``[N, D]`` embeddings of the same utterances, in the same order.
     labels : torch.Tensor
-        ``[N, 3]`` on the corpus' scale (``margin`` is on that scale).
+        ``[N, 3]`` on the corpus' scale (the InfoNCE margin is on that scale).
+    group_size, seed : int
+        Pairs per group, and the seed of the shuffle.
+    infonce : dict or None
+        Keyword arguments of :func:`ctsl_brain.losses.info_nce` (the run's, as recorded in its
+        ``evaluation.json``); None: the paper's margin of 0.5 and the function's defaults.
 
     Returns
     -------
@@ -179,33 +185,24 @@ def embedding_analysis(
         ``rmse`` and ``infonce`` (means over groups), ``cosine`` (mean over utterances),
         ``groups`` (number of groups with negatives).
     """
+    infonce = {"margin": 0.5, **(infonce or {})}
     clean, noisy, labels = clean.double(), noisy.double(), labels.double()
     order = torch.as_tensor(np.random.default_rng(seed).permutation(len(clean)))
-    rmse, infonce = [], []
+    rmse, nce = [], []
     for start in range(0, len(order), group_size):
         members = order[start : start + group_size]
         if len(members) < 2:
             continue
         rmse.append(float(transfer_loss(clean[members], noisy[members])))
-        if negative_mask(labels[members], margin=margin, rule=rule).any():
-            infonce.append(
-                float(
-                    info_nce(
-                        noisy[members],
-                        clean[members],
-                        labels[members],
-                        margin=margin,
-                        rule=rule,
-                        temperature=temperature,
-                    )
-                )
-            )
+        mask_settings = {k: infonce[k] for k in infonce if k in MASK_SETTINGS}
+        if negative_mask(labels[members], **mask_settings).any():
+            nce.append(float(info_nce(noisy[members], clean[members], labels[members], **infonce)))
     cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
     return {
         "rmse": float(np.mean(rmse)),
         "cosine": float(cosine.mean()),
-        "infonce": float(np.mean(infonce)) if infonce else float("nan"),
-        "groups": len(infonce),
+        "infonce": float(np.mean(nce)) if nce else float("nan"),
+        "groups": len(nce),
     }
 
 
@@ -253,9 +250,7 @@ def analyse_study(
     group_seed=0,
     alpha=0.05,
     embedding_group_size=32,
-    margin=0.5,
-    rule="all",
-    temperature=0.1,
+    infonce=None,
 ):
     """Writes the study's tables, figure and predictions from finished runs.
 
@@ -270,8 +265,10 @@ def analyse_study(
         The fixed split of the test set.
     alpha : float
         Significance level.
-    embedding_group_size, margin, rule, temperature
-        InfoNCE settings of the embedding analysis (as in training).
+    embedding_group_size : int
+        Clean/noisy pairs per group of the embedding analysis.
+    infonce : dict or None
+        Its InfoNCE settings, as in training (see :func:`embedding_analysis`).
 
     Returns
     -------
@@ -317,9 +314,7 @@ def analyse_study(
                 labels,
                 group_size=embedding_group_size,
                 seed=group_seed,
-                margin=margin,
-                rule=rule,
-                temperature=temperature,
+                infonce=infonce,
             )
             rows.append({"system": system, "condition": condition, **measures})
     table2 = pd.DataFrame(rows)

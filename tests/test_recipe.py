@@ -112,9 +112,13 @@ def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl, cach
         "label_max": 7.0,
         "lambda_tl": lambda_tl,
         "lambda_cl": lambda_cl,
+        "transfer_rmse": "batch",
         "negative_margin": 0.5,
         "negative_rule": "all",
+        "negative_boundary": "more_than",
+        "negative_margin_tolerance": 1e-4,
         "temperature": 0.1,
+        "infonce_denominator": "with_positive",
         "train_noise": noise,
         "cache_teacher_embeddings": cache,
     }

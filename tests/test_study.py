@@ -118,7 +118,14 @@ def test_rm_tl_cl_run_records_its_infonce_settings(study):
     results, _, _ = study
     with open(os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json")) as fin:
         evaluation = json.load(fin)
-    assert evaluation["infonce"] == {"margin": 0.5, "rule": "all", "temperature": 0.1}
+    assert evaluation["infonce"] == {
+        "margin": 0.5,
+        "rule": "all",
+        "boundary": "more_than",
+        "tolerance": 1e-4,
+        "temperature": 0.1,
+        "denominator": "with_positive",
+    }
     assert [c["epoch"] for c in evaluation["checkpoints"]] == [1]
 
 
@@ -131,6 +138,13 @@ def test_embedding_analysis_matches_the_training_losses():
     order = torch.as_tensor(__import__("numpy").random.default_rng(0).permutation(64))
     expected_nce = info_nce(noisy[order], clean[order], labels[order], margin=0.5)
     assert measures["infonce"] == pytest.approx(float(expected_nce), rel=1e-6)
+    # The run's InfoNCE settings, as recorded in its evaluation.json, are the analysis' too.
+    settings = {"margin": 1.0, "rule": "any", "boundary": "at_least", "tolerance": 1e-3}
+    settings.update(temperature=0.3, denominator="negatives")
+    other = embedding_analysis(clean, noisy, labels, group_size=64, seed=0, infonce=settings)
+    expected_other = info_nce(noisy[order], clean[order], labels[order], **settings)
+    assert other["infonce"] == pytest.approx(float(expected_other), rel=1e-6)
+    assert abs(other["infonce"] - measures["infonce"]) > 0.01
     assert measures["rmse"] == pytest.approx(float(transfer_loss(clean, noisy)), rel=1e-6)
     expected_cos = torch.nn.functional.cosine_similarity(clean, noisy).mean()
     assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
