@@ -113,7 +113,9 @@ class UtteranceAddNoise(AddNoise):
         level over, each utterance's own length ``[B, 1]``.
         """
         bank = self._noise_bank()
-        lengths = lengths.long().squeeze(1)
+        # AddNoise passes relative length x padded length, e.g. 12344.999 for 12345 samples:
+        # rounded, not truncated, or the last sample would get no noise.
+        lengths = torch.round(lengths).long().clamp(max=max_length).squeeze(1)
         batch = torch.zeros(len(lengths), max_length)
         picks = (self._rand(len(lengths)) * len(bank)).long().clamp(max=len(bank) - 1)
         offsets = self._rand(len(lengths))

@@ -50,6 +50,31 @@ def test_snr_holds_over_each_utterances_own_samples(noise_csv, snr):
         assert torch.all(noisy[i, n:] == 0), "noise leaked into the padding"
 
 
+def test_noise_covers_every_sample_of_lengths_that_truncation_would_cut(noise_csv):
+    """Relative lengths times the padded length are not whole numbers in float32 (251 / 32000 *
+    32000 is 250.99998): the noise must reach each utterance's last sample, and the SNR hold
+    over its true length."""
+    padded = 32000
+    candidates = torch.arange(1000, padded)
+    product = (candidates.float() / padded) * padded
+    cut = candidates[product.long() != candidates]
+    lengths = [padded, *cut[:: max(1, len(cut) // 6)][:6].tolist()]
+    assert len(lengths) == 7 and all(torch.round(product[n - 1000]) == n for n in lengths[1:])
+    csv_file, replacements = noise_csv
+    mixer = UtteranceAddNoise(csv_file, replacements=replacements, seed=3)
+    wavs, rel = _batch(lengths)
+    wavs = wavs / wavs.abs().amax(dim=1, keepdim=True)  # comparable levels
+    noisy = mixer(wavs, rel)
+    speech = 0.5 * wavs  # 0 dB: AddNoise scales the speech by 1 - 1 / (10 ** 0 + 1)
+    noise = noisy - speech
+    for i, n in enumerate(lengths):
+        assert noise[i, n - 1] != 0, f"no noise on the last sample of a {n}-sample utterance"
+        assert torch.all(noisy[i, n:] == 0), "noise leaked into the padding"
+    true_lengths = torch.tensor(lengths, dtype=torch.float64) / padded
+    achieved = snr_db(speech, noise, true_lengths)
+    assert achieved.abs().max().item() < 4e-4, achieved
+
+
 def test_each_utterance_gets_its_own_noise(noise_csv):
     csv_file, replacements = noise_csv
     mixer = UtteranceAddNoise(csv_file, replacements=replacements)
