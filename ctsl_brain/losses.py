@@ -4,6 +4,10 @@ Every function here is a pure function of tensors: no module state, no Brain. Ea
 float32 (or wider) whatever dtype it is given, because the recipe may run under bf16/fp16 autocast
 and a CCC or a softmax over cosine similarities in half precision is too coarse to train on.
 
+Where the paper's typeset equations and the authors' released code differ, the code's form is the
+default and the typeset one an option; the code cited is the public repository
+sgleem/contrastive-teacher-student-learning-for-SSL-SER at commit 4b0d68c.
+
 >>> import torch
 >>> pred = torch.tensor([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]])
 >>> concordance_cc(pred, pred).tolist()
