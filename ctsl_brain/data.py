@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import struct
+import sys
 
 import soundfile
 import speechbrain as sb
@@ -24,6 +25,11 @@ __all__ = [
     "ATTRIBUTES",
     "MANIFEST_COLUMNS",
     "DataError",
+    "MissingInputError",
+    "SettingsError",
+    "TRACEBACK_VARIABLE",
+    "UserError",
+    "run_command",
     "Problem",
     "inspect_audio",
     "check_labels",
@@ -44,8 +50,48 @@ ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
 
 
-class DataError(ValueError):
+# Set to 1 to see the traceback of a user error too (for debugging).
+TRACEBACK_VARIABLE = "CTSL_TRACEBACK"
+
+
+class UserError(Exception):
+    """A problem the user can fix (their input, settings or files), not a bug: command lines
+    show its message alone, without a traceback, and exit with status 1."""
+
+
+class SettingsError(UserError, ValueError):
+    """A YAML key, override or option whose value the recipe cannot use."""
+
+
+class MissingInputError(UserError, FileNotFoundError):
+    """A file, folder or run that the user named, or that a command needs, is not there."""
+
+
+class DataError(UserError, ValueError):
     """Bad input found while preparing data; the message lists every problem found."""
+
+
+def run_command(main, *args):
+    """Runs a command line's ``main(*args)`` and returns its exit status.
+
+    A :class:`UserError` ends the command with its message on stderr and status 1, without a
+    traceback, unless the environment variable ``CTSL_TRACEBACK`` is 1; any other exception is
+    a bug and shows its traceback.
+
+    >>> def main():
+    ...     raise MissingInputError("no file x.wav: check the path")
+    >>> run_command(main)  # doctest: +SKIP
+    error: no file x.wav: check the path
+    1
+    """
+    try:
+        status = main(*args)
+    except UserError as error:
+        if os.environ.get(TRACEBACK_VARIABLE, "0") not in ("", "0"):
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    return 0 if status is None else status
 
 
 Problem = collections.namedtuple("Problem", ["where", "kind", "detail"])
