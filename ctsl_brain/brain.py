@@ -10,14 +10,14 @@ paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
 import json
 import logging
 import os
-import pickle
-import shutil
+import re
 import time
 
 import speechbrain as sb
 import torch
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 
+from ctsl_brain.checkpoints import AtomicCheckpointer
 from ctsl_brain.data import (
     ATTRIBUTES,
     from_unit_scale,
@@ -29,7 +29,7 @@ from ctsl_brain.losses import ccc_loss, concordance_cc, info_nce, transfer_loss
 from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.statistics import select_checkpoints
 
-__all__ = ["EmotionBrain", "end_of_epoch_checkpoints"]
+__all__ = ["EmotionBrain", "end_of_epoch_checkpoints", "trim_train_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,30 @@ def end_of_epoch_checkpoints(checkpointer):
                 epoch = int(fin.read())
         found[int(epoch)] = checkpoint
     return found
+
+
+def trim_train_log(path, epochs_done):
+    r"""Keeps the lines of epochs 1 to ``epochs_done`` in a train log and drops the rest: lines
+    of later epochs and test lines, written by an attempt that was stopped before its next
+    checkpoint. The log is rewritten atomically, and only if something goes.
+
+    >>> log = getfixture("tmp_path") / "train_log.txt"
+    >>> _ = log.write_text("epoch: 1/3 - x\nepoch: 2/3 - x\ncondition: clean - x\n")
+    >>> trim_train_log(log, 1)
+    >>> log.read_text()
+    'epoch: 1/3 - x\n'
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fin:
+        lines = fin.readlines()
+    kept = []
+    for line in lines:
+        match = re.match(r"epoch: (\d+)/", line)
+        if match and int(match.group(1)) <= epochs_done:
+            kept.append(line)
+    if kept != lines:
+        write_text_atomic(str(path), "".join(kept))
 
 
 class EmotionBrain(sb.Brain):
@@ -99,35 +123,22 @@ class EmotionBrain(sb.Brain):
 
     # ----- resuming -----
     def on_fit_start(self):
-        """As SpeechBrain's, but a checkpoint left half-written by a killed run is removed and
-        the run resumes from the newest complete one.
+        """As SpeechBrain's (which recovers the newest checkpoint); then the train log is cut
+        back to the epochs that checkpoint holds.
 
-        SpeechBrain writes a checkpoint's meta file before its files, so a run killed while
-        saving leaves a checkpoint that is listed, and picked as the newest, but cannot be
-        loaded (a file missing or cut short).
+        The log line of an epoch is written just before its checkpoint, and the test lines at
+        the end: a run killed in between redoes that epoch or that evaluation and logs it again,
+        so the lines of the killed attempt go, and the finished log holds each epoch once.
         """
-        self._compile()
-        self._wrap_distributed()
-        self.init_optimizers()
-        if self.checkpointer is None:
-            return
-        while True:
-            newest = self.checkpointer.find_checkpoint()
-            try:
-                self.checkpointer.recover_if_possible()
-                return
-            except (EOFError, RuntimeError, FileNotFoundError, pickle.UnpicklingError) as error:
-                if newest is None:
-                    raise
-                logger.warning(
-                    "checkpoint %s cannot be loaded (%s: the run was stopped while saving it); "
-                    "removing it and resuming from the one before",
-                    newest.path,
-                    type(error).__name__,
-                )
-                if sb.utils.distributed.if_main_process():
-                    shutil.rmtree(newest.path)
-                sb.utils.distributed.ddp_barrier()
+        if not isinstance(self.checkpointer, (type(None), AtomicCheckpointer)):
+            logger.warning(
+                "checkpointer is a %s: a run killed while it saves a checkpoint may not resume; "
+                "ctsl_brain.checkpoints.AtomicCheckpointer saves them atomically",
+                type(self.checkpointer).__name__,
+            )
+        super().on_fit_start()
+        if self.checkpointer is not None and sb.utils.distributed.if_main_process():
+            trim_train_log(self.hparams.train_logger.save_file, self.hparams.epoch_counter.current)
 
     # ----- labels -----
     def scale_labels(self, labels):

@@ -1,0 +1,223 @@
+"""Checkpoints that a run killed at any moment cannot leave half-written.
+
+SpeechBrain's ``Checkpointer`` writes a checkpoint's meta file first and then each file into the
+checkpoint's folder, and deletes old checkpoints with ``rmtree``: a run killed while saving or
+deleting leaves a folder that is listed as a checkpoint but cannot be loaded, and the restart
+fails or picks it. :class:`AtomicCheckpointer` keeps SpeechBrain's format, names and selection
+rules, and changes when a folder appears and disappears under a checkpoint's name:
+
+- a checkpoint is written into a staging folder beside the others, flushed to disk, then
+  renamed into place, so that a folder named ``CKPT+...`` is always complete;
+- a checkpoint is deleted by renaming it out of the way first, then removing it;
+- staging and deletion leftovers of a killed run are removed at the next recovery, with a
+  one-line message;
+- recovery that cannot load a checkpoint (for any reason) says which one and why and falls back
+  to the one before; checkpoints that could not be loaded are moved aside, not deleted. When
+  none loads, the run stops rather than silently starting from scratch.
+"""
+
+import logging
+import os
+import shutil
+
+from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, ckpt_recency
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+from ctsl_brain.data import UserError
+
+__all__ = ["AtomicCheckpointer", "CheckpointError"]
+
+logger = logging.getLogger(__name__)
+
+# Folders beside the checkpoints that SpeechBrain does not list (they do not start with CKPT).
+STAGING_PREFIX = ".staging+"
+DELETING_PREFIX = ".deleting+"
+# Where checkpoints that could not be loaded are kept, for the user to inspect.
+UNLOADABLE_FOLDER = "unloadable"
+
+
+class CheckpointError(UserError, RuntimeError):
+    """No checkpoint of a run can be loaded: the message lists each one and why."""
+
+
+def _fsync(path):
+    """Flushes a file or a folder (its entries) to disk."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+class AtomicCheckpointer(Checkpointer):
+    """SpeechBrain's Checkpointer, with checkpoints that appear and disappear atomically.
+
+    Takes the same arguments as ``speechbrain.utils.checkpoints.Checkpointer`` and is used the
+    same way (``save_and_keep_only``, ``recover_if_possible``, ``find_checkpoint``, ...).
+
+    Example
+    -------
+    >>> import torch
+    >>> folder = getfixture("tmp_path")
+    >>> layer = torch.nn.Linear(2, 2)
+    >>> checkpointer = AtomicCheckpointer(folder, recoverables={"layer": layer})
+    >>> saved = checkpointer.save_checkpoint(meta={"ccc": 0.5}, verbosity=logging.DEBUG)
+    >>> saved.path.name.startswith("CKPT+"), sorted(p.name for p in saved.path.iterdir())
+    (True, ['CKPT.yaml', 'layer.ckpt'])
+    >>> checkpointer.recover_if_possible().meta["ccc"]
+    0.5
+    """
+
+    def _new_checkpoint_dirpath(self):
+        # The base class makes the name unique among the final names; it is written under
+        # the staging name.
+        final = super()._new_checkpoint_dirpath()
+        return final.with_name(STAGING_PREFIX + final.name)
+
+    def _custom_checkpoint_dirpath(self, name):
+        final = super()._custom_checkpoint_dirpath(name)
+        return final.with_name(STAGING_PREFIX + final.name)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (the base's signature)
+        """Saves a checkpoint as SpeechBrain does, into a staging folder, then renames it into
+        place once every file is on disk. Returns the checkpoint under its final name (None on
+        processes other than the main one)."""
+        staged = super().save_checkpoint(
+            meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG
+        )
+        ddp_barrier()  # every process has written its files
+        if not if_main_process():
+            return None
+        final = staged.path.with_name(staged.path.name[len(STAGING_PREFIX) :])
+        for entry in staged.path.iterdir():
+            _fsync(entry)
+        _fsync(staged.path)
+        if final.exists():  # a custom name saved again: the old one goes first
+            self._remove(final)
+        os.replace(staged.path, final)
+        _fsync(final.parent)
+        kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
+        logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
+        return Checkpoint(
+            final, staged.meta, {key: final / path.name for key, path in staged.paramfiles.items()}
+        )
+
+    def delete_checkpoints(
+        self,
+        *,
+        num_to_keep=1,
+        min_keys=None,
+        max_keys=None,
+        importance_keys=[ckpt_recency],  # noqa: B006 (the base's signature)
+        ckpt_predicate=None,
+        verbosity=logging.INFO,
+    ):
+        """Deletes the least important checkpoints, choosing them as SpeechBrain does; each is
+        renamed out of the way before its files are removed."""
+        if num_to_keep < 0:
+            raise ValueError("Number of checkpoints to keep must be positive.")
+        keys = [{"min_key": key} for key in min_keys or []]
+        keys += [{"max_key": key} for key in max_keys or []]
+        keys += [{"importance_key": key} for key in importance_keys]
+        candidates, protected = set(), set()
+        for key in keys:
+            candidates.update(self.find_checkpoints(ckpt_predicate=ckpt_predicate, **key))
+            protected.update(
+                self.find_checkpoints(
+                    ckpt_predicate=ckpt_predicate, max_num_checkpoints=num_to_keep, **key
+                )
+            )
+        ddp_barrier()
+        if if_main_process():
+            for checkpoint in candidates - protected:
+                self._remove(checkpoint.path)
+                logger.log(verbosity, f"Deleted checkpoint in {checkpoint.path}")
+        ddp_barrier()
+
+    def _remove(self, path):
+        """Renames a checkpoint folder out of the listing, then removes it."""
+        doomed = path.with_name(DELETING_PREFIX + path.name)
+        if doomed.exists():
+            shutil.rmtree(doomed)
+        os.replace(path, doomed)
+        shutil.rmtree(doomed)
+
+    def remove_leftovers(self):
+        """Removes what a killed run left while saving or deleting a checkpoint."""
+        if not if_main_process() or not self.checkpoints_dir.is_dir():
+            return
+        for entry in sorted(self.checkpoints_dir.iterdir()):
+            if entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)) and entry.is_dir():
+                what = "saved" if entry.name.startswith(STAGING_PREFIX) else "deleted"
+                logger.warning(
+                    "removing %s, left by a run stopped while a checkpoint was %s", entry, what
+                )
+                shutil.rmtree(entry)
+
+    def recover_if_possible(
+        self, importance_key=None, max_key=None, min_key=None, ckpt_predicate=None
+    ):
+        """Loads the checkpoint SpeechBrain would pick; if it cannot be loaded, the next one
+        in the same order, and so on.
+
+        Checkpoints passed over are moved into ``<checkpoints_dir>/unloadable/``, with a
+        warning naming each and its error.
+
+        Returns
+        -------
+        Checkpoint or None
+            The checkpoint loaded; None when there is none to load.
+
+        Raises
+        ------
+        CheckpointError
+            There are checkpoints, but none can be loaded (nothing is moved then).
+        """
+        self.remove_leftovers()
+        ddp_barrier()
+        ranked = self.find_checkpoints(
+            importance_key=importance_key,
+            max_key=max_key,
+            min_key=min_key,
+            ckpt_predicate=ckpt_predicate,
+        )
+        failed = []
+        for checkpoint in ranked:
+            try:
+                self.load_checkpoint(checkpoint)
+            except Exception as error:  # whatever a damaged or foreign file raises
+                failed.append((checkpoint, error))
+                logger.warning(
+                    "checkpoint %s cannot be loaded (%s: %s); trying the one before",
+                    checkpoint.path,
+                    type(error).__name__,
+                    str(error).splitlines()[0][:300] if str(error) else "",
+                )
+                continue
+            self._move_aside([bad for bad, _ in failed])
+            return checkpoint
+        if failed:
+            listing = "".join(
+                f"\n  {bad.path}: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                for bad, error in failed
+            )
+            raise CheckpointError(
+                f"no checkpoint in {self.checkpoints_dir} can be loaded:{listing}\n"
+                "Run with the settings (encoder, head) of the run that saved them, or move "
+                f"{self.checkpoints_dir} aside to start this run over."
+            )
+        logger.info("No checkpoint in %s yet: starting from the beginning.", self.checkpoints_dir)
+        return None
+
+    def _move_aside(self, checkpoints):
+        if not checkpoints:
+            return
+        if if_main_process():
+            folder = self.checkpoints_dir / UNLOADABLE_FOLDER
+            folder.mkdir(exist_ok=True)
+            for checkpoint in checkpoints:
+                os.replace(checkpoint.path, folder / checkpoint.path.name)
+                logger.warning(
+                    "moved checkpoint %s, which cannot be loaded, to %s", checkpoint.path, folder
+                )
+        ddp_barrier()
