@@ -17,12 +17,28 @@ sgleem/contrastive-teacher-student-learning-for-SSL-SER at commit 4b0d68c.
 import torch
 
 __all__ = [
+    "INFONCE_DENOMINATORS",
+    "NEGATIVE_BOUNDARIES",
+    "NEGATIVE_RULES",
+    "TRANSFER_FORMS",
     "concordance_cc",
     "ccc_loss",
     "transfer_loss",
     "negative_mask",
     "info_nce",
 ]
+
+
+# The choices of the loss settings (the first of each is its default).
+TRANSFER_FORMS = ("batch", "utterance")
+NEGATIVE_RULES = ("all", "any")
+NEGATIVE_BOUNDARIES = ("more_than", "at_least")
+INFONCE_DENOMINATORS = ("with_positive", "negatives")
+
+
+def _choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}")
 
 
 def _as_float(x):
@@ -113,13 +129,12 @@ def transfer_loss(teacher, student, *, form="batch"):
     >>> transfer_loss(teacher, student, form="utterance").item()  # (1 + 3) / 2
     2.0
     """
+    _choice("transfer loss form", form, TRANSFER_FORMS)
     squared = (_as_float(teacher) - _as_float(student)).pow(2)
     # The floor keeps the gradient of sqrt finite when student equals teacher exactly.
     if form == "batch":
         return squared.mean().clamp_min(1e-12).sqrt()
-    if form == "utterance":
-        return squared.mean(dim=-1).clamp_min(1e-12).sqrt().mean()
-    raise ValueError(f"transfer loss form must be 'batch' or 'utterance', got {form!r}")
+    return squared.mean(dim=-1).clamp_min(1e-12).sqrt().mean()
 
 
 def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance=1e-4):
@@ -160,19 +175,14 @@ def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance
     >>> negative_mask(labels, margin=0.5, boundary="at_least")[0].tolist()
     [False, True, True]
     """
+    _choice("negative boundary", boundary, NEGATIVE_BOUNDARIES)
+    _choice("negative rule", rule, NEGATIVE_RULES)
     gap = (labels.unsqueeze(1).double() - labels.unsqueeze(0).double()).abs()
     if boundary == "more_than":
         differs = gap > margin + tolerance
-    elif boundary == "at_least":
+    else:
         differs = gap >= margin - tolerance
-    else:
-        raise ValueError(f"negative boundary must be 'more_than' or 'at_least', got {boundary!r}")
-    if rule == "all":
-        mask = differs.all(dim=-1)
-    elif rule == "any":
-        mask = differs.any(dim=-1)
-    else:
-        raise ValueError(f"negative rule must be 'all' or 'any', got {rule!r}")
+    mask = differs.all(dim=-1) if rule == "all" else differs.any(dim=-1)
     return mask & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
 
 
@@ -232,10 +242,7 @@ def info_nce(
     >>> info_nce(query, query, labels, margin=0.5, temperature=1.0, denominator="negatives")
     tensor(-1.)
     """
-    if denominator not in ("with_positive", "negatives"):
-        raise ValueError(
-            f"InfoNCE denominator must be 'with_positive' or 'negatives', got {denominator!r}"
-        )
+    _choice("InfoNCE denominator", denominator, INFONCE_DENOMINATORS)
     q = torch.nn.functional.normalize(_as_float(query), dim=-1)
     p = torch.nn.functional.normalize(_as_float(positive), dim=-1)
     mask = negative_mask(labels, margin=margin, rule=rule, boundary=boundary, tolerance=tolerance)

@@ -17,6 +17,8 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataio import length_to_mask
 
+from ctsl_brain.data import MissingInputError
+
 __all__ = [
     "SSLEncoder",
     "RegressionHead",
@@ -97,7 +99,17 @@ class SSLEncoder(torch.nn.Module):
         super().__init__()
         if not pretrained:
             hf_class = _built_from_config(hf_class)
-        self.ssl = hf_class(source=source, save_path=save_path, freeze=False)
+        try:
+            self.ssl = hf_class(source=source, save_path=save_path, freeze=False)
+        except OSError as error:  # transformers: no such hub id or folder, or no network
+            if getattr(error, "errno", None) is not None:
+                raise  # a file system error, not the source
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "not found"
+            raise MissingInputError(
+                f"encoder source {source!r} cannot be loaded ({reason}): give a hub id that can "
+                "be downloaded here, or a local folder holding config.json, the weights and "
+                "preprocessor_config.json (--encoder_source /path/to/folder)"
+            ) from None
         model = self.ssl.model
         available = len(model.encoder.layers)
         if num_layers is not None:
@@ -251,7 +263,7 @@ def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freez
     SSLEncoder
     """
     if not os.path.isfile(hparams_file):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"encoder_hparams: no file {hparams_file!r}; "
             "choose one of hparams/encoders/ (paths are relative to where train.py is run)"
         )
