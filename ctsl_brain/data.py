@@ -402,7 +402,8 @@ def dataio_prepare(hparams):
     """Builds the train, dev and test datasets from the manifests named in ``hparams``.
 
     Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
-    (``[3]`` arousal, dominance, valence on the manifest's scale).
+    (``[3]`` arousal, dominance, valence on the manifest's scale). Loading a waveform with NaN
+    or infinite samples raises :class:`DataError` naming the file and its manifest.
 
     Returns
     -------
@@ -416,10 +417,24 @@ def dataio_prepare(hparams):
     """
     from ctsl_brain.conditions import condition_manifest, condition_names
 
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return load_audio(wav, hparams["sample_rate"])
+    def audio_pipeline(manifest):
+        @sb.utils.data_pipeline.takes("id", "wav")
+        @sb.utils.data_pipeline.provides("sig")
+        def load(utterance, wav):
+            signal = load_audio(wav, hparams["sample_rate"])
+            # Manifests written by hand are not inspected: without this, a NaN sample shows up
+            # epochs later as a non-finite loss that names no file.
+            if not torch.isfinite(signal).all():
+                raise DataError(
+                    describe_audio_problem(
+                        "non-finite audio",
+                        f"{wav} (item {utterance} of {manifest}) holds NaN or infinite samples",
+                    )
+                    + ", or remove its row from the manifest"
+                )
+            return signal
+
+        return load
 
     @sb.utils.data_pipeline.takes(*ATTRIBUTES)
     @sb.utils.data_pipeline.provides("labels")
@@ -431,7 +446,7 @@ def dataio_prepare(hparams):
         return DynamicItemDataset.from_csv(
             csv_path=path,
             replacements={"data_root": hparams["data_folder"]},
-            dynamic_items=[audio_pipeline, label_pipeline],
+            dynamic_items=[audio_pipeline(path), label_pipeline],
             output_keys=["id", "sig", "labels"],
         )
 
