@@ -18,6 +18,7 @@ from ctsl_brain.data import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
+    SettingsError,
     describe_audio_problem,
     from_unit_scale,
     inspect_audio,
@@ -103,10 +104,16 @@ class EmotionRegressor(Pretrained):
         EmotionRegressor
         """
         source = str(source)
+        export = f"python -m ctsl_brain export --run <output_folder> --out {source}"
+        if not os.path.isdir(source):
+            raise MissingInputError(
+                f"model folder {source} does not exist: give the folder an export wrote, or "
+                f"export a trained run there first ({export})"
+            )
         if not os.path.isfile(os.path.join(source, hparams_file)):
-            raise FileNotFoundError(
-                f"{source} is not a model folder (it has no {hparams_file}): export a trained "
-                f"run first (python -m ctsl_brain export --run <output_folder> --out {source})"
+            raise MissingInputError(
+                f"{source} is not a model folder (it has no {hparams_file}): give the folder an "
+                f"export wrote, or export a trained run there first ({export})"
             )
         # The file does not know where it is; its encoder config lives beside it.
         overrides = {"model_folder": os.path.abspath(source), **(overrides or {})}
@@ -277,7 +284,7 @@ class EmotionRegressor(Pretrained):
         seconds = self.hparams.window_seconds if window_seconds is None else window_seconds
         shortest = 2 * self.hparams.min_duration
         if not seconds >= shortest:
-            raise ValueError(
+            raise SettingsError(
                 f"window_seconds={seconds}: choose at least {shortest} s (windows of a long "
                 f"file are at least half of it, and the model takes {self.hparams.min_duration}"
                 " s or more)"

@@ -17,7 +17,9 @@ from ctsl_brain.data import (
     ATTRIBUTES,
     MANIFEST_COLUMNS,
     DataError,
+    MissingInputError,
     Problem,
+    SettingsError,
     check_labels,
     inspect_audio,
     settle_problems,
@@ -77,11 +79,13 @@ def prepare_msp_podcast(
         ``{"train": path, "dev": path, "test": path}``.
     """
     if test_set not in KNOWN_SPLITS[2:]:
-        raise ValueError(f"test_set must be one of {KNOWN_SPLITS[2:]}, got {test_set!r}")
+        raise SettingsError(
+            f"--test_set must be one of {', '.join(KNOWN_SPLITS[2:])}, got {test_set!r}"
+        )
     labels_path = os.path.join(data_folder, LABELS_FILE)
     if not os.path.isfile(labels_path):
-        raise FileNotFoundError(
-            f"{labels_path} does not exist: data_folder must be the root of an MSP-Podcast "
+        raise MissingInputError(
+            f"{labels_path} does not exist: --data_folder must be the root of an MSP-Podcast "
             f"release, holding Audios/ and {LABELS_FILE}"
         )
     os.makedirs(manifest_folder, exist_ok=True)

@@ -23,6 +23,7 @@ from ctsl_brain.data import (
     ATTRIBUTES,
     AUDIO_ADVICE,
     DataError,
+    MissingInputError,
     describe_audio_problem,
     inspect_audio,
 )
@@ -342,6 +343,13 @@ def test_unusable_files_are_clear_errors(model, tmp_path):
         with pytest.raises(DataError, match=message) as error:
             model.predict_file(path)
         assert path in str(error.value)
+
+
+def test_model_folder_must_exist_and_be_an_export(tmp_path):
+    with pytest.raises(MissingInputError, match="model folder .*absent does not exist: give"):
+        EmotionRegressor.from_hparams(source=str(tmp_path / "absent"))
+    with pytest.raises(MissingInputError, match="is not a model folder .* export a trained run"):
+        EmotionRegressor.from_hparams(source=str(tmp_path))
 
 
 def test_silent_and_non_finite_files_are_refused_as_in_training(model, runs, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 from recipe_run import run_train
 
-from ctsl_brain.data import AUDIO_ADVICE, DataError, load_audio, prepare_corpus
+from ctsl_brain.data import AUDIO_ADVICE, DataError, MissingInputError, load_audio, prepare_corpus
 from ctsl_brain.msp_podcast import prepare_msp_podcast
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -215,7 +215,7 @@ def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
 
 
 def test_layout_errors_name_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="root of an MSP-Podcast release"):
+    with pytest.raises(MissingInputError, match="--data_folder must be the root of an MSP-Podc"):
         prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
     (tmp_path / "Labels").mkdir()
     (tmp_path / "Labels" / "labels_consensus.csv").write_text("FileName,EmoAct\nx.wav,3\n")
