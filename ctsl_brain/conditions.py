@@ -22,6 +22,7 @@ import torch
 from ctsl_brain.data import (
     MANIFEST_COLUMNS,
     DataError,
+    MissingInputError,
     Problem,
     inspect_audio,
     load_audio,
@@ -124,10 +125,10 @@ def prepare_test_conditions(
             )
         return manifests
     if snrs and not (noise_csv and os.path.isfile(noise_csv)):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"noise bank {noise_csv} does not exist: the noisy {split} conditions "
-            f"(test_snrs) are mixed from it; prepare the noise banks or set recorded "
-            f"{split} folders"
+            f"(--test_snrs) are mixed from it; prepare the noise banks (--noise_folder), or "
+            f"give recorded conditions (--recorded_{split}_folders)"
         )
     for snr in snrs:
         name = _snr_name(snr)
@@ -149,7 +150,10 @@ def _recorded_condition(
     rows, name, folder, manifest_folder, data_folder, min_duration, drop, split
 ):
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"recorded {split} condition {name}: {folder} is not a folder")
+        raise MissingInputError(
+            f"recorded {split} condition {name}: {folder} is not a folder; give the folder "
+            f"of its recordings in --recorded_{split}_folders"
+        )
     out, problems = [], []
     for row in rows:
         clean = row["wav"].replace("$data_root", data_folder)

@@ -14,6 +14,7 @@ import os
 import struct
 import sys
 
+import numpy as np
 import soundfile
 import speechbrain as sb
 import torch
@@ -31,7 +32,10 @@ __all__ = [
     "UserError",
     "run_command",
     "Problem",
+    "AUDIO_ADVICE",
+    "SILENCE_PEAK",
     "inspect_audio",
+    "describe_audio_problem",
     "check_labels",
     "to_unit_scale",
     "from_unit_scale",
@@ -120,8 +124,83 @@ def _wav_data_shortfall(path):
             fin.seek(length + (length & 1), os.SEEK_CUR)
 
 
-def inspect_audio(path, *, min_duration, check_silence=True, silence_peak=1e-4):
-    """Checks that an audio file can be used, from its header (and samples for silence).
+# Peak amplitude (full scale 1) below which a recording counts as silent: there is nothing in it
+# for the model to hear. Preparation and prediction both judge by it, so they agree on a file.
+SILENCE_PEAK = 1e-4
+
+# What a user can do about each kind of unusable audio file that inspect_audio reports, quoted by
+# the preparation's summary and by predict's error column alike.
+AUDIO_ADVICE = {
+    "missing audio": "check the path",
+    "not a file": "put the audio file itself at this path",
+    "broken link": "point the link at the audio file, or put the file in its place",
+    "unreadable audio": "convert it to WAV or FLAC (any sample rate and channel count)",
+    "truncated audio": "the file is cut short: write or copy it again",
+    "empty audio": "give a recording with sound in it",
+    "too short": "give a longer recording",
+    "silent audio": "give a recording with sound in it",
+    "non-finite audio": (
+        "write it again from its source (a failed conversion or gain step leaves NaN or "
+        "infinite values in a float WAV)"
+    ),
+}
+
+
+def describe_audio_problem(kind, detail):
+    """The message for an unusable audio file: its kind, what was found and what to do.
+
+    >>> describe_audio_problem("missing audio", "x.wav does not exist")
+    'missing audio: x.wav does not exist; check the path'
+    """
+    return f"{kind}: {detail}; {AUDIO_ADVICE[kind]}"
+
+
+def _absent_file_problem(path):
+    """Why ``path``, which is not a regular file, cannot be read: a folder, a link to nothing,
+    something else, or nothing at all."""
+    if os.path.isdir(path):
+        return "not a file", f"{path} is a folder"
+    if os.path.islink(path) and not os.path.exists(path):
+        return "broken link", f"{path} links to {os.readlink(path)}, which does not exist"
+    if os.path.exists(path):
+        return "not a file", f"{path} is not a regular file"
+    return "missing audio", f"{path} does not exist"
+
+
+def _samples_problem(path, samplerate):
+    """Decodes the file block by block and returns ``(kind, detail)`` if a sample is NaN or
+    infinite or the recording is silent, else None.
+
+    Silent means a peak below :data:`SILENCE_PEAK`, in the channels or in their average (the
+    mono signal the model hears: channels in opposite phase cancel out).
+    """
+    peak = mono_peak = 0.0
+    offset = 0
+    # float32, as the audio is loaded for the model; never more than one block in memory.
+    for block in soundfile.blocks(path, blocksize=65536, dtype="float32", always_2d=True):
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            first = (offset + int(np.argmin(finite))) / samplerate
+            return (
+                "non-finite audio",
+                f"{path} holds NaN or infinite samples (the first at {first:.3f} s)",
+            )
+        peak = max(peak, float(np.abs(block).max()))
+        mono_peak = max(mono_peak, float(np.abs(block.mean(axis=1)).max()))
+        offset += len(block)
+    if peak < SILENCE_PEAK:
+        return "silent audio", f"{path} is silent (peak {peak:.1e}, below {SILENCE_PEAK:g})"
+    if mono_peak < SILENCE_PEAK:
+        return "silent audio", f"{path} is silent once its channels are averaged to mono"
+    return None
+
+
+def inspect_audio(path, *, min_duration, check_silence=True):
+    """Checks that an audio file can be used, from its header (and its samples if asked).
+
+    The kinds of problem it reports are the keys of :data:`AUDIO_ADVICE`; a file it passes
+    with ``check_silence`` is one the model can hear, the same verdict that
+    :meth:`ctsl_brain.inference.EmotionRegressor.load_audio` gives.
 
     Arguments
     ---------
@@ -130,9 +209,9 @@ def inspect_audio(path, *, min_duration, check_silence=True, silence_peak=1e-4):
     min_duration : float
         Seconds below which the encoder cannot take the file.
     check_silence : bool
-        Also decode the file and flag it if its peak is below ``silence_peak``.
-    silence_peak : float
-        Peak amplitude (full scale 1) below which a file counts as silent.
+        Also decode the file, once, and flag it if a sample is NaN or infinite, or if it is
+        silent: its peak, or the peak of its channels' average, is below :data:`SILENCE_PEAK`.
+        The slowest check: without it only the header is read.
 
     Returns
     -------
@@ -142,7 +221,7 @@ def inspect_audio(path, *, min_duration, check_silence=True, silence_peak=1e-4):
         when the file is loaded.
     """
     if not os.path.isfile(path):
-        return None, ("missing audio", f"{path} does not exist")
+        return None, _absent_file_problem(path)
     try:
         info = soundfile.info(path)
         shortfall = _wav_data_shortfall(path)
@@ -160,14 +239,11 @@ def inspect_audio(path, *, min_duration, check_silence=True, silence_peak=1e-4):
         )
     if check_silence:
         try:
-            peak = max(
-                (float(abs(block).max()) for block in soundfile.blocks(path, blocksize=65536)),
-                default=0.0,
-            )
+            problem = _samples_problem(path, info.samplerate)
         except (RuntimeError, OSError) as error:
             return None, ("unreadable audio", f"{path}: {error}")
-        if peak < silence_peak:
-            return None, ("silent audio", f"{path} is silent (peak {peak:.1e})")
+        if problem is not None:
+            return None, problem
     return duration, None
 
 
@@ -226,11 +302,13 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
     Arguments
     ---------
     problems : list of Problem
-        Everything found wrong.
+        Everything found wrong; each kind of audio problem is summed up with what to do
+        about it (:data:`AUDIO_ADVICE`).
     total : int
         Rows inspected, for the report.
     drop : bool
-        False (the default of the recipe): raise :class:`DataError` before any training.
+        False (the default of the recipe): raise :class:`DataError` before any training, its
+        message suggesting ``--drop_bad_rows True``, the recipe's option that sets this.
         True: log how many rows go and carry on without them.
     source : str
         What was inspected (named in the messages).
@@ -248,7 +326,8 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
         by_kind[problem.kind].append(problem)
     lines = []
     for kind, found in by_kind.items():
-        lines.append(f"  {kind}: {len(found)}")
+        advice = f"; {AUDIO_ADVICE[kind]}" if kind in AUDIO_ADVICE else ""
+        lines.append(f"  {kind}: {len(found)}{advice}")
         lines += [f"    {p.where}: {p.detail}" for p in found[:examples]]
         if len(found) > examples:
             lines.append(f"    ... {len(found) - examples} more")
@@ -265,7 +344,7 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
         return
     raise DataError(
         f"{source}: {len(problems)} of {total} rows have problems (full list in {report_path}):\n"
-        f"{summary}\nFix them, or set drop_bad_rows: True to leave those rows out."
+        f"{summary}\nFix them, or run again with --drop_bad_rows True to leave those rows out."
     )
 
 
@@ -323,7 +402,8 @@ def dataio_prepare(hparams):
     """Builds the train, dev and test datasets from the manifests named in ``hparams``.
 
     Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
-    (``[3]`` arousal, dominance, valence on the manifest's scale).
+    (``[3]`` arousal, dominance, valence on the manifest's scale). Loading a waveform with NaN
+    or infinite samples raises :class:`DataError` naming the file and its manifest.
 
     Returns
     -------
@@ -337,10 +417,24 @@ def dataio_prepare(hparams):
     """
     from ctsl_brain.conditions import condition_manifest, condition_names
 
-    @sb.utils.data_pipeline.takes("wav")
-    @sb.utils.data_pipeline.provides("sig")
-    def audio_pipeline(wav):
-        return load_audio(wav, hparams["sample_rate"])
+    def audio_pipeline(manifest):
+        @sb.utils.data_pipeline.takes("id", "wav")
+        @sb.utils.data_pipeline.provides("sig")
+        def load(utterance, wav):
+            signal = load_audio(wav, hparams["sample_rate"])
+            # Manifests written by hand are not inspected: without this, a NaN sample shows up
+            # epochs later as a non-finite loss that names no file.
+            if not torch.isfinite(signal).all():
+                raise DataError(
+                    describe_audio_problem(
+                        "non-finite audio",
+                        f"{wav} (item {utterance} of {manifest}) holds NaN or infinite samples",
+                    )
+                    + ", or remove its row from the manifest"
+                )
+            return signal
+
+        return load
 
     @sb.utils.data_pipeline.takes(*ATTRIBUTES)
     @sb.utils.data_pipeline.provides("labels")
@@ -352,7 +446,7 @@ def dataio_prepare(hparams):
         return DynamicItemDataset.from_csv(
             csv_path=path,
             replacements={"data_root": hparams["data_folder"]},
-            dynamic_items=[audio_pipeline, label_pipeline],
+            dynamic_items=[audio_pipeline(path), label_pipeline],
             output_keys=["id", "sig", "labels"],
         )
 

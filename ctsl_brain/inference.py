@@ -14,20 +14,20 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 from tqdm import tqdm
 
-from ctsl_brain.data import ATTRIBUTES, DataError, from_unit_scale, inspect_audio, load_audio
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    DataError,
+    MissingInputError,
+    SettingsError,
+    describe_audio_problem,
+    from_unit_scale,
+    inspect_audio,
+    load_audio,
+)
 
 __all__ = ["EmotionRegressor", "audio_files", "split_windows"]
 
 BATCH_SIZE = 8  # windows per forward pass, unless told otherwise
-
-# What a user can do about each kind of unusable file (kinds of ctsl_brain.data.inspect_audio).
-_ADVICE = {
-    "missing audio": "check the path",
-    "unreadable audio": "convert it to WAV or FLAC (any sample rate and channel count)",
-    "truncated audio": "the file is cut short: write or copy it again",
-    "empty audio": "give a recording with sound in it",
-    "too short": "give a longer recording",
-}
 
 
 def split_windows(signal, window):
@@ -61,6 +61,14 @@ class EmotionRegressor(Pretrained):
     of the windows' pooled embeddings weighted by their frame counts, that is, the mean over
     all frames of the windows; the head is applied to that. A file no longer than the window
     is one window: its prediction is exactly :meth:`predict_batch` of its waveform.
+
+    A file is refused, as the training data preparation refuses it, when it is missing, not a
+    file (a folder, a broken link), unreadable, cut short, empty, shorter than the model's
+    ``min_duration``, silent (peak below :data:`ctsl_brain.data.SILENCE_PEAK`, also once its
+    channels are averaged) or holds NaN or infinite samples: the same check
+    (:func:`ctsl_brain.data.inspect_audio`), so a file the model was not trained on is not
+    predicted either. A prediction that is not a finite number is refused too: a file gets
+    numbers or an error, never NaN.
 
     Example
     -------
@@ -96,10 +104,16 @@ class EmotionRegressor(Pretrained):
         EmotionRegressor
         """
         source = str(source)
+        export = f"python -m ctsl_brain export --run <output_folder> --out {source}"
+        if not os.path.isdir(source):
+            raise MissingInputError(
+                f"model folder {source} does not exist: give the folder an export wrote, or "
+                f"export a trained run there first ({export})"
+            )
         if not os.path.isfile(os.path.join(source, hparams_file)):
-            raise FileNotFoundError(
-                f"{source} is not a model folder (it has no {hparams_file}): export a trained "
-                f"run first (python -m ctsl_brain export --run <output_folder> --out {source})"
+            raise MissingInputError(
+                f"{source} is not a model folder (it has no {hparams_file}): give the folder an "
+                f"export wrote, or export a trained run there first ({export})"
             )
         # The file does not know where it is; its encoder config lives beside it.
         overrides = {"model_folder": os.path.abspath(source), **(overrides or {})}
@@ -111,21 +125,19 @@ class EmotionRegressor(Pretrained):
         Raises
         ------
         ctsl_brain.data.DataError
-            The file is missing, unreadable, cut short, empty or shorter than
-            ``min_duration``; the message names it and says what to do.
+            The file cannot be used (see the class description): the message names it, says
+            what is wrong and what to do, as the training data preparation would.
         """
         path = str(path)
-        _, problem = inspect_audio(
-            path, min_duration=self.hparams.min_duration, check_silence=False
-        )
+        # Decoded twice, to check and to load, so that the verdict is exactly training's.
+        _, problem = inspect_audio(path, min_duration=self.hparams.min_duration)
         if problem is not None:
-            kind, detail = problem
-            raise DataError(f"{kind}: {detail}; {_ADVICE[kind]}")
+            raise DataError(describe_audio_problem(*problem))
         try:
             return load_audio(path, self.hparams.sample_rate)
         except (RuntimeError, OSError) as error:
             raise DataError(
-                f"unreadable audio: {path}: {error}; {_ADVICE['unreadable audio']}"
+                describe_audio_problem("unreadable audio", f"{path}: {error}")
             ) from error
 
     @torch.no_grad()
@@ -199,14 +211,18 @@ class EmotionRegressor(Pretrained):
         Raises
         ------
         ctsl_brain.data.DataError
-            The file cannot be used (see :meth:`load_audio`).
+            The file cannot be used (see :meth:`load_audio`), or the prediction is not a
+            finite number.
         """
         signal = self.load_audio(path)
         ((_, embedding),) = self._embed_signals(
             [(path, signal)], batch_size=batch_size, window_seconds=window_seconds
         )
-        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0]
-        return pd.Series(prediction.tolist(), index=list(ATTRIBUTES), name=str(path))
+        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
+        problem = _prediction_problem(path, prediction)
+        if problem is not None:
+            raise DataError(problem)
+        return pd.Series(prediction, index=list(ATTRIBUTES), name=str(path))
 
     def predict_files(self, paths, *, window_seconds=None, batch_size=BATCH_SIZE, progress=False):
         """Arousal, dominance and valence of many files; a file that cannot be used gets its
@@ -232,8 +248,9 @@ class EmotionRegressor(Pretrained):
         -------
         pandas.DataFrame
             Indexed by file (as given), columns ``duration`` (seconds), ``arousal``,
-            ``dominance``, ``valence`` and ``error`` (empty when the file was predicted; the
-            other columns are then NaN).
+            ``dominance``, ``valence`` and ``error`` (empty when the file was predicted;
+            otherwise what is wrong and what to do, and the attributes are NaN, as is the
+            duration of a file that could not be read).
         """
         paths = list(dict.fromkeys(str(path) for path in paths))
         rows = {path: {"duration": math.nan, "error": ""} for path in paths}
@@ -253,7 +270,11 @@ class EmotionRegressor(Pretrained):
         )
         for path, embedding in embedded:
             prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
-            rows[path].update(zip(ATTRIBUTES, prediction, strict=True))
+            problem = _prediction_problem(path, prediction)
+            if problem is None:
+                rows[path].update(zip(ATTRIBUTES, prediction, strict=True))
+            else:
+                rows[path]["error"] = problem
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame = frame.reindex(columns=["duration", *ATTRIBUTES, "error"])
         frame.index.name = "file"
@@ -263,7 +284,7 @@ class EmotionRegressor(Pretrained):
         seconds = self.hparams.window_seconds if window_seconds is None else window_seconds
         shortest = 2 * self.hparams.min_duration
         if not seconds >= shortest:
-            raise ValueError(
+            raise SettingsError(
                 f"window_seconds={seconds}: choose at least {shortest} s (windows of a long "
                 f"file are at least half of it, and the model takes {self.hparams.min_duration}"
                 " s or more)"
@@ -304,10 +325,26 @@ class EmotionRegressor(Pretrained):
                 yield key, (torch.stack(found[0]) * weights.unsqueeze(1)).sum(dim=0)
 
 
+def _prediction_problem(path, prediction):
+    """The error of a prediction that is not a finite number, or None: a NaN must never pass
+    for a result."""
+    if all(math.isfinite(value) for value in prediction):
+        return None
+    values = ", ".join(
+        f"{name} {value}" for name, value in zip(ATTRIBUTES, prediction, strict=True)
+    )
+    return (
+        f"non-finite prediction: the model gives {values} for {path}; if other files get "
+        "numbers, check that this one's samples lie between -1 and 1, otherwise export the "
+        "model again from a run whose evaluation gave numbers"
+    )
+
+
 def audio_files(paths, *, extensions=None):
     """The files to predict: each path that is a file, and the audio files found (recursively,
-    sorted) in each path that is a folder, each once. A path that is neither is kept, to be
-    reported as missing.
+    sorted) in each path that is a folder, each once. A folder is searched whatever its name
+    (``take1.wav/`` too). A path that is neither is kept, to be reported as missing (or as a
+    broken link) when it is read.
 
     Arguments
     ---------
@@ -320,6 +357,12 @@ def audio_files(paths, *, extensions=None):
     Returns
     -------
     list of str
+
+    Raises
+    ------
+    ctsl_brain.data.MissingInputError
+        A folder in ``paths`` holds no audio file: naming it was a mistake, better said at
+        once than passed over in silence.
     """
     if extensions is None:
         formats = soundfile.available_formats()
@@ -336,5 +379,10 @@ def audio_files(paths, *, extensions=None):
             inside += [
                 os.path.join(folder, name) for name in names if name.lower().endswith(extensions)
             ]
+        if not inside:
+            raise MissingInputError(
+                f"{path} is a folder and holds no audio file (searched for "
+                f"{', '.join(extensions)}): name audio files, or folders that hold some"
+            )
         found += sorted(inside)
     return list(dict.fromkeys(found))

@@ -4,8 +4,9 @@ A release holds ``<root>/Audios/<FileName>`` and ``<root>/Labels/labels_consensu
 header ``FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set``. Arousal is EmoAct,
 dominance EmoDom and valence EmoVal, each the mean of the raters' 1-7 scores. Durations come from
 the file headers, so the 60k files of a release prepare in minutes; every problem found (missing,
-unreadable, truncated, empty, silent or too short audio, bad labels, duplicate files) is reported
-at once, before any training.
+unreadable, truncated, empty, silent or too short audio, audio with NaN or infinite samples, a
+folder or broken link in place of a file, bad labels, duplicate files) is reported at once,
+before any training, with what to do about it.
 """
 
 import csv
@@ -16,7 +17,9 @@ from ctsl_brain.data import (
     ATTRIBUTES,
     MANIFEST_COLUMNS,
     DataError,
+    MissingInputError,
     Problem,
+    SettingsError,
     check_labels,
     inspect_audio,
     settle_problems,
@@ -63,7 +66,8 @@ def prepare_msp_podcast(
     min_duration : float
         Seconds below which a file is refused (the encoder needs a few frames).
     check_silence : bool
-        Decode every file to refuse silent ones (the slowest check; headers give the rest).
+        Decode every file to refuse silent ones and ones with NaN or infinite samples (the
+        slowest check; headers give the rest).
     drop_bad_rows : bool
         False: stop with the list of every problem. True: leave those rows out and say how many.
     label_min, label_max : float
@@ -75,11 +79,13 @@ def prepare_msp_podcast(
         ``{"train": path, "dev": path, "test": path}``.
     """
     if test_set not in KNOWN_SPLITS[2:]:
-        raise ValueError(f"test_set must be one of {KNOWN_SPLITS[2:]}, got {test_set!r}")
+        raise SettingsError(
+            f"--test_set must be one of {', '.join(KNOWN_SPLITS[2:])}, got {test_set!r}"
+        )
     labels_path = os.path.join(data_folder, LABELS_FILE)
     if not os.path.isfile(labels_path):
-        raise FileNotFoundError(
-            f"{labels_path} does not exist: data_folder must be the root of an MSP-Podcast "
+        raise MissingInputError(
+            f"{labels_path} does not exist: --data_folder must be the root of an MSP-Podcast "
             f"release, holding Audios/ and {LABELS_FILE}"
         )
     os.makedirs(manifest_folder, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from ctsl_brain.conditions import condition_names, prepare_test_conditions
-from ctsl_brain.data import DataError, load_audio
+from ctsl_brain.data import DataError, MissingInputError, load_audio
 from ctsl_brain.demo_corpus import prepare_demo_corpus
 
 
@@ -100,7 +100,7 @@ def test_simulated_conditions_are_written_once(tmp_path, corpus):
 
 def test_missing_test_noise_is_a_clear_error(tmp_path, corpus):
     with pytest.raises(
-        FileNotFoundError, match="noise bank .* does not exist: the noisy test conditions"
+        MissingInputError, match="noise bank .* does not exist: the noisy test conditions"
     ):
         prepare_test_conditions(
             _manifest_folder(tmp_path, corpus),
@@ -128,12 +128,18 @@ def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
     assert all(r["wav"].startswith(str(recorded)) for r in rows)
 
     os.remove(recorded / os.path.basename(clean[2]["wav"]))
-    with pytest.raises(DataError, match=r"missing audio: 1"):
+    # A folder where a recording should be is not a missing file.
+    os.remove(recorded / os.path.basename(clean[3]["wav"]))
+    os.mkdir(recorded / os.path.basename(clean[3]["wav"]))
+    with pytest.raises(DataError, match=r"missing audio: 1; check the path\n") as caught:
         prepare_test_conditions(folder, data_folder=data_folder, recorded={"0dB": str(recorded)})
+    assert "not a file: 1; put the audio file itself at this path\n" in str(caught.value)
     manifests = prepare_test_conditions(
         folder, data_folder=data_folder, recorded={"0dB": str(recorded)}, drop_bad_rows=True
     )
-    assert len(_rows(manifests["0dB"])) == len(clean) - 1
+    assert len(_rows(manifests["0dB"])) == len(clean) - 2
+    with pytest.raises(MissingInputError, match="in --recorded_test_folders"):
+        prepare_test_conditions(folder, data_folder=data_folder, recorded={"0dB": "absent"})
 
 
 def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, corpus):

@@ -19,7 +19,14 @@ from recipe_run import ROOT, demo_arguments, run_checked, run_train
 
 from ctsl_brain.__main__ import main
 from ctsl_brain.conditions import condition_manifest
-from ctsl_brain.data import ATTRIBUTES, DataError
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    AUDIO_ADVICE,
+    DataError,
+    MissingInputError,
+    describe_audio_problem,
+    inspect_audio,
+)
 from ctsl_brain.export import export_run
 from ctsl_brain.inference import EmotionRegressor, audio_files
 
@@ -320,16 +327,63 @@ def test_unusable_files_are_clear_errors(model, tmp_path):
     nothing = tmp_path / "nothing.wav"
     nothing.write_bytes(b"")
     short = _write(tmp_path / "short.wav", np.ones(400, dtype=np.float32) * 0.1)
+    folder = tmp_path / "take1.wav"
+    folder.mkdir()
+    link = tmp_path / "link.wav"
+    link.symlink_to(tmp_path / "moved.wav")
     cases = {
         empty: "holds no samples",
         str(nothing): "convert it to WAV or FLAC",
         short: "needs at least 0.1 s",
         str(tmp_path / "absent.wav"): "does not exist",
+        str(folder): "not a file: .* is a folder; put the audio file itself",
+        str(link): "broken link: .* links to .*moved.wav, which does not exist",
     }
     for path, message in cases.items():
         with pytest.raises(DataError, match=message) as error:
             model.predict_file(path)
         assert path in str(error.value)
+
+
+def test_model_folder_must_exist_and_be_an_export(tmp_path):
+    with pytest.raises(MissingInputError, match="model folder .*absent does not exist: give"):
+        EmotionRegressor.from_hparams(source=str(tmp_path / "absent"))
+    with pytest.raises(MissingInputError, match="is not a model folder .* export a trained run"):
+        EmotionRegressor.from_hparams(source=str(tmp_path))
+
+
+def test_silent_and_non_finite_files_are_refused_as_in_training(model, runs, tmp_path):
+    """The verdict, kind and advice of the training data preparation, word for word."""
+    speech = _speech(runs)
+    with_nan, with_inf = speech.copy(), speech.copy()
+    with_nan[RATE // 2] = np.nan
+    with_inf[-1] = np.inf
+    files = {
+        "silent audio": _write(tmp_path / "silent.wav", np.zeros_like(speech)),
+        "non-finite audio": _write(tmp_path / "nan.wav", with_nan),
+    }
+    files["inf"] = _write(tmp_path / "inf.wav", with_inf)
+    for kind, path in files.items():
+        _, problem = inspect_audio(path, min_duration=0.1)
+        assert problem[0] == ("non-finite audio" if kind == "inf" else kind)
+        with pytest.raises(DataError) as error:
+            model.predict_file(path)
+        assert str(error.value) == describe_audio_problem(*problem)
+    assert str(error.value).endswith(AUDIO_ADVICE["non-finite audio"])
+
+
+def test_a_prediction_that_is_not_a_number_is_an_error(model, runs, tmp_path, monkeypatch):
+    path = _write(tmp_path / "speech.wav", _speech(runs))
+    monkeypatch.setattr(
+        model,
+        "predict_from_embeddings",
+        lambda embeddings: torch.full((len(embeddings), 3), np.nan),
+    )
+    with pytest.raises(DataError, match="non-finite prediction: the model gives arousal nan"):
+        model.predict_file(path)
+    frame = model.predict_files([path])
+    assert frame.loc[path, "error"].startswith("non-finite prediction")
+    assert frame.loc[path, list(ATTRIBUTES)].isna().all()
 
 
 # ----- The command line -----
@@ -402,13 +456,10 @@ def test_predict_command_exits_0_when_all_files_succeed(runs, tmp_path, capsys):
     assert status == 0, capsys.readouterr().err
     assert pd.read_csv(out)["error"].isna().all()
 
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    for arguments in ([path], [str(empty), "--out", str(out)]):
-        with pytest.raises(SystemExit) as usage:
-            main(["predict", "--model", runs["models"]["teacher"], *arguments])
-        assert usage.value.code == 2
-    assert "no audio files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["predict", "--model", runs["models"]["teacher"], path])
+    assert usage.value.code == 2
+    assert "--out" in capsys.readouterr().err
 
 
 def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
@@ -423,3 +474,48 @@ def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
         str(tmp_path / "x" / "readme.md"),
         "missing.wav",
     ]
+
+
+def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, capsys):
+    """NaN, infinite and silent files are error rows with the reason, the good files are
+    predicted, a folder named like a file is searched, and no number in the CSV is NaN."""
+    folder = tmp_path / "calls"
+    (folder / "take2.wav").mkdir(parents=True)  # a folder, searched as one
+    speech = _speech(runs)
+    with_nan, with_inf = speech.copy(), speech.copy()
+    with_nan[::1000] = np.nan
+    with_inf[RATE // 4] = -np.inf
+    good = [_write(folder / "good.wav", speech), _write(folder / "take2.wav" / "in.wav", speech)]
+    bad = {
+        _write(folder / "nan.wav", with_nan): "non-finite audio: ",
+        _write(folder / "inf.wav", with_inf): "non-finite audio: ",
+        _write(folder / "silent.wav", np.zeros_like(speech)): "silent audio: ",
+    }
+    out = tmp_path / "predictions.csv"
+    model_folder = runs["models"]["teacher"]
+    arguments = ["predict", "--model", model_folder, "--out", str(out), "--device", "cpu"]
+    assert main([*arguments, str(folder), "--noprogressbar"]) == 1
+    assert "2 of 5 files predicted, 3 failed" in capsys.readouterr().err
+    table = pd.read_csv(out, keep_default_na=False, dtype=str).set_index("file")
+    numbers = table[["duration", *ATTRIBUTES]].to_numpy().ravel()
+    assert all(value == "" or np.isfinite(float(value)) for value in numbers)
+    assert sorted(table.index) == sorted([*good, *bad])
+    for path, reason in bad.items():
+        assert table.loc[path, "error"] == describe_audio_problem(
+            *inspect_audio(path, min_duration=0.1)[1]
+        )
+        assert table.loc[path, "error"].startswith(reason)
+        assert (table.loc[path, ["duration", *ATTRIBUTES]] == "").all()
+    for path in good:
+        assert table.loc[path, "error"] == ""
+        expected = model.predict_file(path).to_numpy()
+        assert np.allclose(table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4)
+
+    # A folder named like a file that holds no audio: said at once, nothing is predicted.
+    empty = tmp_path / "take1.wav"
+    empty.mkdir()
+    os.remove(out)
+    assert main([*arguments, str(empty), good[0], "--noprogressbar"]) == 1
+    error = capsys.readouterr().err
+    assert f"{empty} is a folder and holds no audio file (searched for .wav" in error
+    assert not out.exists()

@@ -10,7 +10,7 @@ import pytest
 import soundfile
 from recipe_run import run_train
 
-from ctsl_brain.data import DataError, load_audio, prepare_corpus
+from ctsl_brain.data import AUDIO_ADVICE, DataError, MissingInputError, load_audio, prepare_corpus
 from ctsl_brain.msp_podcast import prepare_msp_podcast
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -54,12 +54,32 @@ def _truncated(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def _with_sample(value, at=0.5):
+    """Speech holding one NaN or infinite sample ``at`` seconds in (a float WAV keeps it)."""
+
+    def write(path):
+        speech = _speech(1.0)
+        speech[int(at * 16000)] = value
+        soundfile.write(path, speech, 16000, subtype="FLOAT")
+
+    return write
+
+
+def _folder(path):
+    path.mkdir()
+    soundfile.write(path / "take.wav", _speech(1.0), 16000)
+
+
 BAD_FILES = {
     "unreadable.wav": lambda p: p.write_bytes(b"this is not audio at all" * 10),
     "truncated.wav": _truncated,
     "empty.wav": lambda p: soundfile.write(p, np.zeros(0), 16000),
     "silent.wav": lambda p: soundfile.write(p, np.zeros(16000), 16000),
     "short.wav": lambda p: soundfile.write(p, _speech(0.05), 16000),
+    "nan.wav": _with_sample(np.nan),
+    "inf.wav": _with_sample(-np.inf, at=0.25),
+    "folder.wav": _folder,
+    "link.wav": lambda p: p.symlink_to(p.parent / "moved.wav"),
     "ok_dup.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
     "ok_a.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
     "ok_b.wav": lambda p: soundfile.write(p, _speech(1.0), 16000),
@@ -73,6 +93,10 @@ BAD_ROWS = [
     "empty.wav,N,4,4,4,1,Male,Train",
     "silent.wav,N,4,4,4,1,Male,Test1",
     "short.wav,N,4,4,4,1,Male,Train",
+    "nan.wav,N,4,4,4,1,Male,Train",
+    "inf.wav,N,4,4,4,1,Male,Development",
+    "folder.wav,N,4,4,4,1,Male,Train",
+    "link.wav,N,4,4,4,1,Male,Test1",
     "ok_a.wav,N,,4,4,1,Male,Train",
     "ok_b.wav,N,high,4,4,1,Male,Train",
     "ok_c.wav,N,4,7.5,4,1,Male,Train",
@@ -87,6 +111,9 @@ EXPECTED_KINDS = [
     "empty audio",
     "silent audio",
     "too short",
+    "non-finite audio",
+    "not a file",
+    "broken link",
     "missing label",
     "non-numeric label",
     "label out of range",
@@ -104,7 +131,11 @@ def _digest(folder):
     digest = hashlib.sha256()
     for base, _, files in sorted(os.walk(folder)):
         for name in sorted(files):
-            with open(os.path.join(base, name), "rb") as fin:
+            path = os.path.join(base, name)
+            if os.path.islink(path):
+                digest.update(name.encode() + os.readlink(path).encode())
+                continue
+            with open(path, "rb") as fin:
                 digest.update(name.encode() + fin.read())
     return digest.hexdigest()
 
@@ -139,11 +170,22 @@ def test_every_problem_is_reported_before_training(tmp_path):
     message = str(caught.value)
     for kind in EXPECTED_KINDS:
         assert f"{kind}: " in message, f"{kind} not reported:\n{message}"
-    assert "11 of 22 rows" in message
-    assert "line 12 (missing.wav)" in message and "drop_bad_rows" in message
+    # Each kind of audio problem comes with what to do about it.
+    for kind, advice in AUDIO_ADVICE.items():
+        count = 2 if kind == "non-finite audio" else 1
+        assert f"{kind}: {count}; {advice}\n" in message, kind
+    assert "15 of 26 rows" in message
+    assert "line 12 (missing.wav)" in message
+    assert message.endswith("or run again with --drop_bad_rows True to leave those rows out.")
     assert "ok_dup.wav is also on line" in message
+    audios = root / "Audios"
+    assert f"line 18 (nan.wav): {audios / 'nan.wav'} holds NaN or infinite samples" in message
+    assert f"line 19 (inf.wav): {audios / 'inf.wav'} holds NaN or infinite samples" in message
+    assert "(the first at 0.500 s)" in message and "(the first at 0.250 s)" in message
+    assert f"line 20 (folder.wav): {audios / 'folder.wav'} is a folder\n" in message
+    assert f"{audios / 'link.wav'} links to {audios / 'moved.wav'}, which does not" in message
     report = (tmp_path / "manifests" / "msp_podcast_problems.tsv").read_text()
-    assert len(report.splitlines()) == 11
+    assert len(report.splitlines()) == 15
     assert not (tmp_path / "manifests" / "train.csv").exists()
     assert _digest(root) == before, "the release was modified"
 
@@ -153,10 +195,10 @@ def test_drop_bad_rows_leaves_them_out_and_says_how_many(tmp_path, caplog):
     paths = prepare_msp_podcast(str(root), str(tmp_path / "manifests"), drop_bad_rows=True)
     ids = {row["ID"] for split in paths.values() for row in _rows(split)}
     assert "ok_dup" in ids  # the first of the duplicates stays
-    bad = {"missing", "unreadable", "truncated", "empty", "silent", "short"}
-    assert not ids & (bad | {"ok_a", "ok_b", "ok_c", "ok_d"})
+    bad = {"missing", "unreadable", "truncated", "empty", "silent", "short", "nan", "inf"}
+    assert not ids & (bad | {"folder", "link", "ok_a", "ok_b", "ok_c", "ok_d"})
     assert len(ids) == 10  # 8 good rows, the stereo one, the first ok_dup (Test2 is not used)
-    assert "dropped 11 of 22 rows" in caplog.text
+    assert "dropped 15 of 26 rows" in caplog.text
 
 
 def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
@@ -173,7 +215,7 @@ def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
 
 
 def test_layout_errors_name_what_to_do(tmp_path):
-    with pytest.raises(FileNotFoundError, match="root of an MSP-Podcast release"):
+    with pytest.raises(MissingInputError, match="--data_folder must be the root of an MSP-Podc"):
         prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
     (tmp_path / "Labels").mkdir()
     (tmp_path / "Labels" / "labels_consensus.csv").write_text("FileName,EmoAct\nx.wav,3\n")
