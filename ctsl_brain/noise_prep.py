@@ -30,7 +30,7 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain.data import write_csv_atomic, write_text_atomic
+from ctsl_brain.data import DataError, SettingsError, write_csv_atomic, write_text_atomic
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -52,6 +52,11 @@ _READ_FRAMES = 1 << 19
 _LOWPASS_WIDTH = 6
 _ROLLOFF = 0.99
 _MAX_LISTED = 10
+# The command-line options that messages point to (the recipe passes drop_bad_rows as
+# drop_bad_files, and test_bank=False when recorded noisy test sets are given).
+_DROP_OPTION = "--drop_bad_rows True"
+_ADAPT_OPTION = "--adapt_noise_minutes"
+_RECORDED_OPTION = "--recorded_test_folders"
 
 
 @dataclass
@@ -119,10 +124,13 @@ def prepare_noise_banks(
 
     Raises
     ------
-    ValueError
-        When the folder cannot give the banks asked for, with every problem found: no usable
-        recording, unusable files (without ``drop_bad_files``), less audio than the
-        adaptation bank needs, no audio left for a test bank, recordings too short to cut.
+    DataError
+        When the folder cannot give the banks asked for, with every problem found: a missing
+        folder, no usable recording, unusable files (without ``drop_bad_files``), less audio
+        than the adaptation bank needs, no audio left for a test bank, recordings too short to
+        cut.
+    SettingsError
+        When ``adapt_minutes`` is not a positive number.
 
     If the stamp holds the same options and the same input files (relative path, size,
     modification time) and every output exists, nothing is redone and the same dict is
@@ -139,10 +147,13 @@ def prepare_noise_banks(
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
     seg_len = round(segment_seconds * sample_rate)
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
-        raise ValueError(f"adapt_minutes must be positive, got {adapt_minutes}")
+        raise SettingsError(
+            f"the adaptation bank's length ({_ADAPT_OPTION}) must be a positive number of "
+            f"minutes, got {adapt_minutes:g}"
+        )
     adapt_len = round(adapt_minutes * 60.0 * sample_rate)
     if not os.path.isdir(noise_folder):
-        raise ValueError(
+        raise DataError(
             f"noise folder {noise_folder} does not exist or is not a folder: point it at a folder "
             f"of noise-only recordings, in a format soundfile reads ({_formats_text()})"
         )
@@ -175,7 +186,7 @@ def prepare_noise_banks(
         else:
             problems.append(problem)
     if not recordings:
-        raise ValueError(_no_recording_message(noise_folder, len(inputs), problems))
+        raise DataError(_no_recording_message(noise_folder, len(inputs), problems))
     plan = _plan(
         [r.length for r in recordings], adapt_len=adapt_len, seg_len=seg_len, test_bank=test_bank
     )
@@ -192,20 +203,21 @@ def prepare_noise_banks(
         message = (
             f"{len(problems)} file(s) in noise folder {noise_folder} cannot be used:\n"
             + "".join(f"  - {p}\n" for p in problems)
-            + "Fix or remove them, or pass drop_bad_files=True to skip them."
+            + f"Fix or remove them, or run with {_DROP_OPTION} to skip them."
         )
         if shortfalls:
             message += "\nThe usable files alone would not do either:\n" + _bullets(shortfalls)
-        raise ValueError(message)
+        raise DataError(message)
     if shortfalls:
         if len(shortfalls) == 1:
-            raise ValueError(shortfalls[0])
-        raise ValueError("cannot prepare the noise banks:\n" + _bullets(shortfalls))
+            raise DataError(shortfalls[0])
+        raise DataError("cannot prepare the noise banks:\n" + _bullets(shortfalls))
     if problems:
         logger.warning(
-            "skipping %d file(s) of noise folder %s (drop_bad_files):\n%s",
+            "skipping %d file(s) of noise folder %s (%s):\n%s",
             len(problems),
             noise_folder,
+            _DROP_OPTION,
             _bullets(problems),
         )
 
@@ -257,13 +269,13 @@ def _check_folders(noise_folder, output_folder):
     """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
     real_noise, real_output = os.path.realpath(noise_folder), os.path.realpath(output_folder)
     if _inside(real_output, real_noise):
-        raise ValueError(
+        raise DataError(
             f"output folder {output_folder} lies inside noise folder {noise_folder}: the noise "
             "folder is only read, so choose an output folder outside it"
         )
     for folder in _BANK_FOLDERS.values():
         if _inside(real_noise, os.path.join(real_output, folder)):
-            raise ValueError(
+            raise DataError(
                 f"noise folder {noise_folder} lies inside {os.path.join(output_folder, folder)}, "
                 "where the noise segments are written: move the recordings elsewhere"
             )
@@ -458,13 +470,13 @@ def _shortfalls(folder, recordings, plan, *, adapt_len, seg_len, sample_rate, te
     if total < adapt_len:
         message = (
             f"noise folder {folder} holds {_duration_text(total / sample_rate)} of audio; the "
-            f"adaptation bank needs {adapt}: add recordings or lower adapt_noise_minutes"
+            f"adaptation bank needs {adapt}: add recordings or lower {_ADAPT_OPTION}"
         )
         if test_bank:
             message += (
                 f" (a held-out test bank needs at least one {seg} segment more, "
-                f"{_duration_text((adapt_len + seg_len) / sample_rate)} in all, or pass "
-                "test_bank=False when recorded noisy test sets are used)"
+                f"{_duration_text((adapt_len + seg_len) / sample_rate)} in all; with recorded "
+                f"noisy test sets, {_RECORDED_OPTION}, no held-out test bank is needed)"
             )
         return [message]
     problems = []
@@ -472,7 +484,7 @@ def _shortfalls(folder, recordings, plan, *, adapt_len, seg_len, sample_rate, te
         problems.append(
             f"the adaptation bank, the first {adapt} of noise folder {folder}, yields no noise "
             f"segment: it only holds pieces of recordings shorter than half a {seg} segment; "
-            "raise adapt_noise_minutes or put longer recordings first"
+            f"raise {_ADAPT_OPTION} or put longer recordings first"
         )
     left = total - adapt_len
     if test_bank and (left < seg_len or not plan["test"]):
@@ -484,7 +496,8 @@ def _shortfalls(folder, recordings, plan, *, adapt_len, seg_len, sample_rate, te
             f"the {adapt} of the adaptation bank, {remains} for the held-out test bank, less "
             f"than one {seg} noise segment; a held-out test bank needs at least "
             f"{_duration_text(needed / sample_rate)} more audio (another recording of {seg} or "
-            "more always does), or pass test_bank=False when recorded noisy test sets are used"
+            f"more always does); with recorded noisy test sets, {_RECORDED_OPTION}, no held-out "
+            "test bank is needed"
         )
     return problems
 

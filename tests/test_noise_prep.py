@@ -11,6 +11,7 @@ import soundfile
 import torch
 from torchaudio.functional import resample
 
+from ctsl_brain.data import DataError
 from ctsl_brain.noise_prep import _plan, _resample_stream, prepare_noise_banks
 
 SR = 16000
@@ -195,7 +196,7 @@ def test_plan_cuts_within_recordings_and_keeps_long_remainders():
 
 
 def test_missing_or_empty_folder(tmp_path):
-    with pytest.raises(ValueError, match="does not exist") as err:
+    with pytest.raises(DataError, match="does not exist") as err:
         prepare_noise_banks(tmp_path / "nowhere", tmp_path / "out", segment_seconds=1.0)
     assert str(tmp_path / "nowhere") in str(err.value) and "FLAC" in str(err.value)
     (tmp_path / "empty").mkdir()
@@ -240,7 +241,8 @@ def test_bad_files_are_all_reported(folder_with_bad_files, tmp_path):
     for path in bad:
         assert path in message
     assert "empty (0 frames)" in message and "silent" in message and "corrupt" in message
-    assert "Fix or remove them, or pass drop_bad_files=True to skip them." in message
+    assert "Fix or remove them, or run with --drop_bad_rows True to skip them." in message
+    assert "drop_bad_files" not in message.replace(str(tmp_path), "")
     assert not (tmp_path / "out").exists(), "nothing is written when refusing"
 
 
@@ -272,8 +274,8 @@ def test_too_little_audio_for_the_adaptation_bank(tmp_path):
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.5)
     message = str(err.value)
     assert f"noise folder {folder} holds 10 s of audio; the adaptation bank needs 30 s" in message
-    assert "add recordings or lower adapt_noise_minutes" in message
-    assert "31 s in all" in message and "test_bank=False" in message
+    assert "add recordings or lower --adapt_noise_minutes" in message
+    assert "31 s in all" in message and "--recorded_test_folders" in message
     _write(folder / "short.wav", _noise(0, 65.0, 8000), 8000)
     with pytest.raises(ValueError, match="holds 1 min 5 s of audio; .* needs 2 min"):
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=2)
@@ -288,7 +290,7 @@ def test_no_audio_left_for_the_test_bank(tmp_path):
     assert str(folder) in message and "holds 3.4 s of audio" in message
     assert "0.4 s remain for the held-out test bank" in message
     assert "needs at least 0.6 s more audio" in message
-    assert "pass test_bank=False when recorded noisy test sets are used" in message
+    assert "with recorded noisy test sets, --recorded_test_folders, no held-out" in message
     _write(folder / "a.wav", _noise(0, 3.0, SR), SR)
     with pytest.raises(ValueError, match="nothing remains .* at least 1 s more audio"):
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.05)
