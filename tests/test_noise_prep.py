@@ -422,11 +422,11 @@ def test_streaming_resampler_matches_one_call(orig):
 
 
 def test_missing_or_empty_folder(tmp_path):
-    with pytest.raises(ValueError, match="does not exist") as err:
+    with pytest.raises(DataError, match="does not exist") as err:
         prepare_noise_banks(tmp_path / "nowhere", tmp_path / "out", segment_seconds=1.0)
     assert str(tmp_path / "nowhere") in str(err.value) and "FLAC" in str(err.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no file") as err:
+    with pytest.raises(DataError, match="holds no file") as err:
         prepare_noise_banks(tmp_path / "empty", tmp_path / "out", segment_seconds=1.0)
     assert "WAV" in str(err.value)
 
@@ -436,7 +436,7 @@ def test_folder_without_a_readable_file(tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("recorded on the 3rd")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + bytes(100))
-    with pytest.raises(ValueError, match="holds no usable noise recording") as err:
+    with pytest.raises(DataError, match="holds no usable noise recording") as err:
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, drop_bad_files=True)
     message = str(err.value)
     assert str(folder) in message
@@ -656,7 +656,7 @@ def test_the_report_is_logged_and_returned(mixed_folder, tmp_path, caplog):
 
 
 def test_output_folder_inside_the_noise_folder_is_refused(mixed_folder):
-    with pytest.raises(ValueError, match="lies inside noise folder"):
+    with pytest.raises(DataError, match="lies inside noise folder"):
         prepare_noise_banks(mixed_folder, mixed_folder / "banks", segment_seconds=1.0)
 
 
