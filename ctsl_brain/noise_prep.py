@@ -6,8 +6,31 @@ recordings (any format soundfile reads, any sample rate and channel count, subfo
 included), puts them in sorted order of their relative paths, downmixes them to mono, resamples
 them to the recipe's rate and splits the result: the first ``adapt_minutes`` are the adaptation
 bank, everything after is the held-out test bank, so the two banks share no sample. Each bank is
-cut into segments within each recording and listed in SpeechBrain's ``AddNoise`` CSV format
-(``ID,duration,wav``), the format :class:`ctsl_brain.noise.UtteranceAddNoise` reads.
+listed in SpeechBrain's ``AddNoise`` CSV format (``ID,duration,wav``), the format
+:class:`ctsl_brain.noise.UtteranceAddNoise` reads.
+
+Every usable sample goes into a bank. Each recording's part of a bank is cut into whole
+segments from its start; what is left shorter than a segment (a short recording, the end of a
+recording, the part of a recording on either side of the boundary between the banks) is a
+piece, and the pieces of a bank are joined end to end, in the bank's order, and cut into more
+segments, the last of which may be shorter (the mixer loops a short segment).
+
+Pieces are joined with an equal-power crossfade: over ``_CROSSFADE_SECONDS`` the end of a piece
+fades out with a cosine ramp while the start of the next fades in with a sine ramp, both ramps
+summing to 1 in power. A hard join would put a jump between two unrelated sample values, which
+sounds as a click, a broadband transient that real noise does not have; a ramp of a few
+milliseconds is enough to avoid it. The powers of the two unrelated noises add, so equal power
+keeps the level constant through the join (a linear crossfade would dip by 3 dB in its middle).
+The joined pieces overlap by the crossfade, so a bank's segments are shorter than the audio it
+takes from the recordings by the crossfades' total length, which the report gives. A crossfade
+is shortened to half of a piece shorter than twice its length, so that it never reaches into
+another crossfade.
+
+A folder with less audio than asked gives an adaptation bank of what there is, leaving the
+held-out test bank one segment, and a warning says so (as it does for a test bank of few
+segments); only a folder that cannot give each bank a segment is refused. Each preparation logs
+a report (per bank: recordings, segments, audio taken, crossfades, noise in the segments; what
+was left out and why) and returns its figures.
 
 Files are streamed block by block, twice: a first pass reads everything to find every unusable
 file (unreadable, corrupt, empty, silent) before anything is written, and works out how long
@@ -16,6 +39,7 @@ the memory used does not grow with the length of a recording, and every problem 
 once, before any output is touched.
 """
 
+import copy
 import csv
 import io
 import json
@@ -30,7 +54,7 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain.data import write_csv_atomic, write_text_atomic
+from ctsl_brain.data import DataError, SettingsError, write_csv_atomic, write_text_atomic
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -40,18 +64,29 @@ NOISE_HEADER = ("ID", "duration", "wav")
 # Written last, so that an interrupted preparation never looks up to date.
 STAMP_FILE = "noise_banks.json"
 # Bump whenever the output for the same inputs and options changes, so that old banks are redone.
-_VERSION = 1
+_VERSION = 2
 
 # A recording whose samples all stay below this magnitude holds no noise worth mixing: the mixer
 # would scale it up by orders of magnitude to reach the SNR asked for.
 _SILENCE = 1e-4
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
+_BANK_NAMES = {"adapt": "adaptation bank", "test": "held-out test bank"}
+# Length of the crossfade that joins two pieces of noise (see the module's docstring).
+_CROSSFADE_SECONDS = 0.01
+# A held-out test bank with fewer segments than this is warned about: the noisy test mixtures
+# would reuse the same noise often.
+_FEW_TEST_SEGMENTS = 10
 _READ_FRAMES = 1 << 19
 # torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
 # the overlap between blocks from them.
 _LOWPASS_WIDTH = 6
 _ROLLOFF = 0.99
 _MAX_LISTED = 10
+# The command-line options that messages point to (the recipe passes drop_bad_rows as
+# drop_bad_files, and test_bank=False when recorded noisy test sets are given).
+_DROP_OPTION = "--drop_bad_rows True"
+_ADAPT_OPTION = "--adapt_noise_minutes"
+_RECORDED_OPTION = "--recorded_test_folders"
 
 
 @dataclass
@@ -63,6 +98,34 @@ class _Recording:
     channels: int
     frames: int  # counted while decoding, not taken from the header
     length: int  # samples at the recipe's rate, as the resampler gives them
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Consecutive samples of one recording that go into a segment, at the recipe's rate."""
+
+    recording: int  # index in the recordings, in the order the files are taken
+    start: int  # first sample, in the recording
+    length: int
+    offset: int  # where the first sample goes in the segment
+    ramp: str | None = None  # "in" or "out" within a crossfade of `fade` samples, or None
+    fade: int = 0
+    ramp_start: int = 0  # position of the first sample in the ramp
+
+
+@dataclass
+class _Bank:
+    """What a bank is made of and how much audio it takes."""
+
+    segments: list  # (length, [_Part, ...]), in order of their first sample in the recordings
+    recordings: int  # recordings that contribute
+    recorded: int  # samples taken from the recordings
+    fades: list  # the length of each crossfade, by which the joined pieces overlap
+
+    @property
+    def length(self):
+        """Samples in its segments: what it takes from the recordings less the overlaps."""
+        return self.recorded - sum(self.fades)
 
 
 def prepare_noise_banks(
@@ -89,15 +152,17 @@ def prepare_noise_banks(
             noise_adapt/adapt_0000.wav ...   adaptation segments, mono float WAV
             noise_test/test_0000.wav ...     held-out test segments (with test_bank)
             noise_adapt.csv, noise_test.csv  ID,duration,wav (AddNoise's format, absolute paths)
-            noise_banks.json                 the stamp: options and input files, written last
+            noise_banks.json                 the stamp: options, input files and report, last
 
     segment_seconds : float
         Length of a noise segment; the recipe passes a little more than its longest utterance.
-        Segments are cut within each recording; a recording's last piece is kept if it lasts at
-        least half a segment (the mixer loops a short segment) and dropped otherwise.
+        Pieces shorter than a segment are joined into segments with crossfades; the last
+        segment of a bank may be shorter (see the module's docstring).
     adapt_minutes : float
         Length of the adaptation bank: the first minutes of audio, taking the files in sorted
-        order of their relative paths; a file straddling the boundary is cut there.
+        order of their relative paths; a file straddling the boundary is cut there. When the
+        folder holds less (with test_bank: less than one more segment for the test bank), the
+        adaptation bank has what there is and a warning says so.
     test_bank : bool
         Whether to write the held-out test bank from the audio after the adaptation bank. Runs
         tested on recorded noisy test sets do not need one: then no test bank is written (and a
@@ -113,20 +178,29 @@ def prepare_noise_banks(
     -------
     dict
         ``noise_adapt``: path of the adaptation bank's CSV; ``noise_test``: path of the test
-        bank's CSV, or None without a test bank; ``adapt_seconds``, ``test_seconds``: the
-        length of each bank's segments in all; ``dropped``: the files skipped, each as
-        ``"path: reason"``.
+        bank's CSV, or None without a test bank; ``banks``: for each bank written (``"adapt"``,
+        and ``"test"`` with test_bank) a dict of ``recordings`` (how many files contribute),
+        ``segments``, ``recorded_seconds`` (audio taken from the recordings), ``crossfades``
+        (joins of two pieces), ``crossfade_seconds`` (their total length, by which the joined
+        pieces overlap) and ``seconds`` (the length of its segments in all:
+        ``recorded_seconds - crossfade_seconds``); ``unused_seconds``: usable audio in no bank
+        (without test_bank, what follows the adaptation bank); ``dropped``: the files skipped,
+        each as ``"path: reason"``; ``warnings``: the warnings logged (a bank smaller than
+        asked, a short test bank, skipped files). The report is logged at INFO, the warnings at
+        WARNING.
 
     Raises
     ------
-    ValueError
-        When the folder cannot give the banks asked for, with every problem found: no usable
-        recording, unusable files (without ``drop_bad_files``), less audio than the
-        adaptation bank needs, no audio left for a test bank, recordings too short to cut.
+    DataError
+        When the folder cannot give the banks asked for, with every problem found: a missing
+        folder, no usable recording, unusable files (without ``drop_bad_files``), too little
+        audio for a segment in each bank.
+    SettingsError
+        When ``adapt_minutes`` is not a positive number.
 
     If the stamp holds the same options and the same input files (relative path, size,
-    modification time) and every output exists, nothing is redone and the same dict is
-    returned.
+    modification time) and every output exists, nothing is redone: the report is logged again
+    and the same dict is returned.
     """
     noise_folder = os.path.abspath(os.fspath(noise_folder))
     output_folder = os.path.abspath(os.fspath(output_folder))
@@ -139,10 +213,14 @@ def prepare_noise_banks(
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
     seg_len = round(segment_seconds * sample_rate)
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
-        raise ValueError(f"adapt_minutes must be positive, got {adapt_minutes}")
+        raise SettingsError(
+            f"the adaptation bank's length ({_ADAPT_OPTION}) must be a positive number of "
+            f"minutes, got {adapt_minutes:g}"
+        )
     adapt_len = round(adapt_minutes * 60.0 * sample_rate)
+    fade_len = round(_CROSSFADE_SECONDS * sample_rate)
     if not os.path.isdir(noise_folder):
-        raise ValueError(
+        raise DataError(
             f"noise folder {noise_folder} does not exist or is not a folder: point it at a folder "
             f"of noise-only recordings, in a format soundfile reads ({_formats_text()})"
         )
@@ -164,6 +242,7 @@ def prepare_noise_banks(
     stamp_path = os.path.join(output_folder, STAMP_FILE)
     stamped = _up_to_date(stamp_path, options, inputs, csv_paths)
     if stamped is not None:
+        _log(stamped, noise_folder, output_folder, seg_len / sample_rate, up_to_date=True)
         return _result(csv_paths, stamped, test_bank=test_bank)
 
     # Every file is read through before anything is decided, so that all problems come at once.
@@ -175,39 +254,48 @@ def prepare_noise_banks(
         else:
             problems.append(problem)
     if not recordings:
-        raise ValueError(_no_recording_message(noise_folder, len(inputs), problems))
-    plan = _plan(
-        [r.length for r in recordings], adapt_len=adapt_len, seg_len=seg_len, test_bank=test_bank
+        raise DataError(_no_recording_message(noise_folder, len(inputs), problems))
+    lengths = [r.length for r in recordings]
+    boundary = _boundary(
+        lengths, adapt_len=adapt_len, seg_len=seg_len, fade_len=fade_len, test_bank=test_bank
     )
-    shortfalls = _shortfalls(
-        noise_folder,
-        recordings,
-        plan,
-        adapt_len=adapt_len,
-        seg_len=seg_len,
-        sample_rate=sample_rate,
-        test_bank=test_bank,
-    )
+    shortage = None
+    if boundary is None:
+        shortage = _shortage_message(
+            noise_folder, lengths, seg_len=seg_len, sample_rate=sample_rate, test_bank=test_bank
+        )
     if problems and not drop_bad_files:
         message = (
             f"{len(problems)} file(s) in noise folder {noise_folder} cannot be used:\n"
-            + "".join(f"  - {p}\n" for p in problems)
-            + "Fix or remove them, or pass drop_bad_files=True to skip them."
+            + _listing(problems, limit=None)
+            + f"\nFix or remove them, or run with {_DROP_OPTION} to skip them."
         )
-        if shortfalls:
-            message += "\nThe usable files alone would not do either:\n" + _bullets(shortfalls)
-        raise ValueError(message)
-    if shortfalls:
-        if len(shortfalls) == 1:
-            raise ValueError(shortfalls[0])
-        raise ValueError("cannot prepare the noise banks:\n" + _bullets(shortfalls))
-    if problems:
-        logger.warning(
-            "skipping %d file(s) of noise folder %s (drop_bad_files):\n%s",
-            len(problems),
+        if shortage:
+            message += f"\nThe usable files alone would not do either: {shortage}"
+        raise DataError(message)
+    if shortage:
+        raise DataError(shortage)
+
+    total = sum(lengths)
+    banks = {"adapt": _bank(_spans(lengths, 0, boundary), seg_len, fade_len)}
+    if test_bank:
+        banks["test"] = _bank(_spans(lengths, boundary, total), seg_len, fade_len)
+    report = {
+        "banks": {name: _bank_report(bank, sample_rate) for name, bank in banks.items()},
+        "unused_seconds": (0 if test_bank else total - boundary) / sample_rate,
+        "dropped": problems,
+        "warnings": _warnings(
             noise_folder,
-            _bullets(problems),
-        )
+            problems,
+            banks,
+            total=total,
+            boundary=boundary,
+            adapt_minutes=adapt_minutes,
+            adapt_len=adapt_len,
+            seg_len=seg_len,
+            sample_rate=sample_rate,
+        ),
+    }
 
     os.makedirs(output_folder, exist_ok=True)
     # Invalidate first: an interrupted preparation must not look complete, and no CSV may list
@@ -215,41 +303,21 @@ def prepare_noise_banks(
     for path in (stamp_path, *csv_paths.values()):
         if os.path.exists(path):
             os.remove(path)
-    banks = [bank for bank in _BANK_FOLDERS if bank == "adapt" or test_bank]
-    rows = _write_segments(recordings, plan, output_folder, banks, sample_rate)
-    _remove_stale_segments(output_folder, {bank: len(rows[bank]) for bank in _BANK_FOLDERS})
-    for bank in banks:
-        write_csv_atomic(csv_paths[bank], NOISE_HEADER, rows[bank])
-    seconds = {
-        bank: sum(length for _, _, length in plan[bank]) / sample_rate for bank in _BANK_FOLDERS
-    }
-    stamped = {
-        "adapt_seconds": seconds["adapt"],
-        "test_seconds": seconds["test"],
-        "dropped": problems,
-        "segments": {bank: len(rows[bank]) for bank in banks},
-    }
-    stamp = {"options": options, "inputs": inputs, "result": stamped}
+    rows = _write_segments(recordings, banks, output_folder, sample_rate)
+    _remove_stale_segments(output_folder, {bank: len(rows.get(bank, ())) for bank in _BANK_FOLDERS})
+    for bank, bank_rows in rows.items():
+        write_csv_atomic(csv_paths[bank], NOISE_HEADER, bank_rows)
+    stamp = {"options": options, "inputs": inputs, "result": report}
     write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
-    logger.info(
-        "noise banks from %s in %s: %s to adapt (%d segments), %s to test (%d segments)",
-        noise_folder,
-        output_folder,
-        _duration_text(seconds["adapt"]),
-        len(rows["adapt"]),
-        _duration_text(seconds["test"]),
-        len(rows["test"]),
-    )
-    return _result(csv_paths, stamped, test_bank=test_bank)
+    _log(report, noise_folder, output_folder, seg_len / sample_rate, up_to_date=False)
+    return _result(csv_paths, report, test_bank=test_bank)
 
 
-def _result(csv_paths, stamped, *, test_bank):
+def _result(csv_paths, report, *, test_bank):
     return {
         "noise_adapt": csv_paths["adapt"],
         "noise_test": csv_paths["test"] if test_bank else None,
-        "adapt_seconds": stamped["adapt_seconds"],
-        "test_seconds": stamped["test_seconds"],
-        "dropped": list(stamped["dropped"]),
+        **copy.deepcopy(report),
     }
 
 
@@ -257,13 +325,13 @@ def _check_folders(noise_folder, output_folder):
     """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
     real_noise, real_output = os.path.realpath(noise_folder), os.path.realpath(output_folder)
     if _inside(real_output, real_noise):
-        raise ValueError(
+        raise DataError(
             f"output folder {output_folder} lies inside noise folder {noise_folder}: the noise "
             "folder is only read, so choose an output folder outside it"
         )
     for folder in _BANK_FOLDERS.values():
         if _inside(real_noise, os.path.join(real_output, folder)):
-            raise ValueError(
+            raise DataError(
                 f"noise folder {noise_folder} lies inside {os.path.join(output_folder, folder)}, "
                 "where the noise segments are written: move the recordings elsewhere"
             )
@@ -403,90 +471,261 @@ def _resample_stream(blocks, orig_freq, new_freq):
         yield groups(buf, buf_start, done, total)[:remaining]
 
 
-def _plan(lengths, *, adapt_len, seg_len, test_bank):
-    """Where the segments of each bank come from.
+def _spans(lengths, start, stop):
+    """``(recording, start, stop)`` of the audio between two positions of the recordings put
+    end to end (``lengths`` in the order the files are taken), leaving out empty spans."""
+    spans, offset = [], 0
+    for index, length in enumerate(lengths):
+        begin, end = max(start, offset), min(stop, offset + length)
+        if end > begin:
+            spans.append((index, begin - offset, end - offset))
+        offset += length
+    return spans
+
+
+def _pieces(spans, seg_len):
+    """Whole segments cut from the start of each span, as ``(recording, start)``, and what is
+    left of each span, shorter than a segment, as pieces ``(recording, start, length)``."""
+    wholes, pieces = [], []
+    for index, start, stop in spans:
+        count = (stop - start) // seg_len
+        wholes += [(index, start + k * seg_len) for k in range(count)]
+        if start + count * seg_len < stop:
+            pieces.append((index, start + count * seg_len, stop - start - count * seg_len))
+    return wholes, pieces
+
+
+def _fades(pieces, fade_len):
+    """The crossfade joining each piece to the next, at most half of either piece, so that the
+    two crossfades of a piece never overlap."""
+    return [
+        min(fade_len, before[2] // 2, after[2] // 2)
+        for before, after in zip(pieces, pieces[1:], strict=False)
+    ]
+
+
+def _bank(spans, seg_len, fade_len):
+    """The segments of a bank made of ``spans``: whole segments, then the pieces joined.
 
     Arguments
     ---------
-    lengths : list of int
-        Length of each recording at the recipe's rate, in the order the files are taken.
-    adapt_len : int
-        Samples of audio for the adaptation bank, from the start.
+    spans : list of tuple
+        ``(recording, start, stop)`` in the bank's order, at the recipe's rate.
     seg_len : int
         Samples in a segment.
-    test_bank : bool
-        Whether the rest of the audio makes a test bank.
+    fade_len : int
+        Samples in a crossfade between two pieces.
 
     Returns
     -------
-    dict
-        ``{"adapt": [...], "test": [...]}``, each a list of ``(recording index, start, length)``
-        in order; the adaptation bank's segments all lie in the first ``adapt_len`` samples,
-        the test bank's after them.
+    _Bank
+        Its segments sorted by their first sample in the recordings.
     """
-    plan = {"adapt": [], "test": []}
-    offset = 0
-    for index, length in enumerate(lengths):
-        boundary = min(length, max(0, adapt_len - offset))
-        pieces = [("adapt", 0, boundary)]
-        if test_bank:
-            pieces.append(("test", boundary, length))
-        for bank, start, stop in pieces:
-            while stop - start >= seg_len:
-                plan[bank].append((index, start, seg_len))
-                start += seg_len
-            if stop > start and 2 * (stop - start) >= seg_len:
-                plan[bank].append((index, start, stop - start))
-        offset += length
-    return plan
+    wholes, pieces = _pieces(spans, seg_len)
+    fades = _fades(pieces, fade_len)
+    segments = [(seg_len, [_Part(index, start, seg_len, 0)]) for index, start in wholes]
+    segments += _joined(pieces, fades, seg_len)
+    segments.sort(key=lambda segment: (segment[1][0].recording, segment[1][0].start))
+    return _Bank(
+        segments,
+        recordings=len({index for index, _, _ in spans}),
+        recorded=sum(stop - start for _, start, stop in spans),
+        fades=fades,
+    )
 
 
-def _shortfalls(folder, recordings, plan, *, adapt_len, seg_len, sample_rate, test_bank):
-    """What the usable recordings lack for the banks asked for, one sentence per problem."""
-    total = sum(r.length for r in recordings)
+def _joined(pieces, fades, seg_len):
+    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``
+    (the last one shorter if that is what is left). Returns ``[(length, [_Part, ...])]``."""
+    # Each piece in up to three runs: fading in from the previous piece, at full level, fading
+    # out into the next; a run is (position in the joined audio, _Part fields).
+    runs = []
+    position = 0
+    for number, (index, start, length) in enumerate(pieces):
+        head = fades[number - 1] if number > 0 else 0
+        tail = fades[number] if number < len(fades) else 0
+        for offset, count, ramp, fade in (
+            (0, head, "in", head),
+            (head, length - head - tail, None, 0),
+            (length - tail, tail, "out", tail),
+        ):
+            if count > 0:
+                runs.append((position + offset, index, start + offset, count, ramp, fade))
+        position += length - tail
+    parts = [[] for _ in range(-(-position // seg_len))]
+    for at, index, start, count, ramp, fade in runs:
+        done = 0
+        while done < count:
+            number, offset = divmod(at + done, seg_len)
+            take = min(count - done, seg_len - offset)
+            ramp_start = done if ramp else 0
+            parts[number].append(_Part(index, start + done, take, offset, ramp, fade, ramp_start))
+            done += take
+    return [(min(seg_len, position - k * seg_len), segment) for k, segment in enumerate(parts)]
+
+
+def _boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
+    """Where the adaptation bank ends, in samples from the start of the recordings end to end.
+
+    ``adapt_len`` when there is that much audio and, with ``test_bank``, enough after it for a
+    test bank of one whole segment; otherwise the furthest boundary that leaves the test bank
+    one segment. None when the audio cannot give each bank asked for one segment (or, for an
+    adaptation bank asked shorter than a segment, what was asked).
+    """
+    total = sum(lengths)
+    end = min(adapt_len, total)
+    if test_bank:
+
+        def test_noise(boundary):
+            return _bank(_spans(lengths, boundary, total), seg_len, fade_len).length
+
+        if test_noise(0) < seg_len:
+            return None
+        if test_noise(end) < seg_len:
+            # The test bank's noise can only shrink as the boundary moves on, so the boundary
+            # is searched for by bisection: test_noise(low) is enough, test_noise(high) is not.
+            low, high = 0, end
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if test_noise(middle) >= seg_len else (low, middle)
+            end = low
+    if end < adapt_len and _bank(_spans(lengths, 0, end), seg_len, fade_len).length < seg_len:
+        return None
+    return end
+
+
+def _bank_report(bank, sample_rate):
+    return {
+        "recordings": bank.recordings,
+        "segments": len(bank.segments),
+        "recorded_seconds": bank.recorded / sample_rate,
+        "crossfades": len(bank.fades),
+        "crossfade_seconds": sum(bank.fades) / sample_rate,
+        "seconds": bank.length / sample_rate,
+    }
+
+
+def _shortage_message(folder, lengths, *, seg_len, sample_rate, test_bank):
+    """Why the recordings cannot give each bank a segment, and how much more is needed."""
+    total = sum(lengths)
     seg = _duration_text(seg_len / sample_rate)
-    adapt = _duration_text(adapt_len / sample_rate)
-    longest = max(recordings, key=lambda r: r.length)
-    if 2 * longest.length < seg_len:
-        return [
-            f"every recording in noise folder {folder} is shorter than half a noise segment, so "
-            f"no segment can be cut: the longest, {longest.path}, lasts "
-            f"{_duration_text(longest.length / sample_rate)}, and segments are {seg} long (a "
-            "little more than the longest utterance); recordings must last at least "
-            f"{_duration_text(seg_len / 2 / sample_rate)}, and {seg} or more is better"
-        ]
-    if total < adapt_len:
+    needed = 2 * seg_len if test_bank else seg_len
+    what = (
+        f"the adaptation bank and the held-out test bank need a {seg} noise segment each"
+        if test_bank
+        else f"the adaptation bank needs a {seg} noise segment"
+    )
+    more = (
+        f"at least {_duration_text((needed - total) / sample_rate)} more; "
+        if total < needed
+        else ""
+    )
+    message = (
+        f"noise folder {folder} holds {_duration_text(total / sample_rate)} of usable audio in "
+        f"{len(lengths)} recording(s), too little for the noise banks: {what} (a segment is a "
+        f"little longer than the longest utterance). Add recordings of the target noise there "
+        f"({more}one recording of {_duration_text(needed / sample_rate)} or more always does)"
+    )
+    if test_bank:
+        message += (
+            f"; with recorded noisy test sets ({_RECORDED_OPTION}), no held-out test bank is needed"
+        )
+    return message
+
+
+def _warnings(
+    folder, problems, banks, *, total, boundary, adapt_minutes, adapt_len, seg_len, sample_rate
+):
+    """The warnings about a preparation: skipped files, banks smaller than they should be."""
+    messages = []
+    if problems:
+        messages.append(
+            f"skipped {len(problems)} unusable file(s) of noise folder {folder} "
+            f"({_DROP_OPTION}):\n" + _listing(problems)
+        )
+    test = banks.get("test")
+    if boundary < adapt_len:
+        found = _duration_text(total / sample_rate)
+        given = _duration_text(boundary / sample_rate)
         message = (
-            f"noise folder {folder} holds {_duration_text(total / sample_rate)} of audio; the "
-            f"adaptation bank needs {adapt}: add recordings or lower adapt_noise_minutes"
+            f"noise folder {folder} holds {_minutes_text(total / sample_rate)} min ({found}) of "
+            f"usable audio, less than the {adapt_minutes:g} min asked for the adaptation bank "
+            f"({_ADAPT_OPTION} {adapt_minutes:g})"
         )
-        if test_bank:
+        if test is not None:
             message += (
-                f" (a held-out test bank needs at least one {seg} segment more, "
-                f"{_duration_text((adapt_len + seg_len) / sample_rate)} in all, or pass "
-                "test_bank=False when recorded noisy test sets are used)"
+                f" and one {_duration_text(seg_len / sample_rate)} segment for the held-out "
+                "test bank"
             )
-        return [message]
-    problems = []
-    if not plan["adapt"]:
-        problems.append(
-            f"the adaptation bank, the first {adapt} of noise folder {folder}, yields no noise "
-            f"segment: it only holds pieces of recordings shorter than half a {seg} segment; "
-            "raise adapt_noise_minutes or put longer recordings first"
+        if test is None:
+            message += ": the adaptation bank has all of it"
+        else:
+            rest = _duration_text((total - boundary) / sample_rate)
+            message += (
+                f": the adaptation bank has the first {given} and the held-out test bank the "
+                f"last {rest}"
+            )
+        message += (
+            f". Add recordings of the target noise to {folder}, or set {_ADAPT_OPTION} "
+            f"{_minutes_text(boundary / sample_rate, floor=True)} to ask for what there is."
         )
-    left = total - adapt_len
-    if test_bank and (left < seg_len or not plan["test"]):
-        # A fragmented remainder is not helped by a few more seconds: a new recording is needed.
-        needed = seg_len - left if left < seg_len else seg_len
-        remains = "nothing remains" if left == 0 else f"{_duration_text(left / sample_rate)} remain"
-        problems.append(
-            f"noise folder {folder} holds {_duration_text(total / sample_rate)} of audio: after "
-            f"the {adapt} of the adaptation bank, {remains} for the held-out test bank, less "
-            f"than one {seg} noise segment; a held-out test bank needs at least "
-            f"{_duration_text(needed / sample_rate)} more audio (another recording of {seg} or "
-            "more always does), or pass test_bank=False when recorded noisy test sets are used"
+        messages.append(message)
+    if test is not None and len(test.segments) < _FEW_TEST_SEGMENTS:
+        seconds = test.length / sample_rate
+        wanted = _FEW_TEST_SEGMENTS * seg_len / sample_rate
+        messages.append(
+            f"the held-out test bank from noise folder {folder} has {len(test.segments)} "
+            f"segment(s), {_duration_text(seconds)} of noise, under {_FEW_TEST_SEGMENTS} "
+            f"segments ({_duration_text(wanted)}): the noisy test mixtures will often reuse the "
+            f"same noise. Add recordings of the target noise (at least "
+            f"{_duration_text(wanted - seconds)} more), or lower {_ADAPT_OPTION} (now "
+            f"{adapt_minutes:g}) to leave more of them to the test bank."
         )
-    return problems
+    return messages
+
+
+def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
+    """Logs the warnings, then the report of what each bank holds and what was left out."""
+    for message in report["warnings"]:
+        logger.warning("%s", message)
+    state = " (up to date)" if up_to_date else ""
+    lines = [
+        f"noise banks from {noise_folder} in {output_folder}{state}, segments of "
+        f"{_duration_text(segment_seconds)}:"
+    ]
+    for name, figures in report["banks"].items():
+        lines.append(f"  {_BANK_NAMES[name]}: {_bank_text(figures)}")
+    left_out = []
+    if report["dropped"]:
+        left_out.append(
+            f"{len(report['dropped'])} unusable file(s), skipped ({_DROP_OPTION}):\n"
+            + _listing(report["dropped"], indent="    ")
+        )
+    if report["unused_seconds"]:
+        left_out.append(
+            f"{_duration_text(report['unused_seconds'])} of audio after the adaptation bank "
+            f"(no held-out test bank is made when recorded noisy test sets are used, "
+            f"{_RECORDED_OPTION})"
+        )
+    lines += [f"  left out: {text}" for text in left_out or ["nothing"]]
+    logger.info("%s", "\n".join(lines))
+
+
+def _bank_text(figures):
+    recorded = figures["recorded_seconds"]
+    audio = _seconds_text(recorded)
+    if recorded >= 60:
+        audio = f"{_duration_text(recorded)} ({audio})"
+    text = (
+        f"{audio} of audio from {figures['recordings']} recording(s), "
+        f"{figures['segments']} segment(s), {_seconds_text(figures['seconds'])} of noise"
+    )
+    if figures["crossfades"]:
+        text += (
+            f" ({figures['crossfades']} crossfade(s): "
+            f"{_seconds_text(figures['crossfade_seconds'])} of overlap)"
+        )
+    return text
 
 
 def _no_recording_message(folder, n_files, problems):
@@ -494,9 +733,7 @@ def _no_recording_message(folder, n_files, problems):
         head = f"noise folder {folder} holds no file"
     else:
         head = f"noise folder {folder} holds no usable noise recording; of its {n_files} file(s):\n"
-        head += "".join(f"  - {p}\n" for p in problems[:_MAX_LISTED])
-        if len(problems) > _MAX_LISTED:
-            head += f"  ... and {len(problems) - _MAX_LISTED} more\n"
+        head += _listing(problems)
     return (
         f"{head.rstrip()}\nPut noise-only recordings of the target noise there, in a format "
         f"soundfile reads: {_formats_text()}; any sample rate and number of channels, "
@@ -512,8 +749,12 @@ def _formats_text():
     return ", ".join(names) + " and the other formats of soundfile.available_formats()"
 
 
-def _bullets(lines):
-    return "".join(f"  - {line}\n" for line in lines).rstrip("\n")
+def _listing(lines, indent="  ", limit=_MAX_LISTED):
+    """The first ``limit`` lines (all with None) as bullets, and how many more there are."""
+    shown = [f"{indent}- {line}" for line in lines[:limit]]
+    if limit is not None and len(lines) > limit:
+        shown.append(f"{indent}... and {len(lines) - limit} more")
+    return "\n".join(shown)
 
 
 def _duration_text(seconds):
@@ -531,58 +772,104 @@ def _duration_text(seconds):
     return " ".join(parts)
 
 
-def _write_segments(recordings, plan, output_folder, banks, sample_rate):
-    """Second pass: streams each recording once and writes its segments as they fill up.
+def _seconds_text(seconds):
+    """Seconds to the millisecond, for the figures that must add up: ``1799.89 s``."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
+
+
+def _minutes_text(seconds, floor=False):
+    """Minutes to the hundredth, rounded down with ``floor`` (an option value that must not
+    ask for more than there is)."""
+    minutes = seconds / 60
+    if floor:
+        minutes = math.floor(minutes * 100) / 100
+    return f"{minutes:.2f}".rstrip("0").rstrip(".")
+
+
+class _Segment:
+    """A segment being filled: its parts come from one recording or several, in turn."""
+
+    def __init__(self, path, length, parts, sample_rate):
+        self.path, self.length, self.parts_left = path, length, parts
+        self.sample_rate = sample_rate
+        self.audio = None  # allocated with the first part, freed once written
+
+    def add(self, part, begin, samples):
+        """Adds ``samples``, the samples of ``part`` from its ``begin``-th on; writes the
+        segment once its last part is complete."""
+        if self.audio is None:
+            self.audio = np.zeros(self.length, np.float32)
+        if part.ramp is not None:
+            samples = samples * _ramp(part, begin, begin + len(samples))
+        at = part.offset + begin
+        # Added, not copied: the two sides of a crossfade go to the same samples.
+        self.audio[at : at + len(samples)] += samples
+        if begin + len(samples) == part.length:
+            self.parts_left -= 1
+            if self.parts_left == 0:
+                _write_wav(self.path, self.audio, self.sample_rate)
+                self.audio = None
+
+
+def _ramp(part, begin, end):
+    """Gains of the samples ``begin`` to ``end`` of a part in a crossfade: sine for the piece
+    fading in, cosine for the one fading out, so that their squares sum to 1 at every sample."""
+    angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (np.pi / 2 / part.fade)
+    return (np.sin(angle) if part.ramp == "in" else np.cos(angle)).astype(np.float32)
+
+
+def _write_segments(recordings, banks, output_folder, sample_rate):
+    """Second pass: streams each recording once and writes the segments as they fill up.
 
     Returns the CSV rows of each bank (``[ID, duration, wav]``).
     """
-    rows = {bank: [] for bank in _BANK_FOLDERS}
-    # The segments of each recording, in order; IDs count within each bank.
-    by_recording = {}
-    for bank in banks:
+    rows = {}
+    # The parts of each recording and the segment each goes to; IDs count within each bank.
+    jobs = {}
+    for bank, plan in banks.items():
         folder = os.path.join(output_folder, _BANK_FOLDERS[bank])
         os.makedirs(folder, exist_ok=True)
-        for number, (index, start, length) in enumerate(plan[bank]):
+        rows[bank] = []
+        for number, (length, parts) in enumerate(plan.segments):
             segment_id = f"{bank}_{number:04d}"
             path = os.path.join(folder, f"{segment_id}.wav")
-            by_recording.setdefault(index, []).append((start, length, path))
             rows[bank].append([segment_id, _csv_seconds(length / sample_rate), path])
-    for index, segments in sorted(by_recording.items()):
-        _cut_recording(recordings[index], sorted(segments), sample_rate)
+            segment = _Segment(path, length, len(parts), sample_rate)
+            for part in parts:
+                jobs.setdefault(part.recording, []).append((part, segment))
+    # In the order of the recordings, so that a segment joining pieces of several recordings
+    # is written as soon as the last of them is read, and few segments are held at a time.
+    for index, parts in sorted(jobs.items()):
+        _cut_recording(recordings[index], sorted(parts, key=lambda job: job[0].start), sample_rate)
     return rows
 
 
-def _cut_recording(recording, segments, sample_rate):
-    """Writes the ``(start, length, path)`` segments of one recording, sorted and disjoint."""
-    pending = iter(segments)
-    start, length, path = next(pending)
-    segment = np.empty(length, np.float32)
-    filled = 0
+def _cut_recording(recording, jobs, sample_rate):
+    """Adds the ``(part, segment)`` of one recording, sorted and disjoint, to their segments."""
+    pending = iter(jobs)
+    part, segment = next(pending)
     position = 0  # index, at the recipe's rate, of the chunk's first sample
     with sf.SoundFile(recording.path) as sound:
         mono = (_downmix(block) for block in _blocks(sound))
         for chunk in _resample_stream(mono, recording.sample_rate, sample_rate):
             chunk_end = position + len(chunk)
-            while start is not None:
-                begin, end = max(start + filled, position), min(start + length, chunk_end)
+            while part is not None:
+                begin, end = max(part.start, position), min(part.start + part.length, chunk_end)
                 if end <= begin:
                     break
-                segment[begin - start : end - start] = chunk[begin - position : end - position]
-                filled = end - start
-                if filled < length:
+                segment.add(part, begin - part.start, chunk[begin - position : end - position])
+                if end < part.start + part.length:
                     break
-                _write_wav(path, segment, sample_rate)
-                start, length, path = next(pending, (None, 0, None))
-                segment, filled = np.empty(length, np.float32), 0
+                part, segment = next(pending, (None, None))
             position = chunk_end
-            if start is None:
-                # The rest of the recording is in no segment (a dropped remainder, or past the
-                # adaptation bank without a test bank): no need to decode it.
+            if part is None:
+                # The rest of the recording is in no bank (past the adaptation bank without a
+                # test bank): no need to decode it.
                 return
-    raise RuntimeError(
+    raise DataError(
         f"{recording.path} changed while the noise banks were being prepared (it ended "
-        f"{_duration_text(position / sample_rate)} in, before its segment at "
-        f"{_duration_text(start / sample_rate)}); prepare them again"
+        f"{_duration_text(position / sample_rate)} in, before its audio at "
+        f"{_duration_text(part.start / sample_rate)}); prepare them again"
     )
 
 
@@ -625,7 +912,8 @@ def _up_to_date(stamp_path, options, inputs, csv_paths):
         if stamp["options"] != options or stamp["inputs"] != inputs:
             return None
         result = stamp["result"]
-        for bank, count in result["segments"].items():
+        for bank, figures in result["banks"].items():
+            count = figures["segments"]
             with open(csv_paths[bank], encoding="utf-8", newline="") as f:
                 reader = csv.reader(f)
                 if tuple(next(reader)) != NOISE_HEADER:

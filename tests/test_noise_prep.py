@@ -1,7 +1,9 @@
-"""Noise banks from a folder of recordings: formats, order, disjointness, errors, caching."""
+"""Noise banks from a folder of recordings: formats, order, disjointness, every sample used,
+seams, errors, warnings, the report, caching."""
 
 import csv
 import hashlib
+import json
 import logging
 import os
 
@@ -11,9 +13,18 @@ import soundfile
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain.noise_prep import _plan, _resample_stream, prepare_noise_banks
+from ctsl_brain import noise_prep
+from ctsl_brain.data import DataError
+from ctsl_brain.noise_prep import (
+    _bank,
+    _boundary,
+    _resample_stream,
+    _spans,
+    prepare_noise_banks,
+)
 
 SR = 16000
+LOGGER = "ctsl_brain.noise_prep"
 
 
 def _noise(seed, seconds, sample_rate, channels=1, level=0.1):
@@ -40,6 +51,15 @@ def _read_csv(path):
         return next(reader), list(reader)
 
 
+def _segments(csv_path):
+    """The audio of a bank's segments, in the CSV's order."""
+    return [soundfile.read(row[2], dtype="float32")[0] for row in _read_csv(csv_path)[1]]
+
+
+def _samples(seconds):
+    return round(seconds * SR)
+
+
 def _snapshot(folder):
     """Content, size and modification time of every file under ``folder``."""
     state = {}
@@ -61,6 +81,14 @@ def _output_mtimes(folder):
     }
 
 
+def _assert_command_line_options(text, tmp_path):
+    """Messages point to the recipe's command-line options, not to this function's arguments
+    (the test's own folder, named after the test, is left out)."""
+    text = text.replace(str(tmp_path), "")
+    assert "drop_bad_files" not in text and "test_bank" not in text
+    assert text.count("adapt_noise_minutes") == text.count("--adapt_noise_minutes")
+
+
 @pytest.fixture
 def mixed_folder(tmp_path):
     """Four recordings of mixed formats, rates and channel counts, one in a subfolder."""
@@ -70,6 +98,18 @@ def mixed_folder(tmp_path):
     _write(folder / "c.ogg", _noise(3, 3.0, 22050), 22050)
     _write(folder / "sub" / "d.wav", _noise(4, 2.0, SR), SR, subtype="FLOAT")
     return folder
+
+
+def _continued(positions):
+    """The positions that follow or are followed by their neighbour's, None for the others:
+    a crossfaded sample can happen to equal an input sample, but not two in a row."""
+    result = []
+    for k, position in enumerate(positions):
+        before = k > 0 and positions[k - 1] is not None and positions[k - 1] + 1 == position
+        after = k + 1 < len(positions) and positions[k + 1] is not None
+        after = after and position is not None and positions[k + 1] == position + 1
+        result.append(position if before or after else None)
+    return result
 
 
 def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
@@ -85,69 +125,265 @@ def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
         header, rows = _read_csv(result[f"noise_{bank}"])
         assert header == ["ID", "duration", "wav"]
         assert [row[0] for row in rows] == [f"{bank}_{i:04d}" for i in range(len(rows))]
-        totals[bank] = 0.0
+        totals[bank] = 0
         for _, duration, wav in rows:
             assert os.path.isabs(wav) and os.path.dirname(wav) == str(out / f"noise_{bank}")
             info = soundfile.info(wav)
             assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "FLOAT")
             assert float(duration) == pytest.approx(info.frames / SR, abs=1e-6)
-            # Whole segments, or remainders of at least half a segment.
-            assert SR // 2 <= info.frames <= SR
-            totals[bank] += info.frames / SR
-    # a.wav (2.5 s) gives 1 + 1 + 0.5 s, b.flac's first 0.5 s completes the 3 s.
-    assert result["adapt_seconds"] == pytest.approx(totals["adapt"]) == pytest.approx(3.0)
-    # b's last 1.7 s (1 + 0.7), c.ogg's 3 s, sub/d.wav's 2 s.
-    assert result["test_seconds"] == pytest.approx(totals["test"]) == pytest.approx(6.7)
+            assert info.frames <= SR
+            totals[bank] += info.frames
+        assert result["banks"][bank]["seconds"] == totals[bank] / SR
+    # a.wav (2.5 s) gives 1 + 1 s and a 0.5 s piece, joined to b.flac's first 0.5 s with a
+    # 10 ms crossfade: 3 s of audio, 2.99 s of noise.
+    assert totals["adapt"] == _samples(2.99)
+    # b's last 1.7 s (1 s and a 0.7 s piece), c.ogg's 3 s, sub/d.wav's 2 s.
+    assert totals["test"] == _samples(6.7)
     assert _snapshot(mixed_folder) == before, "the noise folder was modified"
 
 
-def test_adaptation_bank_is_the_first_minutes_and_disjoint_from_the_test_bank(tmp_path):
+def test_every_sample_goes_into_one_bank_the_first_minutes_into_adaptation(tmp_path, monkeypatch):
+    # Blocks much shorter than the recordings, so that parts and crossfades straddle blocks.
+    monkeypatch.setattr(noise_prep, "_READ_FRAMES", 1000)
     folder = tmp_path / "recordings"
-    # 16 kHz float files pass through unchanged, so segments can be matched sample for sample.
-    seconds = {"z.wav": 2.4, "m/n.wav": 2.0, "a.wav": 1.3, "m.wav": 1.7}
-    for seed, (name, length) in enumerate(seconds.items()):
-        _write(folder / name, _noise(seed, length, SR)[:, 0], SR, subtype="FLOAT")
-    out = tmp_path / "banks"
-    result = prepare_noise_banks(folder, out, segment_seconds=0.5, adapt_minutes=2.5 / 60)
-
-    order = ["a.wav", "m.wav", "m/n.wav", "z.wav"]  # sorted relative paths
-    recordings = [soundfile.read(folder / name, dtype="float32")[0] for name in order]
-    stream = np.concatenate(recordings)
-    ends = np.cumsum([len(r) for r in recordings])
-    adapt_len = round(2.5 * SR)
-    window = 16
-    where = {stream[i : i + window].tobytes(): i for i in range(len(stream) - window + 1)}
-    positions = {}
-    for bank in ("adapt", "test"):
-        positions[bank] = []
-        for _, _, wav in _read_csv(result[f"noise_{bank}"])[1]:
-            segment = soundfile.read(wav, dtype="float32")[0]
-            start = where[segment[:window].tobytes()]
-            np.testing.assert_array_equal(segment, stream[start : start + len(segment)])
-            # Never across two recordings.
-            assert np.searchsorted(ends, start, "right") == np.searchsorted(
-                ends, start + len(segment) - 1, "right"
-            )
-            positions[bank].append((start, start + len(segment)))
-    assert positions["adapt"] == sorted(positions["adapt"])
-    assert positions["test"] == sorted(positions["test"])
-    assert all(stop <= adapt_len for _, stop in positions["adapt"])
-    assert all(start >= adapt_len for start, _ in positions["test"])
-    # a.wav (1.3 s: 0.5 + 0.5 + 0.3, at least half a segment) and m.wav up to the 2.5 s
-    # boundary (1.2 s: 0.5 + 0.5, 0.2 s dropped); m.wav's last 0.5 s starts the test bank.
-    assert positions["adapt"][:4] == [(0, 8000), (8000, 16000), (16000, 20800), (20800, 28800)]
-    assert len(positions["adapt"]) == 5 and ends[0] == 20800
-    assert positions["test"][0] == (adapt_len, adapt_len + SR // 2)
-    # Cross-check by exact sample windows: no window of the adaptation bank is in the test bank.
-    adapt_windows = {
-        stream[i : i + window].tobytes()
-        for start, stop in positions["adapt"]
-        for i in range(start, stop - window + 1)
+    # Float files at 16 kHz pass through unchanged, so every output sample outside a crossfade
+    # is an input sample, found by its value. b.wav and q.wav are shorter than half a segment,
+    # m.wav straddles the boundary, and b.wav's length puts a crossfade across a segment cut.
+    lengths = {
+        "z.wav": 18400,
+        "m/n.wav": 32000,
+        "a.wav": 20800,
+        "q.wav": 7200,
+        "m.wav": 27200,
+        "b.wav": 3400,
     }
-    for _, _, wav in _read_csv(result["noise_test"])[1]:
-        segment = soundfile.read(wav, dtype="float32")[0]
-        for i in range(len(segment) - window + 1):
-            assert segment[i : i + window].tobytes() not in adapt_windows
+    # Distinct values, so that each tells where it comes from.
+    rng = np.random.default_rng(0)
+    pool = rng.permutation(np.unique(rng.uniform(-0.5, 0.5, 200000).astype(np.float32)))
+    starts = np.cumsum([0, *lengths.values()])[:-1]
+    audio = {
+        name: pool[start : start + lengths[name]]
+        for name, start in zip(lengths, starts, strict=True)
+    }
+    for name, samples in audio.items():
+        _write(folder / name, samples, SR, subtype="FLOAT")
+    stream = np.concatenate([audio[name] for name in sorted(lengths)])  # sorted relative paths
+    ends = np.cumsum([lengths[name] for name in sorted(lengths)])
+    where = {value: i for i, value in enumerate(stream.tolist())}
+    assert len(where) == len(stream)
+    seg_len, adapt_len = _samples(0.5), _samples(2.6)
+
+    result = prepare_noise_banks(
+        folder, tmp_path / "banks", segment_seconds=0.5, adapt_minutes=2.6 / 60
+    )
+    cut_crossfade = False
+    for bank, expected in (("adapt", range(adapt_len)), ("test", range(adapt_len, len(stream)))):
+        used, joined = [], []
+        segments = _segments(result[f"noise_{bank}"])
+        for segment in segments:
+            positions = [where.get(value) for value in segment.tolist()]
+            first = positions[0]
+            whole = None not in positions and positions == list(range(first, first + seg_len))
+            if whole:
+                # A whole segment: one stretch of one recording.
+                assert np.searchsorted(ends, first, "right") == np.searchsorted(
+                    ends, first + seg_len - 1, "right"
+                )
+                used += positions
+            else:
+                joined.append(segment)
+                cut_crossfade |= None in (positions[0], positions[-1])
+        # The segments that join pieces follow one another in the joined audio.
+        joined = np.concatenate(joined)
+        positions = _continued([where.get(value) for value in joined.tolist()])
+        assert None not in (positions[0], positions[-1])
+        mixed, k = 0, 0
+        while k < len(joined):
+            if positions[k] is not None:
+                # Within a piece, input samples follow one another: no hard join.
+                assert k == 0 or positions[k - 1] is None or positions[k] == positions[k - 1] + 1
+                used.append(positions[k])
+                k += 1
+                continue
+            stop = k
+            while positions[stop] is None:
+                stop += 1
+            # A crossfade: the samples after the piece before, fading out, and the samples
+            # before the piece after, fading in, with equal power.
+            n = stop - k
+            fading_out, fading_in = positions[k - 1] + 1, positions[stop] - n
+            angle = (np.arange(n) + 0.5) * (np.pi / 2 / n)
+            expect = np.cos(angle) * stream[fading_out : fading_out + n]
+            expect += np.sin(angle) * stream[fading_in : fading_in + n]
+            np.testing.assert_allclose(joined[k:stop], expect, rtol=0, atol=1e-6)
+            assert n == _samples(0.01)
+            used += [*range(fading_out, fading_out + n), *range(fading_in, fading_in + n)]
+            mixed += n
+            k = stop
+        # Each input sample of the bank's part of the audio once, and none of the other bank's.
+        assert sorted(used) == list(expected)
+        figures = result["banks"][bank]
+        assert _samples(figures["recorded_seconds"]) == len(expected)
+        assert (
+            _samples(figures["crossfade_seconds"])
+            == mixed
+            == figures["crossfades"] * _samples(0.01)
+        )
+        assert sum(len(s) for s in segments) == len(expected) - mixed
+        assert sum(len(s) for s in segments) == _samples(figures["seconds"])
+        # Only the last segment of joined pieces may be shorter.
+        assert sorted(len(s) for s in segments)[1:] == [seg_len] * (len(segments) - 1)
+    assert cut_crossfade, "no crossfade straddles two segments: the test lost that case"
+    # Joined: a.wav's last 0.3 s, b.wav and m.wav's last 0.0875 s before the boundary; m.wav's
+    # last 0.1125 s, q.wav and z.wav's last 0.15 s.
+    assert result["banks"]["adapt"]["crossfades"] == 2
+    assert result["banks"]["test"]["crossfades"] == 2
+    assert (result["banks"]["adapt"]["recordings"], result["banks"]["test"]["recordings"]) == (3, 4)
+
+
+def test_short_files_clips_and_remainders_are_all_used(tmp_path):
+    folder = tmp_path / "recordings"
+    # 5-second 44.1 kHz stereo clips: 2 s segments leave 1 s of each. 0.3 s files: shorter
+    # than half a segment.
+    for k in range(3):
+        _write(folder / f"clip{k}.wav", _noise(k, 5.0, 44100, channels=2), 44100)
+    for k in range(4):
+        _write(folder / f"short{k}.flac", _noise(10 + k, 0.3, 48000), 48000)
+    result = prepare_noise_banks(folder, tmp_path / "banks", segment_seconds=2.0, adapt_minutes=0.1)
+    adapt, test = result["banks"]["adapt"], result["banks"]["test"]
+    # All the audio at 16 kHz, 16.2 s: exactly the 6 s asked to adapt, the rest to test.
+    assert adapt["recorded_seconds"] == 6.0 and test["recorded_seconds"] == pytest.approx(10.2)
+    assert _samples(adapt["recorded_seconds"]) + _samples(test["recorded_seconds"]) == (
+        3 * 5 * SR + 4 * _samples(0.3)
+    )
+    # clip0 gives 2 + 2 s and a 1 s piece joined to clip1's first second; clip1's last 4 s
+    # give 2 + 2 s, clip2 2 + 2 s and a 1 s piece joined to the four short files.
+    assert (adapt["recordings"], adapt["segments"], adapt["crossfades"]) == (2, 3, 1)
+    assert (test["recordings"], test["segments"], test["crossfades"]) == (6, 6, 4)
+    for bank, figures in result["banks"].items():
+        lengths = [len(s) for s in _segments(result[f"noise_{bank}"])]
+        noise = _samples(figures["recorded_seconds"]) - figures["crossfades"] * _samples(0.01)
+        assert sum(lengths) == noise == _samples(figures["seconds"])
+        assert max(lengths) == _samples(2.0)
+    # The joined pieces of the test bank: 1 s + 4 x 0.3 s less four crossfades, 2 s and 0.16 s.
+    assert sorted(len(s) for s in _segments(result["noise_test"]))[0] == _samples(0.16)
+
+
+def test_joins_do_not_click(tmp_path):
+    folder = tmp_path / "recordings"
+    # Smooth noise: its samples change little from one to the next, so a hard join between two
+    # recordings would jump by about the noise's amplitude, a click.
+    window = np.hanning(64) / np.hanning(64).sum()
+    recordings = []
+    for k in range(6):
+        smooth = np.convolve(_noise(k, 0.31, SR, level=1.0)[:, 0], window, "valid")[: _samples(0.3)]
+        recordings.append(smooth.astype(np.float32))
+        _write(folder / f"{k}.wav", recordings[-1], SR, subtype="FLOAT")
+    result = prepare_noise_banks(
+        folder, tmp_path / "banks", segment_seconds=1.0, adapt_minutes=0.03, test_bank=False
+    )
+    # All pieces: the bank is the joined audio, segment after segment.
+    joined = np.concatenate(_segments(result["noise_adapt"]))
+    assert result["banks"]["adapt"]["crossfades"] == 5
+    assert len(joined) == 6 * _samples(0.3) - 5 * _samples(0.01)
+    inside = max(np.abs(np.diff(r)).max() for r in recordings)
+    hard = np.abs(np.diff(np.concatenate(recordings))).max()
+    assert hard > 3 * inside, "the recordings would not click when joined: the test lost its case"
+    assert np.abs(np.diff(joined)).max() <= inside
+
+
+def _layout(bank):
+    return [
+        (length, [(p.recording, p.start, p.length, p.offset, p.ramp, p.ramp_start) for p in parts])
+        for length, parts in bank.segments
+    ]
+
+
+def test_banks_cut_whole_segments_and_join_the_pieces_with_crossfades():
+    sizes = {"seg_len": 10, "fade_len": 2}
+    lengths = [23, 26, 4, 30]
+    assert _boundary(lengths, adapt_len=40, **sizes, test_bank=True) == 40
+    adapt = _bank(_spans(lengths, 0, 40), **sizes)
+    # Recording 1 straddles the boundary at 40: its first 17 samples adapt. What is left after
+    # whole segments, 3 samples of recording 0 and 7 of recording 1, is joined; the crossfade
+    # is 1 sample, half of the shorter piece, listed by where their first sample comes from.
+    assert adapt.fades == [1] and adapt.recorded == 40 and adapt.recordings == 2
+    assert _layout(adapt) == [
+        (10, [(0, 0, 10, 0, None, 0)]),
+        (10, [(0, 10, 10, 0, None, 0)]),
+        (
+            9,
+            [
+                (0, 20, 2, 0, None, 0),
+                (0, 22, 1, 2, "out", 0),
+                (1, 10, 1, 2, "in", 0),
+                (1, 11, 6, 3, None, 0),
+            ],
+        ),
+        (10, [(1, 0, 10, 0, None, 0)]),
+    ]
+    test = _bank(_spans(lengths, 40, 83), **sizes)
+    # Recording 1's last 9 samples and recording 2's 4, overlapping by 2: 11 samples, a
+    # segment and a last one of 1 sample.
+    assert test.fades == [2] and test.recorded == 43 and test.recordings == 3
+    assert _layout(test) == [
+        (
+            10,
+            [
+                (1, 17, 7, 0, None, 0),
+                (1, 24, 2, 7, "out", 0),
+                (2, 0, 2, 7, "in", 0),
+                (2, 2, 1, 9, None, 0),
+            ],
+        ),
+        (1, [(2, 3, 1, 0, None, 0)]),
+        (10, [(3, 0, 10, 0, None, 0)]),
+        (10, [(3, 10, 10, 0, None, 0)]),
+        (10, [(3, 20, 10, 0, None, 0)]),
+    ]
+    # A crossfade across a segment cut: each segment gets its part of both ramps. The first
+    # crossfade is 2 samples, half of the 5-sample piece.
+    assert _layout(_bank(_spans([5, 8, 9], 0, 22), seg_len=10, fade_len=3)) == [
+        (
+            10,
+            [
+                (0, 0, 3, 0, None, 0),
+                (0, 3, 2, 3, "out", 0),
+                (1, 0, 2, 3, "in", 0),
+                (1, 2, 3, 5, None, 0),
+                (1, 5, 2, 8, "out", 0),
+                (2, 0, 2, 8, "in", 0),
+            ],
+        ),
+        (7, [(1, 7, 1, 0, "out", 2), (2, 2, 1, 0, "in", 2), (2, 3, 6, 1, None, 0)]),
+    ]
+
+
+def test_the_boundary_leaves_the_test_bank_a_segment():
+    sizes = {"seg_len": 10, "fade_len": 2}
+    # 23 samples, 40 asked: the test bank keeps its one segment, the adaptation bank the rest.
+    assert _boundary([23], adapt_len=40, **sizes, test_bank=True) == 13
+    assert _boundary([23], adapt_len=40, **sizes, test_bank=False) == 23
+    # 15 samples cannot give two banks a segment each, 5 cannot give one.
+    assert _boundary([15], adapt_len=40, **sizes, test_bank=True) is None
+    assert _boundary([5], adapt_len=40, **sizes, test_bank=False) is None
+    # An adaptation bank asked shorter than a segment is what was asked.
+    assert _boundary([23], adapt_len=5, **sizes, test_bank=True) == 5
+    # Fragmented audio, where crossfades take their share: the furthest boundary that leaves
+    # the test bank a segment, as found by trying every one.
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        lengths = rng.integers(1, 25, rng.integers(1, 8)).tolist()
+        total = sum(lengths)
+
+        def noise(start, stop, lengths=lengths):
+            return _bank(_spans(lengths, start, stop), **sizes).length
+
+        fits = [b for b in range(min(40, total) + 1) if noise(b, total) >= 10]
+        expected = max(fits) if fits else None
+        if expected is not None and expected < 40 and noise(0, expected) < 10:
+            expected = None
+        assert _boundary(lengths, adapt_len=40, **sizes, test_bank=True) == expected, lengths
 
 
 def test_stereo_sine_is_downmixed_and_resampled(tmp_path):
@@ -185,21 +421,12 @@ def test_streaming_resampler_matches_one_call(orig):
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
 
 
-def test_plan_cuts_within_recordings_and_keeps_long_remainders():
-    plan = _plan([23, 26, 4, 30], adapt_len=40, seg_len=10, test_bank=True)
-    # Recording 1 straddles the boundary at 40: its first 17 samples adapt, the rest tests.
-    assert plan["adapt"] == [(0, 0, 10), (0, 10, 10), (1, 0, 10), (1, 10, 7)]
-    # Recording 1's last 9 samples make a segment (half or more); recording 2's 4 do not.
-    assert plan["test"] == [(1, 17, 9), (3, 0, 10), (3, 10, 10), (3, 20, 10)]
-    assert _plan([23, 26], adapt_len=40, seg_len=10, test_bank=False)["test"] == []
-
-
 def test_missing_or_empty_folder(tmp_path):
-    with pytest.raises(ValueError, match="does not exist") as err:
+    with pytest.raises(DataError, match="does not exist") as err:
         prepare_noise_banks(tmp_path / "nowhere", tmp_path / "out", segment_seconds=1.0)
     assert str(tmp_path / "nowhere") in str(err.value) and "FLAC" in str(err.value)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no file") as err:
+    with pytest.raises(DataError, match="holds no file") as err:
         prepare_noise_banks(tmp_path / "empty", tmp_path / "out", segment_seconds=1.0)
     assert "WAV" in str(err.value)
 
@@ -209,7 +436,7 @@ def test_folder_without_a_readable_file(tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("recorded on the 3rd")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVE" + bytes(100))
-    with pytest.raises(ValueError, match="holds no usable noise recording") as err:
+    with pytest.raises(DataError, match="holds no usable noise recording") as err:
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, drop_bad_files=True)
     message = str(err.value)
     assert str(folder) in message
@@ -233,30 +460,37 @@ def folder_with_bad_files(tmp_path):
 
 def test_bad_files_are_all_reported(folder_with_bad_files, tmp_path):
     folder, bad = folder_with_bad_files
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(DataError) as err:
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.04)
     message = str(err.value)
     assert "4 file(s)" in message and str(folder) in message
     for path in bad:
         assert path in message
     assert "empty (0 frames)" in message and "silent" in message and "corrupt" in message
-    assert "Fix or remove them, or pass drop_bad_files=True to skip them." in message
+    assert "Fix or remove them, or run with --drop_bad_rows True to skip them." in message
+    _assert_command_line_options(message, tmp_path)
     assert not (tmp_path / "out").exists(), "nothing is written when refusing"
 
 
 def test_drop_bad_files_skips_and_reports_them(folder_with_bad_files, tmp_path, caplog):
     folder, bad = folder_with_bad_files
     before = _snapshot(folder)
-    with caplog.at_level(logging.WARNING, logger="ctsl_brain.noise_prep"):
+    with caplog.at_level(logging.INFO, logger=LOGGER):
         result = prepare_noise_banks(
             folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.04, drop_bad_files=True
         )
     assert [entry.split(": ")[0] for entry in result["dropped"]] == bad
-    assert all(path in caplog.text for path in bad)
-    # good1.wav's 2 s; good2.flac's first 0.4 s (under half a segment) is dropped, the rest
-    # (1.6 s: 1 + 0.6) is the test bank.
-    assert result["adapt_seconds"] == pytest.approx(2.0)
-    assert result["test_seconds"] == pytest.approx(1.6)
+    warning = next(r.message for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.startswith(f"skipped 4 unusable file(s) of noise folder {folder}")
+    assert "(--drop_bad_rows True)" in warning and all(path in warning for path in bad)
+    report = next(r.message for r in caplog.records if r.levelno == logging.INFO)
+    assert "left out: 4 unusable file(s), skipped (--drop_bad_rows True):" in report
+    assert all(f"    - {entry}" in report for entry in result["dropped"])
+    _assert_command_line_options(caplog.text, tmp_path)
+    # good1.wav's 2 s and good2.flac's first 0.4 s, a last, shorter segment; the rest of
+    # good2.flac (1.6 s: 1 s and 0.6 s) is the test bank.
+    assert result["banks"]["adapt"]["seconds"] == pytest.approx(2.4)
+    assert result["banks"]["test"]["seconds"] == pytest.approx(1.6)
     assert _snapshot(folder) == before
     # The stamp keeps the list for the calls that find everything up to date.
     again = prepare_noise_banks(
@@ -265,58 +499,164 @@ def test_drop_bad_files_skips_and_reports_them(folder_with_bad_files, tmp_path, 
     assert again == result
 
 
-def test_too_little_audio_for_the_adaptation_bank(tmp_path):
+def test_less_audio_than_asked_gives_a_smaller_adaptation_bank_and_a_warning(tmp_path, caplog):
     folder = tmp_path / "recordings"
     _write(folder / "short.wav", _noise(0, 10.0, 8000), 8000)
-    with pytest.raises(ValueError) as err:
-        prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.5)
-    message = str(err.value)
-    assert f"noise folder {folder} holds 10 s of audio; the adaptation bank needs 30 s" in message
-    assert "add recordings or lower adapt_noise_minutes" in message
-    assert "31 s in all" in message and "test_bank=False" in message
-    _write(folder / "short.wav", _noise(0, 65.0, 8000), 8000)
-    with pytest.raises(ValueError, match="holds 1 min 5 s of audio; .* needs 2 min"):
-        prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=2)
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        result = prepare_noise_banks(
+            folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.5
+        )
+    # 10 s where 30 s are asked: the held-out test bank keeps one segment, adaptation the rest.
+    adapt, test = result["banks"]["adapt"], result["banks"]["test"]
+    assert (adapt["recorded_seconds"], adapt["segments"]) == (9.0, 9)
+    assert (test["recorded_seconds"], test["segments"]) == (1.0, 1)
+    assert [r.message for r in caplog.records] == result["warnings"]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert (
+        f"noise folder {folder} holds 0.17 min (10 s) of usable audio, less than the 0.5 min "
+        "asked for the adaptation bank (--adapt_noise_minutes 0.5) and one 1 s segment for the "
+        "held-out test bank: the adaptation bank has the first 9 s and the held-out test bank "
+        f"the last 1 s. Add recordings of the target noise to {folder}, or set "
+        "--adapt_noise_minutes 0.15 to ask for what there is."
+    ) in result["warnings"]
+    # One segment is a short test bank: the test mixtures will reuse it.
+    assert (
+        f"the held-out test bank from noise folder {folder} has 1 segment(s), 1 s of noise, "
+        "under 10 segments (10 s): the noisy test mixtures will often reuse the same noise. Add "
+        "recordings of the target noise (at least 9 s more), or lower --adapt_noise_minutes "
+        "(now 0.5) to leave more of them to the test bank."
+    ) in result["warnings"]
+    _assert_command_line_options(caplog.text, tmp_path)
+    # Asking for what there is: no warning about the adaptation bank.
+    result = prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.15)
+    assert result["banks"]["adapt"]["recorded_seconds"] == 9.0
+    assert not any("less than" in message for message in result["warnings"])
+    # Without a test bank, the adaptation bank has everything.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        result = prepare_noise_banks(
+            folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.5, test_bank=False
+        )
+    assert result["banks"]["adapt"]["recorded_seconds"] == 10.0 and "test" not in result["banks"]
+    assert caplog.records[0].message == (
+        f"noise folder {folder} holds 0.17 min (10 s) of usable audio, less than the 0.5 min "
+        "asked for the adaptation bank (--adapt_noise_minutes 0.5): the adaptation bank has all "
+        f"of it. Add recordings of the target noise to {folder}, or set --adapt_noise_minutes "
+        "0.16 to ask for what there is."
+    )
 
 
-def test_no_audio_left_for_the_test_bank(tmp_path):
+def test_too_little_audio_for_a_segment_in_each_bank(tmp_path):
     folder = tmp_path / "recordings"
-    _write(folder / "a.wav", _noise(0, 3.4, SR), SR)
-    with pytest.raises(ValueError) as err:
+    _write(folder / "a.wav", _noise(0, 1.5, SR), SR)
+    with pytest.raises(DataError) as err:
         prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.05)
     message = str(err.value)
-    assert str(folder) in message and "holds 3.4 s of audio" in message
-    assert "0.4 s remain for the held-out test bank" in message
-    assert "needs at least 0.6 s more audio" in message
-    assert "pass test_bank=False when recorded noisy test sets are used" in message
-    _write(folder / "a.wav", _noise(0, 3.0, SR), SR)
-    with pytest.raises(ValueError, match="nothing remains .* at least 1 s more audio"):
-        prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.05)
+    assert message == (
+        f"noise folder {folder} holds 1.5 s of usable audio in 1 recording(s), too little for "
+        "the noise banks: the adaptation bank and the held-out test bank need a 1 s noise "
+        "segment each (a segment is a little longer than the longest utterance). Add recordings "
+        "of the target noise there (at least 0.5 s more; one recording of 2 s or more always "
+        "does); with recorded noisy test sets (--recorded_test_folders), no held-out test bank "
+        "is needed"
+    )
+    _assert_command_line_options(message, tmp_path)
+    assert not (tmp_path / "out").exists(), "nothing is written when refusing"
+    # Without a test bank, 1.5 s make an adaptation bank (smaller than asked).
     result = prepare_noise_banks(
         folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.05, test_bank=False
     )
-    assert result["noise_test"] is None and result["test_seconds"] == 0.0
+    assert result["noise_test"] is None and result["banks"]["adapt"]["recorded_seconds"] == 1.5
     assert not (tmp_path / "out" / "noise_test.csv").exists()
 
 
-def test_recordings_shorter_than_half_a_segment(tmp_path):
+def test_recordings_shorter_than_half_a_segment_are_joined(tmp_path):
     folder = tmp_path / "recordings"
     _write(folder / "a.wav", _noise(0, 0.3, SR), SR)
     _write(folder / "b.wav", _noise(1, 0.4, SR), SR)
-    with pytest.raises(ValueError) as err:
-        prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.005)
+    with pytest.raises(DataError) as err:
+        prepare_noise_banks(
+            folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.05, test_bank=False
+        )
     message = str(err.value)
-    assert "shorter than half a noise segment" in message and str(folder) in message
-    assert f"the longest, {folder / 'b.wav'}, lasts 0.4 s" in message
-    assert "segments are 1 s long" in message and "at least 0.5 s" in message
-    # Long enough recordings, but an adaptation bank too short for half a segment.
-    _write(folder / "b.wav", _noise(1, 3.0, SR), SR)
-    with pytest.raises(ValueError, match="first 0.18 s .* yields no noise segment"):
-        prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.003)
+    assert f"noise folder {folder} holds 0.7 s of usable audio in 2 recording(s)" in message
+    assert "the adaptation bank needs a 1 s noise segment" in message
+    assert "at least 0.3 s more; one recording of 1 s or more always does" in message
+    # Six more 0.3 s recordings, 2.5 s in all: the first 1.2 s (a.wav, b.wav, c0.wav and
+    # c1.wav's first 0.2 s) adapt, the rest tests; each bank is its pieces joined, in a 1 s
+    # segment and a shorter one.
+    for k in range(6):
+        _write(folder / f"c{k}.wav", _noise(2 + k, 0.3, SR), SR)
+    result = prepare_noise_banks(folder, tmp_path / "out", segment_seconds=1.0, adapt_minutes=0.02)
+    for bank, recorded, recordings in (("adapt", 1.2, 4), ("test", 1.3, 5)):
+        figures = result["banks"][bank]
+        assert (figures["recordings"], figures["segments"]) == (recordings, 2)
+        assert figures["crossfades"] == recordings - 1
+        assert figures["recorded_seconds"] == pytest.approx(recorded)
+        assert figures["seconds"] == pytest.approx(recorded - 0.01 * (recordings - 1))
+
+
+def test_the_report_is_logged_and_returned(mixed_folder, tmp_path, caplog):
+    out = tmp_path / "banks"
+    options = {"segment_seconds": 1.0, "adapt_minutes": 0.05}
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        result = prepare_noise_banks(mixed_folder, out, **options)
+    assert result["banks"] == {
+        "adapt": {
+            "recordings": 2,
+            "segments": 3,
+            "recorded_seconds": 3.0,
+            "crossfades": 1,
+            "crossfade_seconds": 0.01,
+            "seconds": 2.99,
+        },
+        "test": {
+            "recordings": 3,
+            "segments": 7,
+            "recorded_seconds": 6.7,
+            "crossfades": 0,
+            "crossfade_seconds": 0.0,
+            "seconds": 6.7,
+        },
+    }
+    assert result["unused_seconds"] == 0.0 and result["dropped"] == []
+    assert [r.message for r in caplog.records if r.levelno == logging.WARNING] == result["warnings"]
+    assert len(result["warnings"]) == 1 and "has 7 segment(s)" in result["warnings"][0]
+    report = (
+        f"noise banks from {mixed_folder} in {out}, segments of 1 s:\n"
+        "  adaptation bank: 3 s of audio from 2 recording(s), 3 segment(s), 2.99 s of noise "
+        "(1 crossfade(s): 0.01 s of overlap)\n"
+        "  held-out test bank: 6.7 s of audio from 3 recording(s), 7 segment(s), 6.7 s of noise\n"
+        "  left out: nothing"
+    )
+    assert [r.message for r in caplog.records if r.levelno == logging.INFO] == [report]
+    # Up to date: the same report, from the stamp.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        assert prepare_noise_banks(mixed_folder, out, **options) == result
+    assert [r.message for r in caplog.records if r.levelno == logging.INFO] == [
+        report.replace(f"in {out},", f"in {out} (up to date),")
+    ]
+    with open(out / "noise_banks.json") as f:
+        stamped = json.load(f)["result"]
+    assert {
+        "noise_adapt": result["noise_adapt"],
+        "noise_test": result["noise_test"],
+        **stamped,
+    } == result
+    # Without a test bank, what follows the adaptation bank is left out, and said so.
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        result = prepare_noise_banks(mixed_folder, out, **options, test_bank=False)
+    assert result["unused_seconds"] == pytest.approx(6.7) and list(result["banks"]) == ["adapt"]
+    assert caplog.records[-1].message.endswith(
+        "  left out: 6.7 s of audio after the adaptation bank (no held-out test bank is made when "
+        "recorded noisy test sets are used, --recorded_test_folders)"
+    )
 
 
 def test_output_folder_inside_the_noise_folder_is_refused(mixed_folder):
-    with pytest.raises(ValueError, match="lies inside noise folder"):
+    with pytest.raises(DataError, match="lies inside noise folder"):
         prepare_noise_banks(mixed_folder, mixed_folder / "banks", segment_seconds=1.0)
 
 
