@@ -54,7 +54,13 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain.data import DataError, SettingsError, write_csv_atomic, write_text_atomic
+from ctsl_brain.data import (
+    SILENCE_PEAK,
+    DataError,
+    SettingsError,
+    write_csv_atomic,
+    write_text_atomic,
+)
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -66,9 +72,6 @@ STAMP_FILE = "noise_banks.json"
 # Bump whenever the output for the same inputs and options changes, so that old banks are redone.
 _VERSION = 2
 
-# A recording whose samples all stay below this magnitude holds no noise worth mixing: the mixer
-# would scale it up by orders of magnitude to reach the SNR asked for.
-_SILENCE = 1e-4
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
 _BANK_NAMES = {"adapt": "adaptation bank", "test": "held-out test bank"}
 # Length of the crossfade that joins two pieces of noise (see the module's docstring).
@@ -393,9 +396,9 @@ def _scan(path, sample_rate):
     # max() propagates NaN, and any infinite sample makes the peak infinite.
     if not math.isfinite(peak) or not math.isfinite(mono_peak):
         return None, f"{path}: holds NaN or infinite samples"
-    if peak < _SILENCE:
-        return None, f"{path}: silent (every sample is below {_SILENCE:g} in magnitude)"
-    if mono_peak < _SILENCE:
+    if peak < SILENCE_PEAK:
+        return None, f"{path}: silent (every sample is below {SILENCE_PEAK:g} in magnitude)"
+    if mono_peak < SILENCE_PEAK:
         return None, f"{path}: its channels cancel out when averaged to mono"
     g = math.gcd(orig, sample_rate)
     length = -(-frames * (sample_rate // g) // (orig // g))  # ceil, as torchaudio's resample
@@ -535,8 +538,10 @@ def _bank(spans, seg_len, fade_len):
 
 
 def _joined(pieces, fades, seg_len):
-    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``
-    (the last one shorter if that is what is left). Returns ``[(length, [_Part, ...])]``."""
+    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``;
+    what is left at the end is a last, shorter segment if it lasts half a segment or more, and
+    joins the segment before it otherwise (which then lasts up to 1.5 segments). Returns
+    ``[(length, [_Part, ...])]``."""
     # Each piece in up to three runs: fading in from the previous piece, at full level, fading
     # out into the next; a run is (position in the joined audio, _Part fields).
     runs = []
@@ -552,16 +557,23 @@ def _joined(pieces, fades, seg_len):
             if count > 0:
                 runs.append((position + offset, index, start + offset, count, ramp, fade))
         position += length - tail
-    parts = [[] for _ in range(-(-position // seg_len))]
-    for at, index, start, count, ramp, fade in runs:
+    count = -(-position // seg_len)
+    if count > 1 and 2 * (position - (count - 1) * seg_len) < seg_len:
+        # A tail shorter than half a segment joins the segment before it: on its own, the mixer
+        # would loop it many times over an utterance (a few milliseconds looped are a buzz).
+        count -= 1
+    ends = [(k + 1) * seg_len for k in range(count - 1)] + [position]
+    parts = [[] for _ in range(count)]
+    for at, index, start, length, ramp, fade in runs:
         done = 0
-        while done < count:
-            number, offset = divmod(at + done, seg_len)
-            take = min(count - done, seg_len - offset)
+        while done < length:
+            number = min((at + done) // seg_len, count - 1)
+            offset = at + done - number * seg_len
+            take = min(length - done, ends[number] - (at + done))
             ramp_start = done if ramp else 0
             parts[number].append(_Part(index, start + done, take, offset, ramp, fade, ramp_start))
             done += take
-    return [(min(seg_len, position - k * seg_len), segment) for k, segment in enumerate(parts)]
+    return [(ends[k] - k * seg_len, segment) for k, segment in enumerate(parts)]
 
 
 def _boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):

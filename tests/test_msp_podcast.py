@@ -279,6 +279,9 @@ def _hparams(tmp_path, root, noise_folder):
         "test_noise_csv": str(tmp_path / "manifests" / "noise_test.csv"),
         "test_noise_seed": 1,
         "sample_rate": 16000,
+        "recorded_dev_folders": None,
+        "adapt_noise_csv": str(tmp_path / "manifests" / "noise_adapt.csv"),
+        "dev_noise_seed": 2,
     }
 
 
@@ -290,8 +293,17 @@ def test_noise_problems_stop_the_preparation(tmp_path):
     with pytest.raises(ValueError, match="empty holds no file"):
         prepare_corpus(_hparams(tmp_path, root, str(tmp_path / "empty")))
     short = _noise_folder(tmp_path / "short", seconds=(0.5, 0.4, 0.3))
-    with pytest.raises(ValueError, match="every recording .* is shorter than half a noise seg"):
+    with pytest.raises(DataError, match="short holds 1.2 s of usable audio"):
         prepare_corpus(_hparams(tmp_path, root, str(short)))
+    # Less than two segments (one per bank) of 2.7 s: the longest utterance and a second.
+    few = _noise_folder(tmp_path / "few", seconds=(2.0, 1.5, 1.0))
+    with pytest.raises(DataError, match="too little for the noise banks"):
+        prepare_corpus(_hparams(tmp_path, root, str(few)))
+
+
+def test_less_noise_than_asked_is_used_with_a_warning(tmp_path, caplog):
+    root = _release(tmp_path / "MSP")
     little = _noise_folder(tmp_path / "little", seconds=(3.0, 2.0, 2.0))
-    with pytest.raises(ValueError, match="holds 7 s of audio; the adaptation bank needs 12 s"):
-        prepare_corpus(_hparams(tmp_path, root, str(little)))
+    prepare_corpus(_hparams(tmp_path, root, str(little)))  # 7 s where 12 s are asked
+    assert "less than the 0.2 min asked for the adaptation bank" in caplog.text
+    assert "--adapt_noise_minutes" in caplog.text
