@@ -12,15 +12,18 @@ system is compared with a reference system by a one-tailed Welch's t-test.
 [3, 3, 4]
 """
 
+import logging
+
 import numpy as np
 import pandas as pd
 import scipy.stats
 import torch
 
-from ctsl_brain.data import ATTRIBUTES
+from ctsl_brain.data import ATTRIBUTES, DataError
 from ctsl_brain.losses import concordance_cc
 
 __all__ = [
+    "SMALL_GROUP",
     "group_ccc",
     "kept_for_selection",
     "select_checkpoints",
@@ -28,6 +31,11 @@ __all__ = [
     "fixed_groups",
     "welch_greater",
 ]
+
+logger = logging.getLogger(__name__)
+
+# Test groups of fewer utterances than this give noisy per-group CCC values: a warning says so.
+SMALL_GROUP = 10
 
 
 def kept_for_selection(k):
@@ -79,12 +87,27 @@ def fixed_groups(ids, *, n_groups=30, seed=0):
     -------
     pandas.Series
         ID -> group number (0 .. n_groups - 1), indexed by the sorted IDs.
+
+    A warning gives the figures when a group has fewer than :data:`SMALL_GROUP` utterances.
     """
     ids = sorted(set(ids))
     if len(ids) < 2 * n_groups:
-        raise ValueError(
+        raise DataError(
             f"{len(ids)} test utterances cannot make {n_groups} groups of at least 2 "
-            "(CCC needs two values): use a larger test set or fewer groups"
+            "(CCC needs two values): use a larger test set or fewer groups (--n_groups)"
+        )
+    smallest = len(ids) // n_groups
+    if smallest < SMALL_GROUP:
+        logger.warning(
+            "%d test utterances make %d groups of %d to %d utterances: a CCC over fewer than "
+            "%d utterances is noisy, and so are the significance tests over them; use a larger "
+            "test set, or at most %d groups (--n_groups)",
+            len(ids),
+            n_groups,
+            smallest,
+            -(-len(ids) // n_groups),
+            SMALL_GROUP,
+            max(1, len(ids) // SMALL_GROUP),
         )
     order = np.random.default_rng(seed).permutation(len(ids))
     group = np.empty(len(ids), dtype=int)
@@ -113,7 +136,7 @@ def group_ccc(predictions, groups):
     """
     missing = set(predictions["ID"]) - set(groups.index)
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{len(missing)} predicted IDs are in no test group (e.g. {sorted(missing)[0]}): "
             "all systems must be evaluated on the same test set"
         )

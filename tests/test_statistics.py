@@ -2,6 +2,7 @@
 formula, CCC by audmetric, the selection rule by exhaustive simulation."""
 
 import itertools
+import logging
 import math
 
 import audmetric
@@ -134,6 +135,17 @@ def test_groups_are_fixed_balanced_and_order_independent():
 def test_groups_need_two_utterances_each():
     with pytest.raises(ValueError, match="59 test utterances"):
         fixed_groups([str(i) for i in range(59)], n_groups=30)
+
+
+def test_groups_of_fewer_than_ten_utterances_are_warned_about(caplog):
+    with caplog.at_level(logging.WARNING):
+        fixed_groups([str(i) for i in range(111)], n_groups=30)
+    assert "111 test utterances make 30 groups of 3 to 4 utterances" in caplog.text
+    assert "at most 11 groups (--n_groups)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        fixed_groups([str(i) for i in range(300)], n_groups=30)
+    assert caplog.text == ""
 
 
 # ----- The non-consecutive selection rule -----
