@@ -40,6 +40,12 @@ class CheckpointError(UserError, RuntimeError):
     """No checkpoint of a run can be loaded: the message lists each one and why."""
 
 
+def _brief(error):
+    """An error's message on one line, cut to a readable length."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def _fsync(path):
     """Flushes a file or a folder (its entries) to disk."""
     descriptor = os.open(path, os.O_RDONLY)
@@ -191,15 +197,14 @@ class AtomicCheckpointer(Checkpointer):
                     "checkpoint %s cannot be loaded (%s: %s); trying the one before",
                     checkpoint.path,
                     type(error).__name__,
-                    str(error).splitlines()[0][:300] if str(error) else "",
+                    _brief(error),
                 )
                 continue
             self._move_aside([bad for bad, _ in failed])
             return checkpoint
         if failed:
             listing = "".join(
-                f"\n  {bad.path}: {type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                for bad, error in failed
+                f"\n  {bad.path}: {type(error).__name__}: {_brief(error)}" for bad, error in failed
             )
             raise CheckpointError(
                 f"no checkpoint in {self.checkpoints_dir} can be loaded:{listing}\n"
