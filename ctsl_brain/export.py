@@ -11,6 +11,7 @@ needed to use it.
 import json
 import logging
 import os
+import re
 import shutil
 
 import speechbrain as sb
@@ -19,13 +20,25 @@ import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 from ctsl_brain.brain import end_of_epoch_checkpoints
-from ctsl_brain.data import ATTRIBUTES, write_text_atomic
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    DataError,
+    MissingInputError,
+    SettingsError,
+    UserError,
+    write_text_atomic,
+)
 from ctsl_brain.models import load_encoder
 from ctsl_brain.statistics import select_checkpoints
 
 __all__ = ["export_run", "WINDOW_SECONDS"]
 
 logger = logging.getLogger(__name__)
+
+
+class ExistingOutputError(UserError, FileExistsError):
+    """The --out folder holds something an export must not replace."""
+
 
 WINDOW_SECONDS = 10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,12 +129,12 @@ def run_settings(run_folder):
     """
     path = os.path.join(run_folder, "hyperparams.yaml")
     if not os.path.isdir(run_folder):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"run folder {run_folder} does not exist: give --run the output_folder of a "
             "train.py run (e.g. results/msp_podcast/teacher/1986)"
         )
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{run_folder} has no hyperparams.yaml, so it is not a train.py run's "
             "output_folder: give --run the folder that holds hyperparams.yaml and save/"
         )
@@ -129,7 +142,7 @@ def run_settings(run_folder):
         values = yaml.load(fin, Loader=_PlainLoader) or {}
     missing = [key for key in _RUN_KEYS if key not in values]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"{path} lacks {', '.join(missing)}: it was not written by this recipe's train.py"
         )
     return {key: values[key] for key in _RUN_KEYS}
@@ -143,7 +156,7 @@ def _selected_checkpoint(run_folder, epoch):
     if os.path.isdir(save_folder):
         checkpoints = end_of_epoch_checkpoints(sb.utils.checkpoints.Checkpointer(save_folder))
     if not checkpoints:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{save_folder} holds no end-of-epoch checkpoint: train the run for at least one "
             "epoch (or give --run the output_folder of a run that has)"
         )
@@ -162,7 +175,7 @@ def _selected_checkpoint(run_folder, epoch):
                 epoch,
             )
     if epoch not in checkpoints:
-        raise ValueError(
+        raise SettingsError(
             f"{save_folder} has no checkpoint of epoch {epoch}; its epochs are "
             f"{', '.join(map(str, sorted(checkpoints)))}"
         )
@@ -182,17 +195,17 @@ def _check_out_folder(out_folder, overwrite):
     if not os.path.exists(out_folder):
         return
     if not os.path.isdir(out_folder):
-        raise FileExistsError(f"{out_folder} is a file: choose a folder for --out")
+        raise ExistingOutputError(f"{out_folder} is a file: choose a folder for --out")
     found = set(os.listdir(out_folder))
     if not found:
         return
     if not overwrite:
-        raise FileExistsError(
+        raise ExistingOutputError(
             f"{out_folder} exists and is not empty: choose another --out, or add --overwrite "
             "to replace the model exported there"
         )
     if not found <= _EXPORTED:
-        raise FileExistsError(
+        raise ExistingOutputError(
             f"{out_folder} holds files that are not an exported model's "
             f"({', '.join(sorted(found - _EXPORTED))}); --overwrite replaces only an exported "
             "model: choose another --out"
@@ -244,11 +257,11 @@ def export_run(
             num_layers=settings["encoder_layers"],
         )
     except (OSError, ValueError) as error:
-        raise RuntimeError(
+        raise MissingInputError(
             f"cannot rebuild the encoder of {run_folder} ({encoder_file}, source "
             f"{settings['encoder_source']}, cache {settings['encoder_cache']}): {error}. Export "
             "where the run was trained, from the folder train.py ran in."
-        ) from error
+        ) from None
     hf_class = type(encoder.ssl)
     text = _HPARAMS.format(
         run=os.path.abspath(run_folder),
@@ -263,8 +276,9 @@ def export_run(
 
     parent = os.path.dirname(os.path.abspath(out_folder))
     os.makedirs(parent, exist_ok=True)
+    _remove_leftovers(out_folder)
     # The process id keeps concurrent exports apart, as in write_text_atomic.
-    staging = os.path.join(parent, f".{os.path.basename(out_folder)}.{os.getpid()}.partial")
+    staging = _beside(out_folder, "partial")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
@@ -277,12 +291,44 @@ def export_run(
             )
         write_text_atomic(os.path.join(staging, "hyperparams.yaml"), text)
         _check_loadable(staging)
-        if os.path.isdir(out_folder):
-            shutil.rmtree(out_folder)  # empty, or an earlier export (checked above)
+        earlier = _beside(out_folder, "old")
+        if os.path.isdir(out_folder):  # empty, or an earlier export (checked above)
+            os.replace(out_folder, earlier)
         os.replace(staging, out_folder)
+        shutil.rmtree(earlier, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"epoch": epoch, "dev_ccc": checkpoint.meta["ccc"], "out_folder": out_folder}
+
+
+def _beside(out_folder, kind):
+    """A hidden folder next to ``out_folder`` for this process: the export being written
+    (``partial``) or the earlier export being replaced (``old``)."""
+    parent, name = os.path.split(os.path.abspath(out_folder))
+    return os.path.join(parent, f".{name}.{os.getpid()}.{kind}")
+
+
+def _remove_leftovers(out_folder):
+    """Removes what an export killed while writing ``out_folder`` left beside it."""
+    parent, name = os.path.split(os.path.abspath(out_folder))
+    for entry in os.listdir(parent):
+        match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\.(partial|old)", entry)
+        if match is None or _running(int(match.group(1))):
+            continue
+        logger.warning("removing %s, left by an export that was stopped", entry)
+        shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def _running(pid):
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_loadable(folder):

@@ -206,6 +206,20 @@ def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["model"], "a staging folder was left behind"
 
 
+def test_an_export_killed_half_way_is_redone_by_the_same_command(runs, tmp_path):
+    """What a killed export leaves beside its --out folder (the model being written, or an
+    earlier export being replaced) is removed by the next export, which then succeeds."""
+    out = tmp_path / "model"
+    dead = 2**22 + 12345  # above Linux' default pid_max: no process has this id
+    for kind in ("partial", "old"):
+        leftover = tmp_path / f".model.{dead}.{kind}"
+        leftover.mkdir()
+        (leftover / "head.ckpt").write_bytes(b"cut sh")
+    export_run(runs["runs"]["teacher"], str(out))
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+    assert EmotionRegressor.from_hparams(source=str(out)) is not None
+
+
 # ----- Audio as it comes -----
 
 
