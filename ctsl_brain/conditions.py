@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 
-import soundfile
 import torch
 
 from ctsl_brain.data import (
@@ -27,6 +26,7 @@ from ctsl_brain.data import (
     inspect_audio,
     load_audio,
     settle_problems,
+    write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
@@ -218,7 +218,7 @@ def _simulated_condition(
         speech = speech_scale * clean
         achieved = float(snr_db(speech, noisy - speech, torch.ones(1))[0])
         path = os.path.abspath(os.path.join(audio_folder, f"{row['ID']}.wav"))
-        soundfile.write(path, noisy[0].numpy(), rate, subtype="FLOAT")
+        write_audio_atomic(path, noisy[0].numpy(), rate)
         out.append(
             [row["ID"], path, row["duration"], *(row[c] for c in MANIFEST_COLUMNS[3:])]
             + [f"{achieved:.3f}"]

@@ -7,6 +7,7 @@ corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
 
 import collections
 import csv
+import inspect
 import io
 import logging
 import math
@@ -24,6 +25,7 @@ from speechbrain.dataio.sampler import DynamicBatchSampler
 
 __all__ = [
     "ATTRIBUTES",
+    "CORPORA",
     "MANIFEST_COLUMNS",
     "DataError",
     "MissingInputError",
@@ -40,6 +42,8 @@ __all__ = [
     "to_unit_scale",
     "from_unit_scale",
     "settle_problems",
+    "write_audio_atomic",
+    "write_bytes_atomic",
     "write_csv_atomic",
     "write_text_atomic",
     "load_audio",
@@ -93,9 +97,24 @@ def run_command(main, *args):
     except UserError as error:
         if os.environ.get(TRACEBACK_VARIABLE, "0") not in ("", "0"):
             raise
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(f"error: {_own_message(error)}", file=sys.stderr, flush=True)
         return 1
     return 0 if status is None else status
+
+
+def _own_message(error):
+    """The error's own message. PyTorch re-raises an error of a DataLoader worker with the
+    worker's traceback in front of it; the message is what follows the last line naming the
+    error's type."""
+    message = str(error)
+    if "Original Traceback" not in message:
+        return message
+    name = type(error).__name__
+    for line in reversed(message.splitlines()):
+        head, _, rest = line.partition(": ")
+        if head.split(".")[-1] == name:
+            return message[message.rindex(line) + len(head) + 2 :].strip() or rest
+    return message
 
 
 Problem = collections.namedtuple("Problem", ["where", "kind", "detail"])
@@ -351,16 +370,42 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
 def write_text_atomic(path, text):
     """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so
     no reader ever sees half a file; the process id keeps concurrent writers apart."""
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path, data):
+    """Writes ``data`` (bytes) to ``path`` atomically, as :func:`write_text_atomic`."""
     folder, name = os.path.split(path)
     staging = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(staging, "w", encoding="utf-8", newline="") as fout:
-            fout.write(text)
+        with open(staging, "wb") as fout:
+            fout.write(data)
         os.replace(staging, path)
     except BaseException:
         if os.path.exists(staging):
             os.remove(staging)
         raise
+
+
+def write_audio_atomic(path, audio, sample_rate, subtype="FLOAT"):
+    """Writes a WAV file atomically. It is encoded in memory first: libsndfile syncs the disk
+    when it closes a file, which is slow for many small files.
+
+    Arguments
+    ---------
+    path : str
+        The WAV file.
+    audio : numpy.ndarray
+        ``[samples]`` or ``[samples, channels]``.
+    sample_rate : int
+        In Hz.
+    subtype : str
+        soundfile's subtype: ``FLOAT`` keeps levels exactly and never clips; ``PCM_16`` for
+        int16 samples.
+    """
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, sample_rate, format="WAV", subtype=subtype)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_csv_atomic(path, header, rows):
@@ -383,16 +428,18 @@ def load_audio(path, sample_rate=16000):
 
 
 def check_manifest_columns(path):
-    """Raises a ValueError naming the file and the missing columns, if any."""
+    """Raises a :class:`MissingInputError` or :class:`DataError` naming the file and what is
+    missing, if anything."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"manifest {path} does not exist: run the data preparation (check data_folder)"
+        raise MissingInputError(
+            f"manifest {path} does not exist: run the data preparation (check --data_folder), "
+            "or, with --corpus manifests, write it into --manifest_folder"
         )
     with open(path, newline="") as fin:
         header = next(csv.reader(fin), [])
     missing = [c for c in MANIFEST_COLUMNS if c not in header]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"manifest {path} lacks the column(s) {', '.join(missing)}; "
             f"a manifest needs {', '.join(MANIFEST_COLUMNS)}"
         )
@@ -471,12 +518,12 @@ def dataio_prepare(hparams):
         )
         hparams["train_dataloader_opts"]["shuffle"] = False
     elif sorting != "random":
-        raise ValueError(f"sorting must be random, ascending or descending, got {sorting!r}")
+        raise SettingsError(f"sorting must be random, ascending or descending, got {sorting!r}")
     if hparams["dynamic_batching"]:
         if sorting != "random":
-            raise ValueError(
+            raise SettingsError(
                 "dynamic_batching: the sampler makes its own (shuffled, length-bucketed) "
-                f"batches; set sorting to random (got {sorting!r})"
+                f"batches; run with --sorting random (got {sorting!r})"
             )
         # Batches of similar lengths up to a total of max_batch_length seconds, drawn from
         # shuffled buckets: far less padding than random fixed-size batches.
@@ -495,6 +542,7 @@ def dataio_prepare(hparams):
 def _prepare_demo(data_folder, manifest_folder, options, **_):
     from ctsl_brain.demo_corpus import prepare_demo_corpus
 
+    _check_options(prepare_demo_corpus, options, "demo")
     written = prepare_demo_corpus(data_folder, **options)
     os.makedirs(manifest_folder, exist_ok=True)
     for name, path in written.items():
@@ -523,12 +571,13 @@ def _prepare_msp_podcast(data_folder, manifest_folder, options, *, noise, test_b
     from ctsl_brain.msp_podcast import prepare_msp_podcast
     from ctsl_brain.noise_prep import prepare_noise_banks
 
-    manifests = prepare_msp_podcast(data_folder, manifest_folder, **settings, **options)
     if noise["folder"] is None:
-        raise ValueError(
-            "noise_folder is not set: point it at the folder of your noise recordings "
-            "(the target noise the student adapts to)"
+        raise SettingsError(
+            "noise_folder is not set: run with --noise_folder <folder of your recordings of the "
+            "target noise> (the noise the student adapts to)"
         )
+    _check_options(prepare_msp_podcast, options, "msp_podcast", taken=settings)
+    manifests = prepare_msp_podcast(data_folder, manifest_folder, **settings, **options)
     prepare_noise_banks(
         noise["folder"],
         manifest_folder,
@@ -547,10 +596,23 @@ def _check_existing(data_folder, manifest_folder, options, **_):
     for name in ("noise_adapt", "noise_test"):
         path = os.path.join(manifest_folder, f"{name}.csv")
         if not os.path.isfile(path):
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"noise bank {path} does not exist: write the noise segments as an AddNoise CSV "
                 "(ID,duration,wav) there"
             )
+
+
+def _check_options(prepare, options, corpus, taken=()):
+    """Refuses ``prepare_options`` that the corpus' preparation does not take."""
+    parameters = inspect.signature(prepare).parameters
+    known = [name for name, p in parameters.items() if p.kind == p.KEYWORD_ONLY]
+    known = [name for name in known if name not in taken]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SettingsError(
+            f"prepare_options: {', '.join(unknown)} is no option of the {corpus} corpus; its "
+            f"options are {', '.join(known) or 'none'}"
+        )
 
 
 _PREPARERS = {
@@ -558,6 +620,8 @@ _PREPARERS = {
     "demo": _prepare_demo,
     "manifests": _check_existing,
 }
+# The corpora prepare_corpus knows (the choices of the corpus key).
+CORPORA = tuple(_PREPARERS)
 
 
 def prepare_corpus(hparams):
@@ -574,8 +638,8 @@ def prepare_corpus(hparams):
     from ctsl_brain.conditions import prepare_test_conditions
 
     corpus = hparams["corpus"]
-    if corpus not in _PREPARERS:
-        raise ValueError(f"corpus must be one of {sorted(_PREPARERS)}, got {corpus!r}")
+    if corpus not in CORPORA:
+        raise SettingsError(f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}")
     recorded = hparams["recorded_test_folders"]
     _PREPARERS[corpus](
         hparams["data_folder"],

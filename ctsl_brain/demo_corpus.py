@@ -49,17 +49,20 @@ own index, and the same options give byte-identical files.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import os
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 from scipy.signal import lfilter
 
-from ctsl_brain.data import write_csv_atomic, write_text_atomic
+from ctsl_brain.data import (
+    SettingsError,
+    write_audio_atomic,
+    write_csv_atomic,
+    write_text_atomic,
+)
 
 __all__ = [
     "CORPUS_VERSION",
@@ -506,14 +509,10 @@ def _wav_relpath(kind: str, folder: str, item_id: str) -> str:
 
 
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
-    """Write mono 16-bit PCM WAV. The float-to-int16 rounding is done here, so the bytes do
-    not depend on libsndfile's conversion; encoding in memory also skips the disk sync that
-    libsndfile does when it closes a file (a quarter of the cost of writing the corpus)."""
+    """Write mono 16-bit PCM WAV, atomically. The float-to-int16 rounding is done here, so the
+    bytes do not depend on libsndfile's conversion."""
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    buf = io.BytesIO()
-    sf.write(buf, pcm, sample_rate, format="WAV", subtype="PCM_16")
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
+    write_audio_atomic(path, pcm, sample_rate, subtype="PCM_16")
 
 
 def _csv_paths(data_folder: str) -> dict[str, str]:
@@ -606,18 +605,28 @@ def prepare_demo_corpus(
     if noise_segment_seconds is None:
         noise_segment_seconds = max_duration + 1.0
     if seed < 0:
-        raise ValueError("seed must be non-negative")
+        raise SettingsError("prepare_options of the demo corpus: seed must be non-negative")
     if min(n_train, n_dev, n_test) < 1:
-        raise ValueError("every split needs at least one utterance")
+        raise SettingsError(
+            "prepare_options of the demo corpus: every split needs at least one utterance"
+        )
     if not 0.5 <= min_duration <= max_duration:
-        raise ValueError("need 0.5 <= min_duration <= max_duration (seconds)")
+        raise SettingsError(
+            "prepare_options of the demo corpus: need 0.5 <= min_duration <= max_duration (seconds)"
+        )
     if noise_segment_seconds < max_duration:
-        raise ValueError("noise_segment_seconds must be >= max_duration")
+        raise SettingsError(
+            "prepare_options of the demo corpus: noise_segment_seconds must be >= max_duration"
+        )
     if min(adapt_noise_minutes, test_noise_minutes) <= 0:
-        raise ValueError("noise bank lengths must be positive")
+        raise SettingsError(
+            "prepare_options of the demo corpus: noise bank lengths must be positive"
+        )
     if sample_rate < 16000:
         # The formants, fricatives and music partials are laid out for a wideband signal.
-        raise ValueError("sample_rate must be at least 16000 Hz")
+        raise SettingsError(
+            "prepare_options of the demo corpus: sample_rate must be at least 16000 Hz"
+        )
 
     options = {
         "version": CORPUS_VERSION,

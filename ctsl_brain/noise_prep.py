@@ -41,7 +41,6 @@ once, before any output is touched.
 
 import copy
 import csv
-import io
 import json
 import logging
 import math
@@ -58,6 +57,7 @@ from ctsl_brain.data import (
     SILENCE_PEAK,
     DataError,
     SettingsError,
+    write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
@@ -819,7 +819,7 @@ class _Segment:
         if begin + len(samples) == part.length:
             self.parts_left -= 1
             if self.parts_left == 0:
-                _write_wav(self.path, self.audio, self.sample_rate)
+                write_audio_atomic(self.path, self.audio, self.sample_rate)
                 self.audio = None
 
 
@@ -883,15 +883,6 @@ def _cut_recording(recording, jobs, sample_rate):
         f"{_duration_text(position / sample_rate)} in, before its audio at "
         f"{_duration_text(part.start / sample_rate)}); prepare them again"
     )
-
-
-def _write_wav(path, audio, sample_rate):
-    """Mono float WAV, so that nothing clips and levels are kept exactly. Encoded in memory:
-    libsndfile syncs the disk when it closes a file, which is slow for many small files."""
-    buf = io.BytesIO()
-    sf.write(buf, audio, sample_rate, format="WAV", subtype="FLOAT")
-    with open(path, "wb") as f:
-        f.write(buf.getvalue())
 
 
 def _csv_seconds(seconds):
