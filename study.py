@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 
+from ctsl_brain.data import run_command, write_text_atomic
 from ctsl_brain.study import SYSTEMS, analyse_study
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -162,17 +163,25 @@ def output_folder(system, args):
     return os.path.join(args.results_folder, args.corpus, name, str(args.seed))
 
 
+def _marked_command(marker):
+    """The command a stage finished with, from its marker; [] when there is none (or a marker
+    written by another version that cannot be read: the stage then runs again)."""
+    try:
+        with open(marker) as fin:
+            return list(json.load(fin)["command"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def run_stage(number, total, system, args, overrides, study_folder, log):
     """Runs one system's train.py unless it already finished with the same command."""
     command = stage_command(system, args, overrides)
     folder = output_folder(system, args)
     marker = os.path.join(study_folder, "stages", f"{system}.json")
     finished = os.path.isfile(os.path.join(folder, "evaluation.json"))
-    if finished and os.path.isfile(marker):
-        with open(marker) as fin:
-            if json.load(fin)["command"][1:] == command[1:]:
-                log(f"stage {number}/{total} {system}: finished earlier ({folder}), skipped")
-                return
+    if finished and _marked_command(marker)[1:] == command[1:]:
+        log(f"stage {number}/{total} {system}: finished earlier ({folder}), skipped")
+        return
     log(f"stage {number}/{total} {system}: {shlex.join(command)}")
     start = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, check=False)
@@ -183,8 +192,8 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
         )
         sys.exit(done.returncode)
     os.makedirs(os.path.dirname(marker), exist_ok=True)
-    with open(marker, "w") as fout:
-        json.dump({"command": command, "seconds": time.monotonic() - start}, fout, indent=2)
+    record = {"command": command, "seconds": time.monotonic() - start}
+    write_text_atomic(marker, json.dumps(record, indent=2))
     log(f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}")
 
 
@@ -214,4 +223,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -36,6 +36,7 @@ from speechbrain.utils.distributed import run_on_main
 
 from ctsl_brain.brain import EmotionBrain
 from ctsl_brain.data import (
+    CORPORA,
     MissingInputError,
     SettingsError,
     dataio_prepare,
@@ -56,6 +57,7 @@ CHOICES = {
     "negative_boundary": NEGATIVE_BOUNDARIES,
     "infonce_denominator": INFONCE_DENOMINATORS,
     "sorting": ("random", "ascending", "descending"),
+    "corpus": CORPORA,
 }
 # Keys whose value must be a number at least as large as this (> for the strict ones).
 AT_LEAST = {
@@ -92,7 +94,10 @@ def load_hparams(hparams_file, overrides):
             "the top-level keys of the file)"
         ) from None
     except YAMLError as error:
-        raise SettingsError(f"cannot read the settings of {hparams_file}: {error}") from None
+        raise SettingsError(
+            f"cannot read the settings of {hparams_file} and the command line: "
+            + " ".join(str(error).split())
+        ) from None
     except OSError as error:  # building the objects creates the run's folders
         if error.errno not in UNWRITABLE:
             raise

@@ -6,7 +6,8 @@
 ``export`` turns a finished teacher or student run into a self-contained model folder;
 ``predict`` writes one CSV row per audio file (``file, duration, arousal, dominance, valence,
 error``). Exit status: 0 when everything succeeded, 1 when something failed (for ``predict``,
-any file: its row has the error and the others are predicted), 2 for a wrong command line.
+any file: its row has the error and the others are predicted), 2 for a wrong command line. A
+mistake the user can fix is one message without a traceback (``CTSL_TRACEBACK=1`` shows it).
 """
 
 import argparse
@@ -15,7 +16,7 @@ import warnings
 
 import torch
 
-from ctsl_brain.data import ATTRIBUTES, write_csv_atomic
+from ctsl_brain.data import ATTRIBUTES, run_command, write_csv_atomic
 from ctsl_brain.export import WINDOW_SECONDS, export_run
 from ctsl_brain.inference import BATCH_SIZE, EmotionRegressor, audio_files
 
@@ -81,8 +82,6 @@ def _predict(args, parser):
     if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     files = audio_files(args.inputs)
-    if not files:
-        parser.error(f"no audio files in {', '.join(args.inputs)}")
     run_opts = {"device": args.device} if args.device else None
     model = EmotionRegressor.from_hparams(source=args.model, run_opts=run_opts)
     frame = model.predict_files(
@@ -115,13 +114,9 @@ def main(argv=None):
     )
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "export":
-            return _export(args)
-        return _predict(args, parser)
-    except (OSError, ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.command == "export":
+        return run_command(_export, args)
+    return run_command(_predict, args, parser)
 
 
 if __name__ == "__main__":

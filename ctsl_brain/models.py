@@ -17,7 +17,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataio import length_to_mask
 
-from ctsl_brain.data import MissingInputError
+from ctsl_brain.data import MissingInputError, SettingsError
 
 __all__ = [
     "SSLEncoder",
@@ -114,9 +114,9 @@ class SSLEncoder(torch.nn.Module):
         available = len(model.encoder.layers)
         if num_layers is not None:
             if not 1 <= num_layers <= available:
-                raise ValueError(
+                raise SettingsError(
                     f"num_layers={num_layers}, but {source} has {available} transformer layers: "
-                    f"choose a value from 1 to {available}"
+                    f"choose --encoder_layers from 1 to {available}"
                 )
             del model.encoder.layers[num_layers:]
             model.config.num_hidden_layers = num_layers

@@ -12,7 +12,7 @@ import torch
 from speechbrain.augment.time_domain import AddNoise
 from speechbrain.dataio.dataio import length_to_mask, load_data_csv, read_audio_info
 
-from ctsl_brain.data import load_audio
+from ctsl_brain.data import DataError, load_audio
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 
@@ -89,19 +89,19 @@ class UtteranceAddNoise(AddNoise):
         if self._bank is None:
             rows = load_data_csv(self.csv_file, replacements=self.replacements)
             if not rows:
-                raise ValueError(f"noise bank {self.csv_file} lists no noise file")
+                raise DataError(f"noise bank {self.csv_file} lists no noise file")
             bank = []
             for noise_id, row in rows.items():
                 info = read_audio_info(row["wav"])
                 if info.sample_rate != self.sample_rate:
-                    raise ValueError(
+                    raise DataError(
                         f"noise bank {self.csv_file}, row {noise_id}: {row['wav']} is "
                         f"{info.sample_rate} Hz, the recipe runs at {self.sample_rate} Hz; "
                         "resample the noise bank (the noise preparation does it)"
                     )
                 audio = load_audio(row["wav"], self.sample_rate)
                 if audio.numel() == 0:
-                    raise ValueError(f"noise bank {self.csv_file}, row {noise_id}: empty file")
+                    raise DataError(f"noise bank {self.csv_file}, row {noise_id}: empty file")
                 bank.append(audio)
             self._bank = bank
         return self._bank

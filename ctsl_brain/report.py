@@ -11,10 +11,11 @@
 import argparse
 import json
 import os
+import sys
 
 import pandas as pd
 
-from ctsl_brain.data import ATTRIBUTES
+from ctsl_brain.data import ATTRIBUTES, MissingInputError, run_command
 
 __all__ = ["load_results", "results_table"]
 
@@ -26,7 +27,7 @@ def load_results(output_folder):
     """Reads ``test_results.json`` of a run: condition -> statistics."""
     path = os.path.join(output_folder, "test_results.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist: has this run finished its evaluation?")
+        raise MissingInputError(f"{path} does not exist: has this run finished its evaluation?")
     with open(path) as fin:
         return json.load(fin)
 
@@ -72,4 +73,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctsl_brain.data import ATTRIBUTES, write_text_atomic
+from ctsl_brain.data import ATTRIBUTES, DataError, MissingInputError, write_text_atomic
 from ctsl_brain.losses import info_nce, negative_mask, transfer_loss
 from ctsl_brain.report import SHORT_NAMES
 from ctsl_brain.statistics import fixed_groups, group_ccc, significance
@@ -209,7 +209,7 @@ def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=N
 def _load_embeddings(run_folder, condition):
     path = os.path.join(run_folder, "embeddings", f"dev_{condition}.pt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} does not exist: run train.py for this system again to finish its evaluation"
         )
     content = torch.load(path)
@@ -224,7 +224,7 @@ def _load_embeddings(run_folder, condition):
 def _read_predictions(system, run_folder):
     path = os.path.join(run_folder, "predictions.csv")
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path} does not exist: the {system} run has not finished its evaluation; "
             "run the study again to finish it"
         )
@@ -304,7 +304,7 @@ def analyse_study(
         for condition in _condition_order(dev_conditions):
             ids, noisy, _ = _load_embeddings(folder, condition)
             if ids != ref_ids:
-                raise ValueError(
+                raise DataError(
                     f"{system}: the dev utterances of condition {condition} differ from "
                     "Original's clean dev set; run every system on the same manifests"
                 )

@@ -5,7 +5,6 @@
 """
 
 import os
-import runpy
 import sys
 
 import torch
@@ -13,14 +12,24 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 if __name__ == "__main__":
-    out_folder = sys.argv[1]
-    sys.argv = [os.path.join(ROOT, "train.py"), *sys.argv[2:]]
     sys.path.insert(0, ROOT)
-    namespace = runpy.run_path(sys.argv[0], run_name="__main__")
-    modules = namespace["brain"].modules
+    import train
+
+    trained = []
+
+    class RecordedBrain(train.EmotionBrain):
+        """The Brain train.py builds, kept for its weights."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            trained.append(self)
+
+    train.EmotionBrain = RecordedBrain
+    train.main(sys.argv[2:])
+    modules = trained[0].modules
     state = {
         f"{name}.{key}": value.detach().cpu()
         for name in ("encoder", "head")
         for key, value in getattr(modules[name], "module", modules[name]).state_dict().items()
     }
-    torch.save(state, os.path.join(out_folder, f"rank{os.environ.get('RANK', '0')}.pt"))
+    torch.save(state, os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.pt"))

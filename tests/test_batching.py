@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from recipe_run import demo_arguments, run_train
 
-from ctsl_brain.data import MANIFEST_COLUMNS, dataio_prepare
+from ctsl_brain.data import MANIFEST_COLUMNS, SettingsError, dataio_prepare
 
 
 def _manifest(path, durations):
@@ -71,7 +71,7 @@ def test_dynamic_batches_cover_every_utterance_once_with_less_padding(tmp_path):
 def test_dynamic_batching_needs_random_sorting(tmp_path):
     hparams = _hparams(tmp_path, [3.0] * 10, dynamic=True)
     hparams["sorting"] = "ascending"
-    with pytest.raises(ValueError, match="dynamic_batching: .* set sorting to random"):
+    with pytest.raises(SettingsError, match="dynamic_batching: .* run with --sorting random"):
         dataio_prepare(hparams)
 
 
