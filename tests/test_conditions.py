@@ -56,6 +56,35 @@ def test_simulated_conditions_store_their_snr(tmp_path, corpus):
             assert info.frames / 16000 == pytest.approx(float(row["duration"]), abs=1e-3)
 
 
+def test_a_saved_mixture_meets_the_documented_definition(tmp_path, corpus):
+    """As the README says: mixture = (1 - f) * speech + noise, f = 1 / (10 ** (snr / 20) + 1),
+    with the noise scaled so that 10 log10 of the power ratio of (1 - f) * speech to noise,
+    over the utterance's own samples, is the SNR. The naive ratio of the clean speech to the
+    mixture minus the clean speech is another number."""
+    data_folder, paths = corpus
+    manifests = prepare_test_conditions(
+        _manifest_folder(tmp_path, corpus),
+        data_folder=data_folder,
+        snrs=[5, 0],
+        noise_csv=paths["noise_test"],
+        seed=3,
+    )
+    clean = {row["ID"]: row["wav"] for row in _rows(manifests["clean"])}
+    for name, snr in (("5dB", 5), ("0dB", 0)):
+        for row in _rows(manifests[name]):
+            mixture, rate = soundfile.read(row["wav"], dtype="float64")
+            speech = load_audio(clean[row["ID"]].replace("$data_root", data_folder), rate)
+            speech = speech.double().numpy()
+            assert len(mixture) == len(speech)
+            f = 1 / (10 ** (snr / 20) + 1)
+            noise = mixture - (1 - f) * speech
+            achieved = 10 * np.log10(np.sum(((1 - f) * speech) ** 2) / np.sum(noise**2))
+            assert abs(achieved - snr) < 4e-4
+            assert abs(float(row["snr"]) - achieved) < 1e-3
+            naive = 10 * np.log10(np.sum(speech**2) / np.sum((mixture - speech) ** 2))
+            assert abs(naive - snr) > 0.5
+
+
 def test_conditions_share_the_noise_excerpt_and_are_deterministic(tmp_path, corpus):
     data_folder, paths = corpus
     first = prepare_test_conditions(
