@@ -7,6 +7,7 @@ batch mixed with noise, and the loss is ``L_CCC + lambda_TL * L_TL + lambda_CL *
 paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
 """
 
+import io
 import json
 import logging
 import os
@@ -21,7 +22,9 @@ from ctsl_brain.checkpoints import AtomicCheckpointer
 from ctsl_brain.data import (
     ATTRIBUTES,
     from_unit_scale,
+    remove_stale_staging,
     to_unit_scale,
+    write_bytes_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
@@ -399,11 +402,14 @@ class EmotionBrain(sb.Brain):
             ["ID", "condition", "checkpoint", *columns],
             rows,
         )
+        remove_stale_staging(folder)
         os.makedirs(os.path.join(folder, "embeddings"), exist_ok=True)
+        remove_stale_staging(os.path.join(folder, "embeddings"))
         for name, content in embedded.items():
             path = os.path.join(folder, "embeddings", f"dev_{name}.pt")
-            torch.save(content, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            buffer = io.BytesIO()
+            torch.save(content, buffer)
+            write_bytes_atomic(path, buffer.getvalue())
         write_text_atomic(
             os.path.join(folder, "test_results.json"), json.dumps(self.test_results, indent=2)
         )

@@ -25,6 +25,7 @@ from ctsl_brain.data import (
     Problem,
     inspect_audio,
     load_audio,
+    remove_stale_staging,
     settle_problems,
     write_audio_atomic,
     write_csv_atomic,
@@ -200,6 +201,8 @@ def _simulated_condition(
 
     audio_folder = os.path.join(manifest_folder, f"{split}_{name}")
     os.makedirs(audio_folder, exist_ok=True)
+    remove_stale_staging(audio_folder)
+    remove_stale_staging(manifest_folder)
     mixer = UtteranceAddNoise(
         noise_csv,
         snr_low=snr,

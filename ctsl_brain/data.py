@@ -12,6 +12,7 @@ import io
 import logging
 import math
 import os
+import re
 import struct
 import sys
 
@@ -42,6 +43,8 @@ __all__ = [
     "to_unit_scale",
     "from_unit_scale",
     "settle_problems",
+    "process_running",
+    "remove_stale_staging",
     "write_audio_atomic",
     "write_bytes_atomic",
     "write_csv_atomic",
@@ -371,6 +374,34 @@ def write_text_atomic(path, text):
     """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so
     no reader ever sees half a file; the process id keeps concurrent writers apart."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+_STAGING = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def process_running(pid):
+    """Whether a process with this id runs (this process does not count: it is the caller)."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def remove_stale_staging(folder):
+    """Removes the temporary files that :func:`write_bytes_atomic` (and the other atomic
+    writers) left in ``folder`` when their process was killed. Those of running processes,
+    which may be writing them, are kept."""
+    if not os.path.isdir(folder):
+        return
+    for entry in os.scandir(folder):
+        match = _STAGING.fullmatch(entry.name)
+        if match and entry.is_file() and not process_running(int(match.group(1))):
+            os.remove(entry.path)
 
 
 def write_bytes_atomic(path, data):

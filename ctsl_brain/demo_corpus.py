@@ -59,6 +59,7 @@ from scipy.signal import lfilter
 
 from ctsl_brain.data import (
     SettingsError,
+    remove_stale_staging,
     write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
@@ -653,8 +654,10 @@ def prepare_demo_corpus(
 
     speakers = _speakers(seed)
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
+    remove_stale_staging(data_folder)
     for split in _SPLITS:
         os.makedirs(os.path.join(data_folder, "wav", split), exist_ok=True)
+        remove_stale_staging(os.path.join(data_folder, "wav", split))
         rows = []
         for i in range(sizes[split]):
             utt_id = f"{split}_{i:05d}"
@@ -686,6 +689,7 @@ def prepare_demo_corpus(
     minutes = {"adapt": adapt_noise_minutes, "test": test_noise_minutes}
     for bank in _NOISE_BANKS:
         os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
+        remove_stale_staging(os.path.join(data_folder, "noise", bank))
         voices = [
             _draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
             for k in range(_BABBLE_POOL)

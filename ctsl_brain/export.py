@@ -26,6 +26,7 @@ from ctsl_brain.data import (
     MissingInputError,
     SettingsError,
     UserError,
+    process_running,
     write_text_atomic,
 )
 from ctsl_brain.models import load_encoder
@@ -313,22 +314,10 @@ def _remove_leftovers(out_folder):
     parent, name = os.path.split(os.path.abspath(out_folder))
     for entry in os.listdir(parent):
         match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\.(partial|old)", entry)
-        if match is None or _running(int(match.group(1))):
+        if match is None or process_running(int(match.group(1))):
             continue
         logger.warning("removing %s, left by an export that was stopped", entry)
         shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-
-
-def _running(pid):
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_loadable(folder):

@@ -22,6 +22,7 @@ from ctsl_brain.data import (
     SettingsError,
     check_labels,
     inspect_audio,
+    remove_stale_staging,
     settle_problems,
     write_csv_atomic,
     write_text_atomic,
@@ -89,6 +90,7 @@ def prepare_msp_podcast(
             f"release, holding Audios/ and {LABELS_FILE}"
         )
     os.makedirs(manifest_folder, exist_ok=True)
+    remove_stale_staging(manifest_folder)
     paths = {
         name: os.path.join(manifest_folder, f"{name}.csv") for name in ("train", "dev", "test")
     }

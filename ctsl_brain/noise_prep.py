@@ -57,6 +57,7 @@ from ctsl_brain.data import (
     SILENCE_PEAK,
     DataError,
     SettingsError,
+    remove_stale_staging,
     write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
@@ -898,6 +899,7 @@ def _remove_stale_segments(output_folder, counts):
         folder = os.path.join(output_folder, folder_name)
         if not os.path.isdir(folder):
             continue
+        remove_stale_staging(folder)
         pattern = re.compile(rf"{bank}_(\d+)\.wav")
         for name in os.listdir(folder):
             match = pattern.fullmatch(name)

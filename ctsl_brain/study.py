@@ -21,7 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctsl_brain.data import ATTRIBUTES, DataError, MissingInputError, write_text_atomic
+from ctsl_brain.data import (
+    ATTRIBUTES,
+    DataError,
+    MissingInputError,
+    remove_stale_staging,
+    write_text_atomic,
+)
 from ctsl_brain.losses import info_nce, negative_mask, transfer_loss
 from ctsl_brain.report import SHORT_NAMES
 from ctsl_brain.statistics import fixed_groups, group_ccc, significance
@@ -276,6 +282,7 @@ def analyse_study(
         ``table1`` and ``table2`` (DataFrames) and ``files`` (paths written).
     """
     os.makedirs(study_folder, exist_ok=True)
+    remove_stale_staging(study_folder)
     predictions = pd.concat(
         [_read_predictions(system, folder) for system, folder in runs.items()], ignore_index=True
     )

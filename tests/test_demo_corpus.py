@@ -185,6 +185,38 @@ def test_deterministic(tmp_path):
     assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()
 
 
+def test_a_generation_stopped_half_way_ends_with_the_same_files(tmp_path, monkeypatch):
+    """Stopped while it writes its audio (a kill), the same call finishes it: the folder then
+    holds exactly the files of an uninterrupted generation, byte for byte, and no temporary
+    file."""
+    from ctsl_brain import demo_corpus
+
+    options = {"n_train": 6, "n_dev": 2, "n_test": 3, **TINY_NOISE}
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    prepare_demo_corpus(whole, **options)
+    written = []
+    real_write = demo_corpus.write_audio_atomic
+
+    def stopping_write(path, *args, **kwargs):
+        if len(written) == 7:
+            raise KeyboardInterrupt
+        written.append(path)
+        real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(demo_corpus, "write_audio_atomic", stopping_write)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_demo_corpus(cut, **options)
+    monkeypatch.undo()
+    assert not os.path.exists(cut / "demo_corpus.json"), "a stopped generation looked complete"
+    # What a kill during a write leaves: the temporary file of a process that is gone.
+    dead = 2**22 + 12345  # above Linux' default pid_max: no process has this id
+    (cut / "wav" / "train" / f".train_00003.wav.{dead}.tmp").write_bytes(b"RIFF cut sh")
+    prepare_demo_corpus(cut, **options)
+    assert all_files(cut) == all_files(whole)
+    for rel in all_files(whole):
+        assert (cut / rel).read_bytes() == (whole / rel).read_bytes(), rel
+
+
 def test_items_do_not_depend_on_corpus_size(tmp_path):
     small, large = tmp_path / "small", tmp_path / "large"
     prepare_demo_corpus(small, n_train=3, n_dev=1, n_test=1, **TINY_NOISE)
