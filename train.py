@@ -71,9 +71,9 @@ AT_LEAST = {
     "eval_checkpoints": 1,
     "min_duration": 0,
 }
+ABOVE = {"temperature": 0, "lr": 0, "adapt_noise_minutes": 0, "sample_rate": 0}
 # What an OSError says when a folder cannot be made or written.
 UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EROFS, errno.ENOSPC}
-ABOVE = {"temperature": 0, "lr": 0, "adapt_noise_minutes": 0, "sample_rate": 0}
 
 
 def load_hparams(hparams_file, overrides):
@@ -87,8 +87,11 @@ def load_hparams(hparams_file, overrides):
     try:
         with open(hparams_file) as fin:
             return load_hyperpyyaml(fin, overrides)
-    except KeyError as error:  # HyperPyYAML: "Override 'x' not found in: [...]"
-        key = str(error.args[0]).split("'")[1] if "'" in str(error.args[0]) else error.args[0]
+    except KeyError as error:
+        text = str(error.args[0]) if error.args else ""
+        if not text.startswith("Override '"):  # HyperPyYAML: "Override 'x' not found in: ..."
+            raise
+        key = text.split("'")[1]
         raise SettingsError(
             f"--{key} is not a setting of {hparams_file}: check its spelling (the settings are "
             "the top-level keys of the file)"
