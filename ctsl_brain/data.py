@@ -37,6 +37,7 @@ __all__ = [
     "Problem",
     "AUDIO_ADVICE",
     "SILENCE_PEAK",
+    "SampleCheck",
     "inspect_audio",
     "describe_audio_problem",
     "check_labels",
@@ -189,32 +190,69 @@ def _absent_file_problem(path):
     return "missing audio", f"{path} does not exist"
 
 
-def _samples_problem(path, samplerate):
-    """Decodes the file block by block and returns ``(kind, detail)`` if a sample is NaN or
-    infinite or the recording is silent, else None.
+class SampleCheck:
+    """Judges a recording block by block while it is decoded: NaN or infinite samples, and
+    silence, a peak below :data:`SILENCE_PEAK` in the channels or in their average (the mono
+    signal the model hears: channels in opposite phase cancel out).
 
-    Silent means a peak below :data:`SILENCE_PEAK`, in the channels or in their average (the
-    mono signal the model hears: channels in opposite phase cancel out).
+    Feed it each decoded block with :meth:`add` (decoding can stop once :attr:`non_finite` is
+    true), then ask :meth:`problem`.
+
+    >>> check = SampleCheck(16000)
+    >>> check.add(np.array([[0.5, -0.5], [0.2, -0.2]], dtype=np.float32))
+    >>> check.problem("x.wav")
+    ('silent audio', 'x.wav is silent once its channels are averaged to mono')
     """
-    peak = mono_peak = 0.0
-    offset = 0
-    # float32, as the audio is loaded for the model; never more than one block in memory.
-    for block in soundfile.blocks(path, blocksize=65536, dtype="float32", always_2d=True):
+
+    def __init__(self, sample_rate):
+        self.sample_rate = sample_rate
+        self.frames = 0
+        self.peak = self.mono_peak = 0.0
+        self.first_non_finite = None
+
+    @property
+    def non_finite(self):
+        """Whether a NaN or infinite sample has been seen."""
+        return self.first_non_finite is not None
+
+    def add(self, block):
+        """Takes the next block, ``[frames, channels]`` float32."""
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
-            first = (offset + int(np.argmin(finite))) / samplerate
+            if self.first_non_finite is None:
+                self.first_non_finite = self.frames + int(np.argmin(finite))
+        elif len(block):
+            self.peak = max(self.peak, float(np.abs(block).max()))
+            self.mono_peak = max(self.mono_peak, float(np.abs(block.mean(axis=1)).max()))
+        self.frames += len(block)
+
+    def problem(self, path):
+        """``(kind, detail)`` of what was found wrong (kinds of :data:`AUDIO_ADVICE`), or None."""
+        if self.non_finite:
+            first = self.first_non_finite / self.sample_rate
             return (
                 "non-finite audio",
                 f"{path} holds NaN or infinite samples (the first at {first:.3f} s)",
             )
-        peak = max(peak, float(np.abs(block).max()))
-        mono_peak = max(mono_peak, float(np.abs(block.mean(axis=1)).max()))
-        offset += len(block)
-    if peak < SILENCE_PEAK:
-        return "silent audio", f"{path} is silent (peak {peak:.1e}, below {SILENCE_PEAK:g})"
-    if mono_peak < SILENCE_PEAK:
-        return "silent audio", f"{path} is silent once its channels are averaged to mono"
-    return None
+        if self.peak < SILENCE_PEAK:
+            return (
+                "silent audio",
+                f"{path} is silent (peak {self.peak:.1e}, below {SILENCE_PEAK:g})",
+            )
+        if self.mono_peak < SILENCE_PEAK:
+            return "silent audio", f"{path} is silent once its channels are averaged to mono"
+        return None
+
+
+def _samples_problem(path, samplerate):
+    """Decodes the file block by block (float32, as the audio is loaded for the model; never
+    more than one block in memory) and returns what :class:`SampleCheck` finds, or None."""
+    check = SampleCheck(samplerate)
+    for block in soundfile.blocks(path, blocksize=65536, dtype="float32", always_2d=True):
+        check.add(block)
+        if check.non_finite:
+            break
+    return check.problem(path)
 
 
 def inspect_audio(path, *, min_duration, check_silence=True):

@@ -54,8 +54,8 @@ import torch
 from torchaudio.functional import resample
 
 from ctsl_brain.data import (
-    SILENCE_PEAK,
     DataError,
+    SampleCheck,
     SettingsError,
     remove_stale_staging,
     write_audio_atomic,
@@ -381,26 +381,23 @@ def _scan(path, sample_rate):
     # libsndfile and its codecs raise various errors on files they cannot take.
     except Exception as err:
         return None, f"{path}: soundfile cannot open it ({_reason(err)})"
-    frames, peak, mono_peak = 0, 0.0, 0.0
     with sound:
+        check = SampleCheck(sound.samplerate)
         try:
             for block in _blocks(sound):
-                frames += len(block)
-                peak = max(peak, float(np.max(np.abs(block))))
-                mono_peak = max(mono_peak, float(np.max(np.abs(_downmix(block)))))
+                check.add(block)
+                if check.non_finite:
+                    break
         except Exception as err:
-            at = _duration_text(frames / sound.samplerate)
+            at = _duration_text(check.frames / sound.samplerate)
             return None, f"{path}: corrupt, decoding failed after {at} ({_reason(err)})"
         orig, channels = sound.samplerate, sound.channels
+    frames = check.frames
     if frames == 0:
         return None, f"{path}: empty (0 frames)"
-    # max() propagates NaN, and any infinite sample makes the peak infinite.
-    if not math.isfinite(peak) or not math.isfinite(mono_peak):
-        return None, f"{path}: holds NaN or infinite samples"
-    if peak < SILENCE_PEAK:
-        return None, f"{path}: silent (every sample is below {SILENCE_PEAK:g} in magnitude)"
-    if mono_peak < SILENCE_PEAK:
-        return None, f"{path}: its channels cancel out when averaged to mono"
+    problem = check.problem(path)
+    if problem is not None:  # the same verdicts as for the corpus' audio
+        return None, f"{path}: {problem[1].removeprefix(path).strip()}"
     g = math.gcd(orig, sample_rate)
     length = -(-frames * (sample_rate // g) // (orig // g))  # ceil, as torchaudio's resample
     return _Recording(path, orig, channels, frames, length), None
