@@ -37,6 +37,7 @@ from speechbrain.utils.distributed import run_on_main
 from ctsl_brain.brain import EmotionBrain
 from ctsl_brain.data import (
     CORPORA,
+    SORTINGS,
     MissingInputError,
     SettingsError,
     dataio_prepare,
@@ -56,7 +57,7 @@ CHOICES = {
     "negative_rule": NEGATIVE_RULES,
     "negative_boundary": NEGATIVE_BOUNDARIES,
     "infonce_denominator": INFONCE_DENOMINATORS,
-    "sorting": ("random", "ascending", "descending"),
+    "sorting": SORTINGS,
     "corpus": CORPORA,
 }
 # Keys whose value must be a number at least as large as this (> for the strict ones).

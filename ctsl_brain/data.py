@@ -28,6 +28,7 @@ __all__ = [
     "ATTRIBUTES",
     "CORPORA",
     "MANIFEST_COLUMNS",
+    "SORTINGS",
     "DataError",
     "MissingInputError",
     "SettingsError",
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
+# The orders of the training set (the choices of the sorting key).
+SORTINGS = ("random", "ascending", "descending")
 
 
 # Set to 1 to see the traceback of a user error too (for debugging).
@@ -586,8 +589,8 @@ def dataio_prepare(hparams):
             sort_key="duration", reverse=sorting == "descending"
         )
         hparams["train_dataloader_opts"]["shuffle"] = False
-    elif sorting != "random":
-        raise SettingsError(f"sorting must be random, ascending or descending, got {sorting!r}")
+    elif sorting not in SORTINGS:
+        raise SettingsError(f"sorting must be one of {', '.join(SORTINGS)}; got {sorting!r}")
     if hparams["dynamic_batching"]:
         if sorting != "random":
             raise SettingsError(
