@@ -28,8 +28,8 @@ import subprocess
 import sys
 import time
 
-from ctsl_brain.data import run_command, write_text_atomic
-from ctsl_brain.study import SYSTEMS, analyse_study
+from ctsl_brain.analysis import SYSTEMS, analyse_study
+from ctsl_brain.dataio import run_command, write_text_atomic
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 

@@ -6,12 +6,12 @@ recognition by using contrastive teacher-student learning", ICASSP 2023.
 
 Stage 1 fine-tunes an SSL encoder and a regression head on clean speech (the teacher):
 
-    python train.py hparams/teacher.yaml --data_folder <corpus>
+    python train.py hparams/teacher.yaml --data_folder <MSP-Podcast> --noise_folder <noise>
 
 Stage 2 retrains a copy on the same speech mixed with the target noise, guided by the frozen
 teacher (the student; the baselines RH, RM, RM+TL, RM+CL are overrides of the same file):
 
-    python train.py hparams/student.yaml --data_folder <corpus>
+    python train.py hparams/student.yaml --data_folder <MSP-Podcast> --noise_folder <noise>
 
 Both stages end by evaluating the three best dev checkpoints from non-consecutive epochs on the
 clean test set and on each noisy test condition (recorded noisy versions of the test set, or the
@@ -21,36 +21,73 @@ runs both stages for all six systems of the paper and its statistics.
 
 A mistake the user can fix (a setting, a missing file, bad data) ends the run with one message
 and exit status 1; set the environment variable CTSL_TRACEBACK=1 to see its traceback too.
+
+Authors
+ * The ctsl-brain contributors
 """
 
 import copy
-import errno
-import numbers
 import os
 import sys
+import time
 
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
-from ruamel.yaml import YAMLError
-from speechbrain.utils.distributed import run_on_main
+import torch
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
-from ctsl_brain.brain import EmotionBrain
-from ctsl_brain.data import (
-    CORPORA,
-    SORTINGS,
+from ctsl_brain.checkpoints import (
+    AtomicCheckpointer,
+    end_of_epoch_checkpoints,
+    trim_train_log,
+)
+from ctsl_brain.conditions import (
+    condition_manifest,
+    condition_names,
+    prepare_test_conditions,
+)
+from ctsl_brain.dataio import (
+    ATTRIBUTES,
+    DataError,
     MissingInputError,
     SettingsError,
-    dataio_prepare,
-    prepare_corpus,
+    check_manifest_columns,
+    check_manifest_folder,
+    describe_audio_problem,
+    from_unit_scale,
+    load_audio,
     run_command,
+    to_unit_scale,
+    write_text_atomic,
 )
+from ctsl_brain.demo_corpus import prepare_demo_corpus
+from ctsl_brain.evaluation import write_evaluation
 from ctsl_brain.losses import (
     INFONCE_DENOMINATORS,
     NEGATIVE_BOUNDARIES,
     NEGATIVE_RULES,
     TRANSFER_FORMS,
+    ccc_loss,
+    concordance_cc,
+    info_nce,
+    transfer_loss,
 )
+from ctsl_brain.models import TeacherEmbeddingCache
+from ctsl_brain.settings import (
+    check_prepare_options,
+    check_settings,
+    create_output_folder,
+    float32_on_cpu,
+    load_hparams,
+)
+from ctsl_brain.statistics import select_checkpoints
+from msp_podcast_prepare import prepare_msp_podcast
 
+# The corpora prepare_corpus knows and the orders of the training set.
+CORPORA = ("msp_podcast", "demo", "manifests")
+SORTINGS = ("random", "ascending", "descending")
 # Keys whose value must be one of a few words (checked before anything runs).
 CHOICES = {
     "transfer_rmse": TRANSFER_FORMS,
@@ -73,85 +110,648 @@ AT_LEAST = {
     "min_duration": 0,
 }
 ABOVE = {"temperature": 0, "lr": 0, "adapt_noise_minutes": 0, "sample_rate": 0}
-# What an OSError says when a folder cannot be made or written.
-UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EROFS, errno.ENOSPC}
+
+logger = sb.utils.logger.get_logger(__name__)
 
 
-def load_hparams(hparams_file, overrides):
-    """Reads the stage's YAML with the command line's overrides; a mistake in either is a
-    :class:`SettingsError` naming the key and saying what to do."""
-    if not os.path.isfile(hparams_file):
-        raise MissingInputError(
-            f"no hyperparameter file {hparams_file}: give hparams/teacher.yaml or "
-            "hparams/student.yaml (the first argument of train.py)"
+class EmotionBrain(sb.Brain):
+    """Speech emotion regression with optional noise and teacher: both stages of the recipe.
+
+    Without a teacher and without noise it fine-tunes the SER model with L_CCC on clean speech
+    (the paper's "Original" model, the teacher). With a frozen teacher and a noise mixer it is
+    the student of section 2: the teacher embeds the clean batch, the student embeds the same
+    batch mixed with noise, and the loss is ``L_CCC + lambda_tl * L_TL + lambda_cl * L_CL``.
+    The paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
+
+    Expects in ``modules``: ``encoder`` (waveform -> pooled embedding) and ``head``
+    (embedding -> 3 attributes).
+
+    Arguments
+    ---------
+    *args : tuple
+        As for ``speechbrain.Brain``.
+    teacher : torch.nn.Module or None
+        Frozen encoder embedding the clean audio (student stage only). It is kept out of
+        ``modules``, so it is neither optimised, nor checkpointed, nor put in train mode.
+    **kwargs : dict
+        As for ``speechbrain.Brain``.
+    """
+
+    def __init__(self, *args, teacher=None, **kwargs):
+        kwargs["run_opts"] = float32_on_cpu(dict(kwargs.get("run_opts") or {}))
+        super().__init__(*args, **kwargs)
+        self.teacher = None
+        self.teacher_cache = None
+        if teacher is not None:
+            self.teacher = teacher.to(self.device).eval()
+            for param in self.teacher.parameters():
+                param.requires_grad_(False)
+            if getattr(self.hparams, "cache_teacher_embeddings", False):
+                self.teacher_cache = TeacherEmbeddingCache(self.teacher)
+        self.test_condition = "clean"
+        self.test_results = {}
+        self.eval_checkpoint = None
+        self.collect_embeddings = False
+
+    def on_fit_start(self):
+        """Recovers the newest checkpoint, then cuts the train log back to its epochs.
+
+        The log line of an epoch is written just before its checkpoint, and the test lines at
+        the end: a run killed in between redoes that epoch or that evaluation and logs it again,
+        so the lines of the killed attempt go, and the finished log holds each epoch once.
+        """
+        if not isinstance(self.checkpointer, (type(None), AtomicCheckpointer)):
+            logger.warning(
+                "checkpointer is a %s: a run killed while it saves a checkpoint may not resume; "
+                "ctsl_brain.checkpoints.AtomicCheckpointer saves them atomically",
+                type(self.checkpointer).__name__,
+            )
+        super().on_fit_start()
+        if self.checkpointer is not None and if_main_process():
+            trim_train_log(self.hparams.train_logger.save_file, self.hparams.epoch_counter.current)
+
+    def scale_labels(self, labels):
+        """Maps labels to [0, 1] for training, as the authors did ((y - 1) / 6 on 1-7).
+
+        Arguments
+        ---------
+        labels : torch.Tensor
+            Labels on the corpus' scale (``label_min`` to ``label_max``).
+
+        Returns
+        -------
+        torch.Tensor
+            The labels on [0, 1].
+        """
+        return to_unit_scale(labels, low=self.hparams.label_min, high=self.hparams.label_max)
+
+    def unscale_labels(self, values):
+        """Inverse of :meth:`scale_labels`: every reported number is on the corpus' scale.
+
+        Arguments
+        ---------
+        values : torch.Tensor
+            Predictions on [0, 1].
+
+        Returns
+        -------
+        torch.Tensor
+            The predictions on the corpus' scale.
+        """
+        return from_unit_scale(values, low=self.hparams.label_min, high=self.hparams.label_max)
+
+    def noise_for(self, stage):
+        """The noise mixer of a stage.
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+
+        Returns
+        -------
+        ctsl_brain.noise.UtteranceAddNoise or None
+            ``train_noise`` or ``dev_noise`` (student stage), or None for clean audio (the
+            noisy test audio is on disk).
+        """
+        if stage == sb.Stage.TRAIN:
+            return getattr(self.hparams, "train_noise", None)
+        if stage == sb.Stage.VALID:
+            return getattr(self.hparams, "dev_noise", None)
+        return None
+
+    def uses_teacher(self, stage):
+        """Whether the teacher runs: where its embedding enters the loss, and on dev for the
+        logs.
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+
+        Returns
+        -------
+        bool
+        """
+        if self.teacher is None or stage == sb.Stage.TEST:
+            return False
+        if stage == sb.Stage.TRAIN:
+            return self.hparams.lambda_tl > 0 or self.hparams.lambda_cl > 0
+        return True
+
+    def compute_forward(self, batch, stage):
+        """Embeds the (noisy) batch with the student and the clean batch with the teacher.
+
+        Arguments
+        ---------
+        batch : speechbrain.dataio.batch.PaddedBatch
+            ``id``, ``sig`` and ``labels``.
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+
+        Returns
+        -------
+        dict
+            ``embedding`` and ``prediction`` of the student, ``teacher_embedding`` (or None).
+        """
+        batch = batch.to(self.device)
+        wavs, wav_lens = batch.sig
+        if stage == sb.Stage.TRAIN:
+            # Padding share of the training batches, reported per epoch.
+            self.samples_real += float(wav_lens.sum()) * wavs.shape[1]
+            self.samples_padded += wavs.shape[0] * wavs.shape[1]
+        outputs = {"teacher_embedding": None}
+        if self.uses_teacher(stage):
+            if self.teacher_cache is not None:
+                outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
+            else:
+                with torch.no_grad():
+                    outputs["teacher_embedding"] = self.teacher(wavs, wav_lens)
+        noise = self.noise_for(stage)
+        if noise is not None:
+            wavs = noise(wavs, wav_lens)
+        outputs["embedding"] = self.modules.encoder(wavs, wav_lens)
+        outputs["prediction"] = self.modules.head(outputs["embedding"])
+        return outputs
+
+    def infonce_settings(self):
+        """The keyword arguments of :func:`ctsl_brain.losses.info_nce` from the YAML.
+
+        Returns
+        -------
+        dict
+            ``margin``, ``rule``, ``boundary``, ``tolerance``, ``temperature``,
+            ``denominator``.
+        """
+        return {
+            "margin": self.hparams.negative_margin,
+            "rule": self.hparams.negative_rule,
+            "boundary": self.hparams.negative_boundary,
+            "tolerance": self.hparams.negative_margin_tolerance,
+            "temperature": self.hparams.temperature,
+            "denominator": self.hparams.infonce_denominator,
+        }
+
+    def compute_objectives(self, predictions, batch, stage):
+        """L_CCC (+ lambda_tl L_TL + lambda_cl L_CL with a teacher), in float32.
+
+        Arguments
+        ---------
+        predictions : dict
+            The outputs of :meth:`compute_forward`.
+        batch : speechbrain.dataio.batch.PaddedBatch
+            The batch (its ``labels``, on the corpus' scale).
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+
+        Returns
+        -------
+        torch.Tensor
+            The loss.
+        """
+        labels = batch.labels.data.float()
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type=device_type, enabled=False):
+            prediction = predictions["prediction"].float()
+            losses = {"ccc_loss": ccc_loss(prediction, self.scale_labels(labels))}
+            loss = losses["ccc_loss"]
+            teacher_embedding = predictions["teacher_embedding"]
+            if teacher_embedding is not None:
+                student_embedding = predictions["embedding"].float()
+                teacher_embedding = teacher_embedding.float()
+                losses["tl_loss"] = transfer_loss(
+                    teacher_embedding, student_embedding, form=self.hparams.transfer_rmse
+                )
+                # The margin is on the corpus' label scale, so the labels are not rescaled.
+                losses["cl_loss"] = info_nce(
+                    student_embedding, teacher_embedding, labels, **self.infonce_settings()
+                )
+                loss = (
+                    loss
+                    + self.hparams.lambda_tl * losses["tl_loss"]
+                    + self.hparams.lambda_cl * losses["cl_loss"]
+                )
+
+        for name, value in losses.items():
+            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + float(value.detach())
+        self.loss_count += 1
+        if stage != sb.Stage.TRAIN:
+            self.ids.extend(batch.id)
+            self.predicted.append(self.unscale_labels(prediction.detach()).cpu())
+            self.targets.append(labels.cpu())
+            if self.collect_embeddings:
+                self.embeddings.append(predictions["embedding"].detach().float().cpu())
+        return loss
+
+    def on_stage_start(self, stage, epoch=None):
+        """Fresh accumulators; the dev mixer restarts so every epoch hears the same dev audio.
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+        epoch : int
+            The epoch (None for TEST).
+        """
+        self.loss_sums, self.loss_count = {}, 0
+        self.samples_real, self.samples_padded = 0.0, 0
+        self.ids, self.predicted, self.targets, self.embeddings = [], [], [], []
+        noise = self.noise_for(stage)
+        if stage == sb.Stage.VALID and noise is not None:
+            noise.reset()
+        if stage == sb.Stage.TRAIN:
+            self.epoch_start = time.monotonic()
+
+    def stage_statistics(self, stage_loss):
+        """Mean loss terms of the stage, and CCC per attribute on the corpus' label scale.
+
+        Arguments
+        ---------
+        stage_loss : float
+            SpeechBrain's average loss of the stage.
+
+        Returns
+        -------
+        dict
+            ``loss``, each loss term, ``ccc_<attribute>`` and their mean ``ccc``.
+        """
+        stats = {"loss": stage_loss}
+        stats.update({k: v / max(self.loss_count, 1) for k, v in self.loss_sums.items()})
+        if self.predicted:
+            ccc = concordance_cc(
+                torch.cat(self.predicted).double(), torch.cat(self.targets).double()
+            )
+            for name, value in zip(ATTRIBUTES, ccc.tolist(), strict=True):
+                stats[f"ccc_{name}"] = value
+            stats["ccc"] = float(ccc.mean())
+        return stats
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs, keeps the best dev checkpoints, and stores the test results.
+
+        Arguments
+        ---------
+        stage : speechbrain.Stage
+            TRAIN, VALID or TEST.
+        stage_loss : float
+            SpeechBrain's average loss of the stage.
+        epoch : int
+            The epoch (None for TEST).
+        """
+        stats = self.stage_statistics(stage_loss)
+        if stage == sb.Stage.TRAIN:
+            self.train_stats = stats
+            if self.samples_padded:
+                stats["padding"] = 1 - self.samples_real / self.samples_padded
+            if self.teacher_cache is not None:
+                stats["teacher_cache_MB"] = self.teacher_cache.nbytes / 1e6
+        elif stage == sb.Stage.VALID:
+            self.hparams.train_logger.log_stats(
+                stats_meta={
+                    "epoch": f"{epoch}/{self.hparams.epoch_counter.limit}",
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "seconds": round(time.monotonic() - self.epoch_start),
+                },
+                train_stats=self.train_stats,
+                valid_stats=stats,
+            )
+            self.checkpointer.save_and_keep_only(
+                meta={**stats, "epoch": epoch},
+                max_keys=["ccc"],
+                num_to_keep=self.hparams.keep_checkpoints,
+            )
+            # The epoch is saved whole: its intra-epoch checkpoint (ckpt_interval_minutes or
+            # _steps), which the ccc-keyed clean-up above does not consider, is obsolete.
+            self.checkpointer.delete_checkpoints(
+                num_to_keep=0, ckpt_predicate=lambda c: INTRA_EPOCH_CKPT_FLAG in c.meta
+            )
+        else:
+            self.hparams.train_logger.log_stats(
+                stats_meta={
+                    "condition": self.test_condition,
+                    "checkpoint of epoch": self.hparams.epoch_counter.current,
+                },
+                test_stats=stats,
+            )
+            self.test_results[self.test_condition] = stats
+
+    def on_evaluate_start(self, max_key=None, min_key=None):
+        """Loads the checkpoint chosen by :meth:`evaluate_conditions` (else the best one).
+
+        Arguments
+        ---------
+        max_key : str
+            As for ``speechbrain.Brain.on_evaluate_start``.
+        min_key : str
+            As for ``speechbrain.Brain.on_evaluate_start``.
+        """
+        if self.eval_checkpoint is not None:
+            self.checkpointer.load_checkpoint(self.eval_checkpoint)
+        else:
+            super().on_evaluate_start(max_key=max_key, min_key=min_key)
+
+    def evaluate_rows(self, dataset, test_loader_kwargs):
+        """Runs one evaluation.
+
+        Arguments
+        ---------
+        dataset : DynamicItemDataset
+            The condition's utterances.
+        test_loader_kwargs : dict
+            Passed to ``Brain.evaluate``.
+
+        Returns
+        -------
+        tuple
+            The statistics and the per-utterance rows (ID, predicted and true attributes).
+        """
+        self.evaluate(dataset, test_loader_kwargs=test_loader_kwargs)
+        predicted = torch.cat(self.predicted).tolist()
+        targets = torch.cat(self.targets).tolist()
+        rows = [
+            [utt_id, *(f"{value:.6g}" for value in (*pred, *true))]
+            for utt_id, pred, true in zip(self.ids, predicted, targets, strict=True)
+        ]
+        return self.test_results[self.test_condition], rows
+
+    def evaluate_conditions(self, conditions, dev_conditions=None, *, test_loader_kwargs=None):
+        """Evaluates the selected dev checkpoints on each test condition (paper section 4.1).
+
+        The ``eval_checkpoints`` best dev checkpoints from non-consecutive epochs are
+        evaluated on every test condition; the best of them also embeds each dev condition
+        for the embedding analysis of section 4.2. Written under ``output_folder`` (see
+        :func:`ctsl_brain.evaluation.write_evaluation`): ``predictions.csv``,
+        ``embeddings/dev_<condition>.pt``, ``test_results.json`` and, last,
+        ``evaluation.json`` (the evaluated epochs and their dev CCC).
+
+        Arguments
+        ---------
+        conditions : dict
+            Test condition name (``clean``, ``0dB``, ...) -> dataset.
+        dev_conditions : dict or None
+            Dev condition name -> dataset, embedded with the best checkpoint.
+        test_loader_kwargs : dict
+            Passed to ``Brain.evaluate``.
+
+        Returns
+        -------
+        dict
+            Test condition name -> statistics of the best checkpoint (``ccc_arousal``,
+            ``ccc_dominance``, ``ccc_valence``, ``ccc``, losses).
+        """
+        checkpoints = end_of_epoch_checkpoints(self.checkpointer)
+        epochs = select_checkpoints(
+            {epoch: ckpt.meta["ccc"] for epoch, ckpt in checkpoints.items()},
+            self.hparams.eval_checkpoints,
         )
-    try:
-        with open(hparams_file) as fin:
-            return load_hyperpyyaml(fin, overrides)
-    except KeyError as error:
-        text = str(error.args[0]) if error.args else ""
-        if not text.startswith("Override '"):  # HyperPyYAML: "Override 'x' not found in: ..."
-            raise
-        key = text.split("'")[1]
-        raise SettingsError(
-            f"--{key} is not a setting of {hparams_file}: check its spelling (the settings are "
-            "the top-level keys of the file)"
-        ) from None
-    except YAMLError as error:
-        raise SettingsError(
-            f"cannot read the settings of {hparams_file} and the command line: "
-            + " ".join(str(error).split())
-        ) from None
-    except OSError as error:  # building the objects creates the run's folders
-        if error.errno not in UNWRITABLE:
-            raise
-        raise SettingsError(
-            f"cannot create {error.filename} ({error.strerror}): set --results_folder (or the "
-            "setting holding that path) to a folder you can write to"
-        ) from None
-    except ValueError as error:
-        if "!PLACEHOLDER" not in str(error):
-            raise
-        key = str(error).split("'")[1]
-        raise SettingsError(f"{key} is not set: add --{key} <value>") from None
+        if not epochs:
+            raise RuntimeError(
+                f"no dev checkpoint in {self.checkpointer.checkpoints_dir}: the run must train "
+                "at least one epoch before it is evaluated"
+            )
+        results, rows = {}, []
+        for epoch in epochs:
+            self.eval_checkpoint = checkpoints[epoch]
+            for name, dataset in conditions.items():
+                self.test_condition = name
+                stats, utterances = self.evaluate_rows(dataset, test_loader_kwargs)
+                rows.extend([row[0], name, epoch, *row[1:]] for row in utterances)
+                if epoch == epochs[0]:
+                    results[name] = stats
+        embedded = {}
+        self.eval_checkpoint = checkpoints[epochs[0]]
+        self.collect_embeddings = True
+        for name, dataset in (dev_conditions or {}).items():
+            self.test_condition = f"dev {name}"
+            self.evaluate(dataset, test_loader_kwargs=test_loader_kwargs)
+            embedded[name] = {
+                "ids": list(self.ids),
+                "embeddings": torch.cat(self.embeddings),
+                "labels": torch.cat(self.targets),
+            }
+        self.collect_embeddings = False
+        self.eval_checkpoint = None
+        self.test_condition = "clean"
+        self.test_results = results
+        if if_main_process():
+            summary = {
+                "checkpoints": [
+                    {"epoch": epoch, "dev_ccc": checkpoints[epoch].meta["ccc"]} for epoch in epochs
+                ],
+                "test_conditions": list(results),
+                "dev_conditions": list(embedded),
+            }
+            if self.teacher is not None:
+                summary["infonce"] = self.infonce_settings()
+            write_evaluation(
+                self.hparams.output_folder,
+                rows=rows,
+                embedded=embedded,
+                test_results=results,
+                summary=summary,
+            )
+        return results
 
 
-def check_settings(hparams):
-    """Refuses values the recipe cannot use before anything runs, naming the key."""
-    for key, choices in CHOICES.items():
-        if key in hparams and hparams[key] not in choices:
-            raise SettingsError(f"{key} must be one of {', '.join(choices)}; got {hparams[key]!r}")
-    for bounds, strict in ((AT_LEAST, False), (ABOVE, True)):
-        for key, low in bounds.items():
-            if key not in hparams:
-                continue
-            value = hparams[key]
-            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-            if not number or value < low or (strict and value == low):
-                relation = "above" if strict else "at least"
-                raise SettingsError(f"{key} must be a number {relation} {low}; got {value!r}")
-    if not hparams["label_min"] < hparams["label_max"]:
-        raise SettingsError(
-            f"label_min ({hparams['label_min']}) must be below label_max ({hparams['label_max']})"
+def dataio_prepare(hparams):
+    """Builds the train, dev and test datasets from the manifests named in ``hparams``.
+
+    Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
+    (``[3]`` arousal, dominance, valence on the manifest's scale). Loading a waveform with NaN
+    or infinite samples raises :class:`ctsl_brain.dataio.DataError` naming the file and its
+    manifest.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters; ``train_dataloader_opts`` is adapted to the sorting and
+        batching chosen.
+
+    Returns
+    -------
+    dict
+        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
+        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); train is
+        sorted by duration when ``sorting`` is ``ascending`` or ``descending``, and batched by
+        SpeechBrain's ``DynamicBatchSampler`` when ``dynamic_batching`` is true (the sampler
+        replaces ``batch_size`` and ``shuffle`` of ``train_dataloader_opts``).
+    """
+
+    def audio_pipeline(manifest):
+        @sb.utils.data_pipeline.takes("id", "wav")
+        @sb.utils.data_pipeline.provides("sig")
+        def load(utterance, wav):
+            signal = load_audio(wav, hparams["sample_rate"])
+            # Manifests written by hand are not inspected: without this, a NaN sample shows up
+            # epochs later as a non-finite loss that names no file.
+            if not torch.isfinite(signal).all():
+                raise DataError(
+                    describe_audio_problem(
+                        "non-finite audio",
+                        f"{wav} (item {utterance} of {manifest}) holds NaN or infinite samples",
+                    )
+                    + ", or remove its row from the manifest"
+                )
+            return signal
+
+        return load
+
+    @sb.utils.data_pipeline.takes(*ATTRIBUTES)
+    @sb.utils.data_pipeline.provides("labels")
+    def label_pipeline(*values):
+        return torch.tensor([float(v) for v in values])
+
+    def dataset(path):
+        check_manifest_columns(path)
+        return DynamicItemDataset.from_csv(
+            csv_path=path,
+            replacements={"data_root": hparams["data_folder"]},
+            dynamic_items=[audio_pipeline(path), label_pipeline],
+            output_keys=["id", "sig", "labels"],
+        )
+
+    manifests = hparams["manifest_folder"]
+    datasets = {
+        "train": dataset(hparams["train_annotation"]),
+        "dev": dataset(hparams["dev_annotation"]),
+        "test": {
+            name: dataset(condition_manifest(manifests, name))
+            for name in condition_names(hparams["test_snrs"], hparams["recorded_test_folders"])
+        },
+        "dev_conditions": {
+            name: dataset(path)
+            for name in condition_names(hparams["test_snrs"], hparams["recorded_dev_folders"])
+            if os.path.isfile(path := condition_manifest(manifests, name, "dev"))
+        },
+    }
+
+    sorting = hparams["sorting"]
+    if sorting in ("ascending", "descending"):
+        datasets["train"] = datasets["train"].filtered_sorted(
+            sort_key="duration", reverse=sorting == "descending"
+        )
+        hparams["train_dataloader_opts"]["shuffle"] = False
+    elif sorting not in SORTINGS:
+        raise SettingsError(f"sorting must be one of {', '.join(SORTINGS)}; got {sorting!r}")
+    if hparams["dynamic_batching"]:
+        if sorting != "random":
+            raise SettingsError(
+                "dynamic_batching: the sampler makes its own (shuffled, length-bucketed) "
+                f"batches; run with --sorting random (got {sorting!r})"
+            )
+        # Batches of similar lengths up to a total of max_batch_length seconds, drawn from
+        # shuffled buckets: far less padding than random fixed-size batches.
+        sampler = DynamicBatchSampler(
+            datasets["train"],
+            length_func=lambda row: float(row["duration"]),
+            **hparams["dynamic_batch_sampler"],
+        )
+        options = dict(hparams["train_dataloader_opts"])
+        for key in ("batch_size", "shuffle", "drop_last", "sampler"):
+            options.pop(key, None)
+        hparams["train_dataloader_opts"] = {**options, "batch_sampler": sampler}
+    return datasets
+
+
+def prepare_corpus(hparams):
+    """Writes the manifests of ``corpus`` into ``manifest_folder``, then the noisy conditions.
+
+    ``train.csv``, ``dev.csv``, ``test.csv`` (utterances), ``noise_adapt.csv``,
+    ``noise_test.csv`` (noise banks in AddNoise's format) and one manifest per noisy test
+    condition (and dev condition, for the embedding analysis). Corpora: ``msp_podcast`` (a
+    release in ``data_folder``, noise recordings in ``noise_folder``, see
+    :func:`msp_podcast_prepare.prepare_msp_podcast`), ``demo`` (the embedded synthetic corpus,
+    generated into ``data_folder``) and ``manifests`` (written by the user into
+    ``manifest_folder``, checked only). ``prepare_options`` passes corpus-specific options.
+    With ``skip_prep`` nothing is prepared: the manifests must be there already.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters.
+    """
+    if hparams["skip_prep"]:
+        return
+    corpus = hparams["corpus"]
+    if corpus not in CORPORA:
+        raise SettingsError(f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}")
+    manifest_folder = hparams["manifest_folder"]
+    options = dict(hparams["prepare_options"] or {})
+    recorded = hparams["recorded_test_folders"]
+    if corpus == "msp_podcast":
+        settings = {
+            "noise_folder": hparams["noise_folder"],
+            "adapt_noise_minutes": hparams["adapt_noise_minutes"],
+            "test_noise_bank": not recorded,
+            "test_set": hparams["test_set"],
+            "min_duration": hparams["min_duration"],
+            "drop_bad_rows": hparams["drop_bad_rows"],
+            "label_min": hparams["label_min"],
+            "label_max": hparams["label_max"],
+        }
+        check_prepare_options(prepare_msp_podcast, options, corpus, taken=settings)
+        prepare_msp_podcast(hparams["data_folder"], manifest_folder, **settings, **options)
+    elif corpus == "demo":
+        check_prepare_options(prepare_demo_corpus, options, corpus)
+        install_manifests(prepare_demo_corpus(hparams["data_folder"], **options), manifest_folder)
+    else:
+        check_manifest_folder(manifest_folder)
+
+    # The test set, and the dev set for the embedding analysis, in the same conditions.
+    conditions = {
+        "data_folder": hparams["data_folder"],
+        "snrs": hparams["test_snrs"],
+        "sample_rate": hparams["sample_rate"],
+        "min_duration": hparams["min_duration"],
+        "drop_bad_rows": hparams["drop_bad_rows"],
+    }
+    prepare_test_conditions(
+        manifest_folder,
+        noise_csv=hparams["test_noise_csv"],
+        seed=hparams["test_noise_seed"],
+        recorded=recorded,
+        **conditions,
+    )
+    recorded_dev = hparams["recorded_dev_folders"]
+    if recorded_dev or os.path.isfile(hparams["adapt_noise_csv"]):
+        prepare_test_conditions(
+            manifest_folder,
+            noise_csv=hparams["adapt_noise_csv"],
+            seed=hparams["dev_noise_seed"],
+            recorded=recorded_dev,
+            split="dev",
+            **conditions,
+        )
+    else:
+        logger.warning(
+            "no adaptation noise bank (%s) and no recorded_dev_folders: the noisy dev sets "
+            "of the embedding analysis are not prepared",
+            hparams["adapt_noise_csv"],
         )
 
 
-def create_output_folder(hparams_file, hparams, overrides):
-    """SpeechBrain's experiment folder (the YAML, the script, the log); a folder that cannot be
-    written is a :class:`SettingsError` naming results_folder."""
-    try:
-        sb.create_experiment_directory(
-            experiment_directory=hparams["output_folder"],
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
-        )
-    except OSError as error:
-        if error.errno not in UNWRITABLE:
-            raise
-        raise SettingsError(
-            f"cannot write the run's folder {hparams['output_folder']} "
-            f"({error.strerror or error}): set --results_folder to a folder you can write to"
-        ) from None
+def install_manifests(written, manifest_folder):
+    """Copies a generated corpus' manifests into ``manifest_folder``.
+
+    A manifest is rewritten only when it changed, so that what depends on it is not redone.
+
+    Arguments
+    ---------
+    written : dict
+        Manifest name (``train``, ``noise_adapt``, ...) -> path of the generated CSV.
+    manifest_folder : str
+        Where the recipe reads its manifests (``<name>.csv``).
+    """
+    os.makedirs(manifest_folder, exist_ok=True)
+    for name, path in written.items():
+        target = os.path.join(manifest_folder, f"{name}.csv")
+        with open(path, encoding="utf-8") as fin:
+            text = fin.read()
+        if os.path.isfile(target):
+            with open(target, encoding="utf-8") as fin:
+                if fin.read() == text:
+                    continue
+        write_text_atomic(target, text)
 
 
 def load_teacher(hparams):
@@ -160,6 +760,16 @@ def load_teacher(hparams):
     The teacher's files are only read: the pretrainer links them into this run's folder. The
     teacher run must have finished (its ``evaluation.json`` is written last), so that its best
     checkpoint is the one its evaluation chose.
+
+    Arguments
+    ---------
+    hparams : dict
+        The student's hyperparameters (``teacher_folder``, ``pretrainer``, ``encoder``).
+
+    Returns
+    -------
+    torch.nn.Module
+        A copy of the loaded encoder: the frozen teacher.
     """
     folder = hparams["teacher_folder"]
     teacher_command = "python train.py hparams/teacher.yaml ... (the same settings)"
@@ -191,13 +801,23 @@ def load_teacher(hparams):
 
 
 def main(argv):
-    """Runs one stage: ``python train.py hparams/<stage>.yaml [--key value ...]``."""
+    """Runs one stage: ``python train.py hparams/<stage>.yaml [--key value ...]``.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line's arguments (without the program's name).
+    """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     # Under torchrun (DDP), joins the process group; a plain run is left alone.
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams = load_hparams(hparams_file, overrides)
-    check_settings(hparams)
-    create_output_folder(hparams_file, hparams, overrides)
+    check_settings(hparams, choices=CHOICES, at_least=AT_LEAST, above=ABOVE)
+    if not hparams["label_min"] < hparams["label_max"]:
+        raise SettingsError(
+            f"label_min ({hparams['label_min']}) must be below label_max ({hparams['label_max']})"
+        )
+    create_output_folder(hparams_file, hparams["output_folder"], overrides)
 
     run_on_main(prepare_corpus, args=[hparams])
     datasets = dataio_prepare(hparams)

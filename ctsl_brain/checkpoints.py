@@ -18,14 +18,20 @@ rules, and changes when a folder appears and disappears under a checkpoint's nam
 
 import logging
 import os
+import re
 import shutil
 
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, ckpt_recency
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
-from ctsl_brain.data import UserError
+from ctsl_brain.dataio import UserError, write_text_atomic
 
-__all__ = ["AtomicCheckpointer", "CheckpointError"]
+__all__ = [
+    "AtomicCheckpointer",
+    "CheckpointError",
+    "end_of_epoch_checkpoints",
+    "trim_train_log",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -226,3 +232,64 @@ class AtomicCheckpointer(Checkpointer):
                     "moved checkpoint %s, which cannot be loaded, to %s", checkpoint.path, folder
                 )
         ddp_barrier()
+
+
+def end_of_epoch_checkpoints(checkpointer):
+    """The end-of-epoch checkpoints a checkpointer keeps, by epoch.
+
+    Arguments
+    ---------
+    checkpointer : speechbrain.utils.checkpoints.Checkpointer
+        The run's checkpointer (its ``checkpoints_dir`` is read).
+
+    Returns
+    -------
+    dict
+        Epoch (int) -> ``Checkpoint`` whose meta holds the dev ``ccc``; intra-epoch
+        checkpoints, which carry no dev score, are left out.
+    """
+    found = {}
+    for checkpoint in checkpointer.list_checkpoints():
+        if "ccc" not in checkpoint.meta:
+            continue  # intra-epoch checkpoints carry no dev score
+        epoch = checkpoint.meta.get("epoch")
+        if epoch is None:  # runs saved before the epoch entered the meta
+            with open(os.path.join(checkpoint.path, "counter.ckpt")) as fin:
+                epoch = int(fin.read())
+        found[int(epoch)] = checkpoint
+    return found
+
+
+def trim_train_log(path, epochs_done):
+    r"""Cuts a train log back to the epochs a recovered checkpoint holds.
+
+    Keeps the lines of epochs 1 to ``epochs_done`` and drops the rest: lines of later epochs
+    and test lines, written by an attempt that was stopped before its next checkpoint. The log
+    is rewritten atomically, and only if something goes.
+
+    Arguments
+    ---------
+    path : str
+        The train log (absent: nothing to do).
+    epochs_done : int
+        Epochs the recovered checkpoint holds.
+
+    Example
+    -------
+    >>> log = getfixture("tmp_path") / "train_log.txt"
+    >>> _ = log.write_text("epoch: 1/3 - x\nepoch: 2/3 - x\ncondition: clean - x\n")
+    >>> trim_train_log(log, 1)
+    >>> log.read_text()
+    'epoch: 1/3 - x\n'
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fin:
+        lines = fin.readlines()
+    kept = []
+    for line in lines:
+        match = re.match(r"epoch: (\d+)/", line)
+        if match and int(match.group(1)) <= epochs_done:
+            kept.append(line)
+    if kept != lines:
+        write_text_atomic(str(path), "".join(kept))

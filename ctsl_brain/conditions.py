@@ -18,7 +18,7 @@ import os
 
 import torch
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     MANIFEST_COLUMNS,
     DataError,
     MissingInputError,

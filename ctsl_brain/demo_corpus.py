@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     SettingsError,
     remove_stale_staging,
     write_audio_atomic,

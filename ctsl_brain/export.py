@@ -19,8 +19,8 @@ import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
-from ctsl_brain.brain import end_of_epoch_checkpoints
-from ctsl_brain.data import (
+from ctsl_brain.checkpoints import end_of_epoch_checkpoints
+from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
@@ -29,7 +29,7 @@ from ctsl_brain.data import (
     process_running,
     write_text_atomic,
 )
-from ctsl_brain.models import load_encoder
+from ctsl_brain.models import encoder_hparams_path, load_encoder
 from ctsl_brain.statistics import select_checkpoints
 
 __all__ = ["export_run", "WINDOW_SECONDS"]
@@ -42,7 +42,6 @@ class ExistingOutputError(UserError, FileExistsError):
 
 
 WINDOW_SECONDS = 10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What an exported folder holds; --overwrite replaces only a folder holding nothing else.
 _EXPORTED = {"hyperparams.yaml", "encoder.ckpt", "head.ckpt", "encoder"}
 # Keys of the run's hyperparams.yaml the model is rebuilt from.
@@ -183,15 +182,6 @@ def _selected_checkpoint(run_folder, epoch):
     return epoch, checkpoints[epoch]
 
 
-def _encoder_hparams_file(path):
-    """The run's encoder file: relative to where train.py ran, else to the repository."""
-    if not os.path.isabs(path) and not os.path.isfile(path):
-        in_repository = os.path.join(_ROOT, path)
-        if os.path.isfile(in_repository):
-            return in_repository
-    return path
-
-
 def _check_out_folder(out_folder, overwrite):
     if not os.path.exists(out_folder):
         return
@@ -249,7 +239,7 @@ def export_run(
     epoch, checkpoint = _selected_checkpoint(run_folder, epoch)
     _check_out_folder(out_folder, overwrite)
 
-    encoder_file = _encoder_hparams_file(settings["encoder_hparams"])
+    encoder_file = encoder_hparams_path(settings["encoder_hparams"])
     try:
         encoder = load_encoder(
             encoder_file,

@@ -14,7 +14,7 @@ import torch
 from speechbrain.inference.interfaces import Pretrained
 from tqdm import tqdm
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
@@ -64,9 +64,9 @@ class EmotionRegressor(Pretrained):
 
     A file is refused, as the training data preparation refuses it, when it is missing, not a
     file (a folder, a broken link), unreadable, cut short, empty, shorter than the model's
-    ``min_duration``, silent (peak below :data:`ctsl_brain.data.SILENCE_PEAK`, also once its
+    ``min_duration``, silent (peak below :data:`ctsl_brain.dataio.SILENCE_PEAK`, also once its
     channels are averaged) or holds NaN or infinite samples: the same check
-    (:func:`ctsl_brain.data.inspect_audio`), so a file the model was not trained on is not
+    (:func:`ctsl_brain.dataio.inspect_audio`), so a file the model was not trained on is not
     predicted either. A prediction that is not a finite number is refused too: a file gets
     numbers or an error, never NaN.
 
@@ -124,7 +124,7 @@ class EmotionRegressor(Pretrained):
 
         Raises
         ------
-        ctsl_brain.data.DataError
+        ctsl_brain.dataio.DataError
             The file cannot be used (see the class description): the message names it, says
             what is wrong and what to do, as the training data preparation would.
         """
@@ -210,7 +210,7 @@ class EmotionRegressor(Pretrained):
 
         Raises
         ------
-        ctsl_brain.data.DataError
+        ctsl_brain.dataio.DataError
             The file cannot be used (see :meth:`load_audio`), or the prediction is not a
             finite number.
         """
@@ -360,7 +360,7 @@ def audio_files(paths, *, extensions=None):
 
     Raises
     ------
-    ctsl_brain.data.MissingInputError
+    ctsl_brain.dataio.MissingInputError
         A folder in ``paths`` holds no audio file: naming it was a mistake, better said at
         once than passed over in silence.
     """

@@ -17,7 +17,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataio import length_to_mask
 
-from ctsl_brain.data import MissingInputError, SettingsError
+from ctsl_brain.dataio import MissingInputError, SettingsError
 
 __all__ = [
     "SSLEncoder",
@@ -238,6 +238,48 @@ class RegressionHead(torch.nn.Sequential):
         super().__init__(*layers)
 
 
+# The recipe's folder: where train.py and hparams/ are.
+RECIPE_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def encoder_hparams_path(path):
+    """Finds an encoder file: relative paths are the recipe's, as in the YAMLs.
+
+    A relative path is looked up in the recipe's folder (where ``train.py`` is) first, so that
+    the YAMLs' ``hparams/encoders/...`` work from any current folder, and then in the current
+    folder, for a user's own file given on the command line.
+
+    Arguments
+    ---------
+    path : str
+        Absolute, or relative to the recipe's folder or to the current folder.
+
+    Returns
+    -------
+    str
+        The path of the existing file.
+
+    Raises
+    ------
+    MissingInputError
+        No such file in either place; the message names both.
+
+    Example
+    -------
+    >>> os.path.isfile(encoder_hparams_path("hparams/encoders/tiny_wav2vec2.yaml"))
+    True
+    """
+    path = str(path)
+    candidates = [path] if os.path.isabs(path) else [os.path.join(RECIPE_FOLDER, path), path]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            return candidate
+    raise MissingInputError(
+        f"encoder_hparams: no file {path!r} (looked in {' and '.join(candidates)}); choose one "
+        "of hparams/encoders/ or give the path of your own encoder file"
+    )
+
+
 def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freeze=False):
     """Builds the encoder described by one file of ``hparams/encoders/``.
 
@@ -247,7 +289,8 @@ def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freez
     Arguments
     ---------
     hparams_file : str
-        Path of the encoder's YAML; it must define ``encoder`` and take the keys ``save_path``,
+        Path of the encoder's YAML (a relative one is found as :func:`encoder_hparams_path`
+        says); it must define ``encoder`` and take the keys ``save_path``,
         ``freeze``, ``source`` and ``num_layers``.
     save_path : str
         Cache folder for downloaded or generated encoder files.
@@ -262,11 +305,7 @@ def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freez
     -------
     SSLEncoder
     """
-    if not os.path.isfile(hparams_file):
-        raise MissingInputError(
-            f"encoder_hparams: no file {hparams_file!r}; "
-            "choose one of hparams/encoders/ (paths are relative to where train.py is run)"
-        )
+    hparams_file = encoder_hparams_path(hparams_file)
     overrides = {"save_path": str(save_path), "freeze": freeze}
     if source is not None:
         overrides["source"] = str(source)

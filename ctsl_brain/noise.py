@@ -12,7 +12,7 @@ import torch
 from speechbrain.augment.time_domain import AddNoise
 from speechbrain.dataio.dataio import length_to_mask, load_data_csv, read_audio_info
 
-from ctsl_brain.data import DataError, load_audio
+from ctsl_brain.dataio import DataError, load_audio
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 

@@ -53,7 +53,7 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     DataError,
     SampleCheck,
     SettingsError,

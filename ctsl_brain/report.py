@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from ctsl_brain.data import ATTRIBUTES, MissingInputError, run_command
+from ctsl_brain.dataio import ATTRIBUTES, MissingInputError, run_command
 
 __all__ = ["load_results", "results_table"]
 

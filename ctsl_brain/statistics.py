@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.stats
 import torch
 
-from ctsl_brain.data import ATTRIBUTES, DataError
+from ctsl_brain.dataio import ATTRIBUTES, DataError
 from ctsl_brain.losses import concordance_cc
 
 __all__ = [

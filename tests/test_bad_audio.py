@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     AUDIO_ADVICE,
     MANIFEST_COLUMNS,
     DataError,
-    dataio_prepare,
     inspect_audio,
 )
+from train import dataio_prepare
 
 RATE = 16000
 

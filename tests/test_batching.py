@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from recipe_run import demo_arguments, run_train
 
-from ctsl_brain.data import MANIFEST_COLUMNS, SettingsError, dataio_prepare
+from ctsl_brain.dataio import MANIFEST_COLUMNS, SettingsError
+from train import dataio_prepare
 
 
 def _manifest(path, durations):

@@ -9,8 +9,7 @@ import torch
 from speechbrain.utils.checkpoints import Checkpointer
 
 from ctsl_brain import checkpoints as module
-from ctsl_brain.brain import trim_train_log
-from ctsl_brain.checkpoints import AtomicCheckpointer, CheckpointError
+from ctsl_brain.checkpoints import AtomicCheckpointer, CheckpointError, trim_train_log
 
 
 def _checkpointer(folder, seed=0, size=3):

@@ -11,7 +11,7 @@ from recipe_run import ROOT
 import train
 from ctsl_brain import __main__ as cli
 from ctsl_brain.checkpoints import AtomicCheckpointer
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     TRACEBACK_VARIABLE,
     DataError,
     MissingInputError,

@@ -19,7 +19,7 @@ from recipe_run import ROOT, demo_arguments, run_checked, run_train
 
 from ctsl_brain.__main__ import main
 from ctsl_brain.conditions import condition_manifest
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     ATTRIBUTES,
     AUDIO_ADVICE,
     DataError,

@@ -10,8 +10,9 @@ import pytest
 import soundfile
 from recipe_run import run_train
 
-from ctsl_brain.data import AUDIO_ADVICE, DataError, MissingInputError, load_audio, prepare_corpus
-from ctsl_brain.msp_podcast import prepare_msp_podcast
+from ctsl_brain.dataio import AUDIO_ADVICE, DataError, MissingInputError, load_audio
+from msp_podcast_prepare import write_manifests
+from train import prepare_corpus
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 
@@ -142,7 +143,7 @@ def _digest(folder):
 
 def test_clean_release_gives_the_recipes_manifests(tmp_path):
     root = _release(tmp_path / "MSP")
-    paths = prepare_msp_podcast(str(root), str(tmp_path / "manifests"))
+    paths = write_manifests(str(root), str(tmp_path / "manifests"))
     train, dev, test = (_rows(paths[s]) for s in ("train", "dev", "test"))
     assert [len(train), len(dev), len(test)] == [5, 2, 2]  # Test2 is not the test set
     assert list(train[0]) == ["ID", "wav", "duration", "arousal", "dominance", "valence", "spk_id"]
@@ -158,7 +159,7 @@ def test_clean_release_gives_the_recipes_manifests(tmp_path):
     signal = load_audio(str(root / "Audios" / "stereo_44k.wav"), 16000)
     assert signal.dim() == 1 and len(signal) == 24000
 
-    other = prepare_msp_podcast(str(root), str(tmp_path / "m2"), test_set="Test2")
+    other = write_manifests(str(root), str(tmp_path / "m2"), test_set="Test2")
     assert len(_rows(other["test"])) == 1
 
 
@@ -166,7 +167,7 @@ def test_every_problem_is_reported_before_training(tmp_path):
     root = _release(tmp_path / "MSP", BAD_ROWS, BAD_FILES)
     before = _digest(root)
     with pytest.raises(DataError) as caught:
-        prepare_msp_podcast(str(root), str(tmp_path / "manifests"))
+        write_manifests(str(root), str(tmp_path / "manifests"))
     message = str(caught.value)
     for kind in EXPECTED_KINDS:
         assert f"{kind}: " in message, f"{kind} not reported:\n{message}"
@@ -192,7 +193,7 @@ def test_every_problem_is_reported_before_training(tmp_path):
 
 def test_drop_bad_rows_leaves_them_out_and_says_how_many(tmp_path, caplog):
     root = _release(tmp_path / "MSP", BAD_ROWS, BAD_FILES)
-    paths = prepare_msp_podcast(str(root), str(tmp_path / "manifests"), drop_bad_rows=True)
+    paths = write_manifests(str(root), str(tmp_path / "manifests"), drop_bad_rows=True)
     ids = {row["ID"] for split in paths.values() for row in _rows(split)}
     assert "ok_dup" in ids  # the first of the duplicates stays
     bad = {"missing", "unreadable", "truncated", "empty", "silent", "short", "nan", "inf"}
@@ -204,25 +205,25 @@ def test_drop_bad_rows_leaves_them_out_and_says_how_many(tmp_path, caplog):
 def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
     root = _release(tmp_path / "MSP")
     manifests = tmp_path / "manifests"
-    paths = prepare_msp_podcast(str(root), str(manifests))
+    paths = write_manifests(str(root), str(manifests))
     stamp = os.stat(paths["train"]).st_mtime_ns
-    prepare_msp_podcast(str(root), str(manifests))
+    write_manifests(str(root), str(manifests))
     assert os.stat(paths["train"]).st_mtime_ns == stamp
     labels = root / "Labels" / "labels_consensus.csv"
     labels.write_text(labels.read_text().replace(",Test2\n", ",Train\n"))
-    paths = prepare_msp_podcast(str(root), str(manifests))
+    paths = write_manifests(str(root), str(manifests))
     assert len(_rows(paths["train"])) == 6
 
 
 def test_layout_errors_name_what_to_do(tmp_path):
     with pytest.raises(MissingInputError, match="--data_folder must be the root of an MSP-Podc"):
-        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
+        write_manifests(str(tmp_path), str(tmp_path / "m"))
     (tmp_path / "Labels").mkdir()
     (tmp_path / "Labels" / "labels_consensus.csv").write_text("FileName,EmoAct\nx.wav,3\n")
     with pytest.raises(DataError, match="lacks the column.*EmoVal"):
-        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"))
+        write_manifests(str(tmp_path), str(tmp_path / "m"))
     with pytest.raises(ValueError, match="test_set"):
-        prepare_msp_podcast(str(tmp_path), str(tmp_path / "m"), test_set="Test4")
+        write_manifests(str(tmp_path), str(tmp_path / "m"), test_set="Test4")
 
 
 def _noise_folder(folder, seconds=(25.0, 20.0, 15.0)):
@@ -274,6 +275,7 @@ def _hparams(tmp_path, root, noise_folder):
         "label_min": 1.0,
         "label_max": 7.0,
         "prepare_options": {},
+        "skip_prep": False,
         "recorded_test_folders": None,
         "test_snrs": [0],
         "test_noise_csv": str(tmp_path / "manifests" / "noise_test.csv"),

@@ -14,7 +14,7 @@ import torch
 from torchaudio.functional import resample
 
 from ctsl_brain import noise_prep
-from ctsl_brain.data import DataError
+from ctsl_brain.dataio import DataError
 from ctsl_brain.noise_prep import (
     _bank,
     _boundary,

@@ -20,7 +20,7 @@ import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.batch import PaddedBatch
 
-from ctsl_brain.brain import EmotionBrain
+from train import EmotionBrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -16,13 +16,14 @@ import torch
 from recipe_run import demo_arguments, run_train
 from speechbrain.dataio.batch import PaddedBatch
 
-from ctsl_brain.brain import EmotionBrain
 from ctsl_brain.demo_corpus import prepare_demo_corpus
 from ctsl_brain.models import RegressionHead, load_encoder
 from ctsl_brain.noise import UtteranceAddNoise
+from train import EmotionBrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON_SOURCES = [os.path.join(ROOT, "train.py"), *glob.glob(os.path.join(ROOT, "ctsl_brain/*.py"))]
+# The script SpeechBrain's check_yaml_vs_script reads a stage's keys in: train.py alone.
+STAGE_SCRIPT = os.path.join(ROOT, "train.py")
 # Keys an encoder file receives from ctsl_brain.models.load_encoder.
 ENCODER_LOADER_KEYS = {"encoder", "save_path", "freeze", "source", "num_layers"}
 
@@ -36,10 +37,12 @@ def _top_level_keys(path):
     "yaml_file", sorted(glob.glob(os.path.join(ROOT, "hparams", "**", "*.yaml"), recursive=True))
 )
 def test_every_top_level_yaml_key_is_used(yaml_file):
-    """SpeechBrain's recipe rule: each key is read by the code or referenced by another key."""
+    """SpeechBrain's recipe rule: each key is read by the training script (not only by the
+    library it calls) or referenced by another key."""
     with open(yaml_file) as fin:
         text = fin.read()
-    code = "".join(open(path).read() for path in PYTHON_SOURCES)
+    with open(STAGE_SCRIPT) as fin:
+        code = fin.read()
     is_encoder_file = os.path.basename(os.path.dirname(yaml_file)) == "encoders"
     unused = []
     for key in _top_level_keys(yaml_file):

@@ -11,8 +11,8 @@ import pytest
 import torch
 from recipe_run import run_checked
 
+from ctsl_brain.analysis import SYSTEMS, embedding_analysis
 from ctsl_brain.losses import info_nce, transfer_loss
-from ctsl_brain.study import SYSTEMS, embedding_analysis
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = [

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,

@@ -1,4 +1,12 @@
-"""MSP-Podcast preparation: the recipe's manifests from a release as distributed.
+"""MSP-Podcast preparation: the recipe's manifests from a release as distributed, and the
+noise banks from the user's recordings of the target noise.
+
+    from msp_podcast_prepare import prepare_msp_podcast
+    prepare_msp_podcast("/data/MSP-Podcast", "results/msp_podcast/manifests",
+                        noise_folder="/data/target_noise")
+
+``train.py`` calls it for ``--corpus msp_podcast``; ``--skip_prep True`` skips it (the manifests
+must then be in ``manifest_folder`` already).
 
 A release holds ``<root>/Audios/<FileName>`` and ``<root>/Labels/labels_consensus.csv`` with the
 header ``FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set``. Arousal is EmoAct,
@@ -13,7 +21,7 @@ import csv
 import json
 import os
 
-from ctsl_brain.data import (
+from ctsl_brain.dataio import (
     ATTRIBUTES,
     MANIFEST_COLUMNS,
     DataError,
@@ -27,8 +35,9 @@ from ctsl_brain.data import (
     write_csv_atomic,
     write_text_atomic,
 )
+from ctsl_brain.noise_prep import prepare_noise_banks
 
-__all__ = ["LABEL_COLUMNS", "LABELS_FILE", "prepare_msp_podcast"]
+__all__ = ["LABEL_COLUMNS", "LABELS_FILE", "prepare_msp_podcast", "write_manifests"]
 
 LABELS_FILE = os.path.join("Labels", "labels_consensus.csv")
 LABEL_COLUMNS = {"arousal": "EmoAct", "dominance": "EmoDom", "valence": "EmoVal"}
@@ -43,6 +52,96 @@ def _stamp(path):
 
 
 def prepare_msp_podcast(
+    data_folder,
+    save_folder,
+    *,
+    noise_folder,
+    adapt_noise_minutes=30.0,
+    test_noise_bank=True,
+    test_set="Test1",
+    min_duration=0.1,
+    check_silence=True,
+    drop_bad_rows=False,
+    label_min=1.0,
+    label_max=7.0,
+    skip_prep=False,
+):
+    """Prepares an MSP-Podcast release and the target noise for the recipe.
+
+    Writes into ``save_folder`` the manifests ``train.csv``, ``dev.csv`` and ``test.csv`` (see
+    :func:`write_manifests`) and the noise banks ``noise_adapt.csv`` and ``noise_test.csv``
+    with their segments (see :func:`ctsl_brain.noise_prep.prepare_noise_banks`). What is up to
+    date is not redone.
+
+    Arguments
+    ---------
+    data_folder : str
+        Root of the release (holds ``Audios/`` and ``Labels/``). Nothing in it is modified.
+    save_folder : str
+        Where the manifests, the noise banks and the reports go.
+    noise_folder : str
+        Recordings of the target noise (any format soundfile reads, any rate and channels).
+    adapt_noise_minutes : float
+        The first minutes of the noise adapt the student (the paper's 30); the rest is the
+        held-out test noise.
+    test_noise_bank : bool
+        Whether a held-out test bank is needed (False with recorded noisy test sets).
+    test_set : str
+        ``Test1`` (release 1.8 has only this one), ``Test2`` or ``Test3``.
+    min_duration : float
+        Seconds below which an utterance is refused.
+    check_silence : bool
+        Decode every utterance to refuse silent ones and ones with NaN or infinite samples.
+    drop_bad_rows : bool
+        False: stop with the list of every problem. True: leave bad rows and files out.
+    label_min, label_max : float
+        Valid label range.
+    skip_prep : bool
+        If True, nothing is done (SpeechBrain's convention).
+
+    Returns
+    -------
+    dict or None
+        ``{"train", "dev", "test"}`` -> manifest path; None when skipped.
+    """
+    if skip_prep:
+        return None
+    if noise_folder is None:
+        raise SettingsError(
+            "noise_folder is not set: run with --noise_folder <folder of your recordings of the "
+            "target noise> (the noise the student adapts to)"
+        )
+    manifests = write_manifests(
+        data_folder,
+        save_folder,
+        test_set=test_set,
+        min_duration=min_duration,
+        check_silence=check_silence,
+        drop_bad_rows=drop_bad_rows,
+        label_min=label_min,
+        label_max=label_max,
+    )
+    prepare_noise_banks(
+        noise_folder,
+        save_folder,
+        # A segment covers the longest utterance with room for a random offset.
+        segment_seconds=_longest_utterance(manifests.values()) + 1.0,
+        adapt_minutes=adapt_noise_minutes,
+        test_bank=test_noise_bank,
+        drop_bad_files=drop_bad_rows,
+    )
+    return manifests
+
+
+def _longest_utterance(manifests):
+    longest = 0.0
+    for path in manifests:
+        with open(path, newline="") as fin:
+            longest = max([longest, *(float(row["duration"]) for row in csv.DictReader(fin))])
+    return longest
+
+
+def write_manifests(
     data_folder,
     manifest_folder,
     *,

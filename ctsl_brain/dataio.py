@@ -1,4 +1,5 @@
-"""Manifests, datasets and corpus preparation.
+"""The ground floor of the recipe: error types, audio reading and checking, labels, manifests and
+atomic file writing. Every other module may import it; it imports none of them.
 
 A manifest is a CSV with the columns ``ID, wav, duration, arousal, dominance, valence, spk_id``;
 ``wav`` may start with ``$data_root``, replaced by the recipe's ``data_folder``. Labels are on the
@@ -7,7 +8,6 @@ corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
 
 import collections
 import csv
-import inspect
 import io
 import logging
 import math
@@ -18,17 +18,12 @@ import sys
 
 import numpy as np
 import soundfile
-import speechbrain as sb
 import torch
 import torchaudio
-from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.sampler import DynamicBatchSampler
 
 __all__ = [
     "ATTRIBUTES",
-    "CORPORA",
     "MANIFEST_COLUMNS",
-    "SORTINGS",
     "DataError",
     "MissingInputError",
     "SettingsError",
@@ -53,16 +48,13 @@ __all__ = [
     "write_text_atomic",
     "load_audio",
     "check_manifest_columns",
-    "dataio_prepare",
-    "prepare_corpus",
+    "check_manifest_folder",
 ]
 
 logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
-# The orders of the training set (the choices of the sorting key).
-SORTINGS = ("random", "ascending", "descending")
 
 
 # Set to 1 to see the traceback of a user error too (for debugging).
@@ -517,152 +509,15 @@ def check_manifest_columns(path):
         )
 
 
-def dataio_prepare(hparams):
-    """Builds the train, dev and test datasets from the manifests named in ``hparams``.
+def check_manifest_folder(manifest_folder):
+    """For a corpus prepared by the user: the manifests must already be in the folder.
 
-    Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
-    (``[3]`` arousal, dominance, valence on the manifest's scale). Loading a waveform with NaN
-    or infinite samples raises :class:`DataError` naming the file and its manifest.
-
-    Returns
-    -------
-    dict
-        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
-        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); train is
-        sorted by duration when ``hparams["sorting"]`` is ``ascending`` or ``descending``, and
-        batched by SpeechBrain's ``DynamicBatchSampler`` when ``hparams["dynamic_batching"]``
-        is true (the sampler replaces ``batch_size`` and ``shuffle`` of
-        ``train_dataloader_opts``).
+    Arguments
+    ---------
+    manifest_folder : str
+        Holds ``train.csv``, ``dev.csv``, ``test.csv``, ``noise_adapt.csv`` and
+        ``noise_test.csv``.
     """
-    from ctsl_brain.conditions import condition_manifest, condition_names
-
-    def audio_pipeline(manifest):
-        @sb.utils.data_pipeline.takes("id", "wav")
-        @sb.utils.data_pipeline.provides("sig")
-        def load(utterance, wav):
-            signal = load_audio(wav, hparams["sample_rate"])
-            # Manifests written by hand are not inspected: without this, a NaN sample shows up
-            # epochs later as a non-finite loss that names no file.
-            if not torch.isfinite(signal).all():
-                raise DataError(
-                    describe_audio_problem(
-                        "non-finite audio",
-                        f"{wav} (item {utterance} of {manifest}) holds NaN or infinite samples",
-                    )
-                    + ", or remove its row from the manifest"
-                )
-            return signal
-
-        return load
-
-    @sb.utils.data_pipeline.takes(*ATTRIBUTES)
-    @sb.utils.data_pipeline.provides("labels")
-    def label_pipeline(*values):
-        return torch.tensor([float(v) for v in values])
-
-    def dataset(path):
-        check_manifest_columns(path)
-        return DynamicItemDataset.from_csv(
-            csv_path=path,
-            replacements={"data_root": hparams["data_folder"]},
-            dynamic_items=[audio_pipeline(path), label_pipeline],
-            output_keys=["id", "sig", "labels"],
-        )
-
-    datasets = {
-        "train": dataset(hparams["train_annotation"]),
-        "dev": dataset(hparams["dev_annotation"]),
-        "test": {
-            name: dataset(condition_manifest(hparams["manifest_folder"], name))
-            for name in condition_names(hparams["test_snrs"], hparams["recorded_test_folders"])
-        },
-        "dev_conditions": {
-            name: dataset(path)
-            for name in condition_names(hparams["test_snrs"], hparams["recorded_dev_folders"])
-            if os.path.isfile(path := condition_manifest(hparams["manifest_folder"], name, "dev"))
-        },
-    }
-
-    sorting = hparams["sorting"]
-    if sorting in ("ascending", "descending"):
-        datasets["train"] = datasets["train"].filtered_sorted(
-            sort_key="duration", reverse=sorting == "descending"
-        )
-        hparams["train_dataloader_opts"]["shuffle"] = False
-    elif sorting not in SORTINGS:
-        raise SettingsError(f"sorting must be one of {', '.join(SORTINGS)}; got {sorting!r}")
-    if hparams["dynamic_batching"]:
-        if sorting != "random":
-            raise SettingsError(
-                "dynamic_batching: the sampler makes its own (shuffled, length-bucketed) "
-                f"batches; run with --sorting random (got {sorting!r})"
-            )
-        # Batches of similar lengths up to a total of max_batch_length seconds, drawn from
-        # shuffled buckets: far less padding than random fixed-size batches.
-        sampler = DynamicBatchSampler(
-            datasets["train"],
-            length_func=lambda row: float(row["duration"]),
-            **hparams["dynamic_batch_sampler"],
-        )
-        options = dict(hparams["train_dataloader_opts"])
-        for key in ("batch_size", "shuffle", "drop_last", "sampler"):
-            options.pop(key, None)
-        hparams["train_dataloader_opts"] = {**options, "batch_sampler": sampler}
-    return datasets
-
-
-def _prepare_demo(data_folder, manifest_folder, options, **_):
-    from ctsl_brain.demo_corpus import prepare_demo_corpus
-
-    _check_options(prepare_demo_corpus, options, "demo")
-    written = prepare_demo_corpus(data_folder, **options)
-    os.makedirs(manifest_folder, exist_ok=True)
-    for name, path in written.items():
-        target = os.path.join(manifest_folder, f"{name}.csv")
-        with open(path) as fin:
-            text = fin.read()
-        # Rewritten only when it changed, so what depends on it is not redone.
-        if not os.path.isfile(target) or _read_text(target) != text:
-            write_text_atomic(target, text)
-
-
-def _read_text(path):
-    with open(path) as fin:
-        return fin.read()
-
-
-def _longest_utterance(manifests):
-    longest = 0.0
-    for path in manifests:
-        with open(path, newline="") as fin:
-            longest = max([longest, *(float(row["duration"]) for row in csv.DictReader(fin))])
-    return longest
-
-
-def _prepare_msp_podcast(data_folder, manifest_folder, options, *, noise, test_bank, settings):
-    from ctsl_brain.msp_podcast import prepare_msp_podcast
-    from ctsl_brain.noise_prep import prepare_noise_banks
-
-    if noise["folder"] is None:
-        raise SettingsError(
-            "noise_folder is not set: run with --noise_folder <folder of your recordings of the "
-            "target noise> (the noise the student adapts to)"
-        )
-    _check_options(prepare_msp_podcast, options, "msp_podcast", taken=settings)
-    manifests = prepare_msp_podcast(data_folder, manifest_folder, **settings, **options)
-    prepare_noise_banks(
-        noise["folder"],
-        manifest_folder,
-        # A segment covers the longest utterance with room for a random offset.
-        segment_seconds=_longest_utterance(manifests.values()) + 1.0,
-        adapt_minutes=noise["adapt_minutes"],
-        test_bank=test_bank,
-        drop_bad_files=settings["drop_bad_rows"],
-    )
-
-
-def _check_existing(data_folder, manifest_folder, options, **_):
-    """For a corpus prepared by the user: the manifests must already be in manifest_folder."""
     for name in ("train", "dev", "test"):
         check_manifest_columns(os.path.join(manifest_folder, f"{name}.csv"))
     for name in ("noise_adapt", "noise_test"):
@@ -672,89 +527,3 @@ def _check_existing(data_folder, manifest_folder, options, **_):
                 f"noise bank {path} does not exist: write the noise segments as an AddNoise CSV "
                 "(ID,duration,wav) there"
             )
-
-
-def _check_options(prepare, options, corpus, taken=()):
-    """Refuses ``prepare_options`` that the corpus' preparation does not take."""
-    parameters = inspect.signature(prepare).parameters
-    known = [name for name, p in parameters.items() if p.kind == p.KEYWORD_ONLY]
-    known = [name for name in known if name not in taken]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise SettingsError(
-            f"prepare_options: {', '.join(unknown)} is no option of the {corpus} corpus; its "
-            f"options are {', '.join(known) or 'none'}"
-        )
-
-
-_PREPARERS = {
-    "msp_podcast": _prepare_msp_podcast,
-    "demo": _prepare_demo,
-    "manifests": _check_existing,
-}
-# The corpora prepare_corpus knows (the choices of the corpus key).
-CORPORA = tuple(_PREPARERS)
-
-
-def prepare_corpus(hparams):
-    """Writes the recipe's manifests for ``hparams["corpus"]`` into ``manifest_folder``, then
-    the noisy test conditions.
-
-    ``train.csv``, ``dev.csv``, ``test.csv`` (utterances), ``noise_adapt.csv``,
-    ``noise_test.csv`` (noise banks in AddNoise's format) and one manifest per noisy test
-    condition. Corpora: ``msp_podcast`` (a release in ``data_folder``, noise recordings in
-    ``noise_folder``), ``demo`` (the embedded synthetic corpus, generated into ``data_folder``)
-    and ``manifests`` (written by the user into ``manifest_folder``, checked only).
-    ``prepare_options`` passes corpus-specific options.
-    """
-    from ctsl_brain.conditions import prepare_test_conditions
-
-    corpus = hparams["corpus"]
-    if corpus not in CORPORA:
-        raise SettingsError(f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}")
-    recorded = hparams["recorded_test_folders"]
-    _PREPARERS[corpus](
-        hparams["data_folder"],
-        hparams["manifest_folder"],
-        dict(hparams["prepare_options"] or {}),
-        noise={"folder": hparams["noise_folder"], "adapt_minutes": hparams["adapt_noise_minutes"]},
-        test_bank=not recorded,
-        settings={
-            "test_set": hparams["test_set"],
-            "min_duration": hparams["min_duration"],
-            "drop_bad_rows": hparams["drop_bad_rows"],
-            "label_min": hparams["label_min"],
-            "label_max": hparams["label_max"],
-        },
-    )
-    # The test set, and the dev set for the embedding analysis, in the same conditions.
-    conditions = {
-        "data_folder": hparams["data_folder"],
-        "snrs": hparams["test_snrs"],
-        "sample_rate": hparams["sample_rate"],
-        "min_duration": hparams["min_duration"],
-        "drop_bad_rows": hparams["drop_bad_rows"],
-    }
-    prepare_test_conditions(
-        hparams["manifest_folder"],
-        noise_csv=hparams["test_noise_csv"],
-        seed=hparams["test_noise_seed"],
-        recorded=recorded,
-        **conditions,
-    )
-    recorded_dev = hparams["recorded_dev_folders"]
-    if recorded_dev or os.path.isfile(hparams["adapt_noise_csv"]):
-        prepare_test_conditions(
-            hparams["manifest_folder"],
-            noise_csv=hparams["adapt_noise_csv"],
-            seed=hparams["dev_noise_seed"],
-            recorded=recorded_dev,
-            split="dev",
-            **conditions,
-        )
-    else:
-        logger.warning(
-            "no adaptation noise bank (%s) and no recorded_dev_folders: the noisy dev sets "
-            "of the embedding analysis are not prepared",
-            hparams["adapt_noise_csv"],
-        )
