@@ -496,8 +496,9 @@ def check_manifest_columns(path):
     missing, if anything."""
     if not os.path.isfile(path):
         raise MissingInputError(
-            f"manifest {path} does not exist: run the data preparation (check --data_folder), "
-            "or, with --corpus manifests, write it into --manifest_folder"
+            f"manifest {path} does not exist: run the data preparation (check --data_folder, "
+            "and run without --skip_prep True), or, with --corpus manifests, write it into "
+            "--manifest_folder"
         )
     with open(path, newline="") as fin:
         header = next(csv.reader(fin), [])

@@ -47,24 +47,29 @@ def demo_arguments(*, n_train=12, n_dev=4, n_test=4):
     ]
 
 
-def run_checked(command):
-    """Runs ``command`` in the repository; fails the test if it fails, showing the end of its
-    output."""
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+def run_checked(command, cwd=ROOT):
+    """Runs ``command`` in ``cwd`` (the repository by default); fails the test if it fails,
+    showing the end of its output."""
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
-def run_train(hparams_file, results, *overrides, **replace):
+def run_train(hparams_file, results, *overrides, cwd=ROOT, **replace):
     """``python train.py <hparams_file> <tiny-run settings> <overrides>``; fails the test if the
     run fails. Results go under ``results``; ``replace`` changes tiny-run settings, as for
-    :func:`tiny_run_arguments`."""
+    :func:`tiny_run_arguments`. From another ``cwd`` than the repository, train.py and the YAML
+    are given by their absolute paths, as a user elsewhere would."""
+    script = "train.py"
+    if os.path.abspath(cwd) != ROOT:
+        script, hparams_file = os.path.join(ROOT, script), os.path.join(ROOT, hparams_file)
     return run_checked(
         [
             sys.executable,
-            "train.py",
+            script,
             hparams_file,
             *tiny_run_arguments(results, **replace),
             *overrides,
-        ]
+        ],
+        cwd=cwd,
     )

@@ -11,7 +11,7 @@ import soundfile
 from recipe_run import run_train
 
 from ctsl_brain.dataio import AUDIO_ADVICE, DataError, MissingInputError, load_audio
-from msp_podcast_prepare import write_manifests
+from msp_podcast_prepare import prepare_msp_podcast, write_manifests
 from train import prepare_corpus
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -309,3 +309,15 @@ def test_less_noise_than_asked_is_used_with_a_warning(tmp_path, caplog):
     prepare_corpus(_hparams(tmp_path, root, str(little)))  # 7 s where 12 s are asked
     assert "less than the 0.2 min asked for the adaptation bank" in caplog.text
     assert "--adapt_noise_minutes" in caplog.text
+
+
+def test_skip_prep_prepares_nothing(tmp_path):
+    """SpeechBrain's skip_prep: no release, no noise and no manifest folder are touched."""
+    hparams = _hparams(tmp_path, tmp_path / "no_release", None)
+    hparams["skip_prep"] = True
+    prepare_corpus(hparams)
+    assert not (tmp_path / "manifests").exists()
+    skipped = prepare_msp_podcast(
+        str(tmp_path / "no_release"), str(tmp_path / "m"), noise_folder=None, skip_prep=True
+    )
+    assert skipped is None and not (tmp_path / "m").exists()

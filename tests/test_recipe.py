@@ -220,7 +220,7 @@ def test_losses_are_float32_under_autocast(tmp_path, demo):
 # ----- End to end, as a user runs it -----
 
 
-def _train(stage, data_folder, results, *extra):
+def _train(stage, data_folder, results, *extra, cwd=ROOT):
     return run_train(
         f"hparams/{stage}.yaml",
         results,
@@ -228,6 +228,7 @@ def _train(stage, data_folder, results, *extra):
         data_folder,
         *demo_arguments(),
         *extra,
+        cwd=cwd,
     )
 
 
@@ -248,7 +249,15 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
     teacher_files = _digests(teacher_save)
     assert any(p.endswith("encoder.ckpt") for p in teacher_files)
 
-    _train("student", data_folder, results)
+    # Started from another folder: the YAML's encoder file is the recipe's, not the current
+    # folder's (which has none).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _train("student", data_folder, results, cwd=elsewhere)
+    assert not os.path.exists(elsewhere / "hparams")
+    # The data is prepared: skip_prep leaves it alone, and the run reads the manifests.
+    manifests = os.path.join(results, "demo", "manifests")
+    before = _digests(manifests)
     _train(
         "student",
         data_folder,
@@ -261,7 +270,10 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
         "0",
         "--lambda_cl",
         "0",
+        "--skip_prep",
+        "True",
     )
+    assert _digests(manifests) == before
     assert _digests(teacher_save) == teacher_files, "a student run wrote to the teacher"
 
     for system in ("teacher", "rm_tl_cl", "rh"):

@@ -1,0 +1,90 @@
+"""The code reads from the top down: scripts, then the library, then its ground floor.
+
+No module of the library imports a script or imports itself back through others, and no two
+files share a name, so that a name (``study``, ``data``) means one thing.
+"""
+
+import ast
+import collections
+import os
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LIBRARY = "ctsl_brain"
+GROUND = "ctsl_brain.dataio"
+SCRIPTS = {"train", "study", "msp_podcast_prepare", "inspect_encoder"}
+
+
+def _tracked(suffix):
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return [f for f in files if f.endswith(suffix) and os.path.isfile(os.path.join(ROOT, f))]
+
+
+def _imports(path):
+    """The top-level names of the modules a file imports, anywhere in it."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as fin:
+        tree = ast.parse(fin.read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            # "from ctsl_brain import noise" imports ctsl_brain.noise
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _library_graph():
+    modules = {
+        path[:-3].replace("/", "."): path
+        for path in _tracked(".py")
+        if path.startswith(f"{LIBRARY}/") and path.count("/") == 1
+    }
+    graph = {
+        name: {m for m in _imports(path) if m in modules and m != name}
+        for name, path in modules.items()
+    }
+    return modules, graph
+
+
+def test_the_library_has_no_import_circle():
+    _, graph = _library_graph()
+    state, circles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for imported in sorted(graph[module]):
+            if state.get(imported) == "open":
+                circles.append(" -> ".join([*path[path.index(imported) :], imported]))
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not circles, "import circles: " + "; ".join(circles)
+
+
+def test_the_ground_floor_imports_no_other_module_of_the_library():
+    _, graph = _library_graph()
+    assert graph[GROUND] == set()
+
+
+def test_the_library_imports_no_script():
+    modules, _ = _library_graph()
+    for name, path in modules.items():
+        assert not _imports(path) & SCRIPTS, f"{path} imports a script"
+
+
+def test_one_file_per_name():
+    by_name = collections.defaultdict(list)
+    for path in _tracked(".py"):
+        name = os.path.basename(path)
+        if name not in ("__init__.py", "__main__.py"):
+            by_name[name].append(path)
+    shared = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+    assert not shared, f"files sharing a name: {shared}"
