@@ -24,7 +24,7 @@ jitter are nuisance factors.
 
 Every function takes the generator it draws from, and draws in a fixed order: the corpus
 (:mod:`ctsl_brain.demo_corpus`) keys one generator to each speaker and utterance, and the radio
-noise of its noise banks uses the same synthesiser for its babble. Anything that
+noise (:mod:`ctsl_brain.demo_noise`) uses the same synthesiser for its babble. Anything that
 changes what is drawn or computed here changes the corpus' files, so it must come with a new
 ``demo_corpus.CORPUS_VERSION``. The small signal helpers (:func:`rms`, :func:`white`,
 :func:`bandpass`) serve the noise synthesiser too.
