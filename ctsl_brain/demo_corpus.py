@@ -91,12 +91,38 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-def _peak_normalise(x: np.ndarray, peak: float) -> np.ndarray:
-    return x * (peak / max(float(np.max(np.abs(x))), 1e-12))
+def _speakers(seed: int) -> dict[str, list[tuple[str, Voice]]]:
+    """Speaker-disjoint pools: ``spk01``.. numbered across splits, alternating sexes."""
+    speakers, number = {}, 0
+    for split in _SPLITS:
+        speakers[split] = []
+        for k in range(SPEAKERS_PER_SPLIT[split]):
+            number += 1
+            rng = _rng(seed, _STREAM_SPEAKER, _SPLIT_CODE[split], k)
+            speakers[split].append((f"spk{number:02d}", draw_voice(rng, female=k % 2 == 1)))
+    return speakers
+
+
+def _babble_voices(seed: int, bank: str) -> list[Voice]:
+    """A noise bank's babble talkers: voices of their own streams, outside every split."""
+    return [
+        draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
+        for k in range(_BABBLE_POOL)
+    ]
+
+
+def _csv_paths(data_folder: str) -> dict[str, str]:
+    names = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
+    names.update({"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"})
+    return {key: os.path.join(data_folder, name) for key, name in names.items()}
 
 
 def _wav_relpath(kind: str, folder: str, item_id: str) -> str:
     return f"{kind}/{folder}/{item_id}.wav"
+
+
+def _peak_normalise(x: np.ndarray, peak: float) -> np.ndarray:
+    return x * (peak / max(float(np.max(np.abs(x))), 1e-12))
 
 
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
@@ -106,10 +132,75 @@ def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     write_audio_atomic(path, pcm, sample_rate, subtype="PCM_16")
 
 
-def _csv_paths(data_folder: str) -> dict[str, str]:
-    names = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
-    names.update({"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"})
-    return {key: os.path.join(data_folder, name) for key, name in names.items()}
+def _write_split(
+    data_folder: str,
+    csv_path: str,
+    split: str,
+    size: int,
+    speakers: list[tuple[str, Voice]],
+    *,
+    seed: int,
+    min_duration: float,
+    max_duration: float,
+    sample_rate: int,
+) -> None:
+    """Write one split's utterances, each from its own stream, then its manifest."""
+    os.makedirs(os.path.join(data_folder, "wav", split), exist_ok=True)
+    remove_stale_staging(os.path.join(data_folder, "wav", split))
+    rows = []
+    for i in range(size):
+        utt_id = f"{split}_{i:05d}"
+        spk_id, voice = speakers[i % len(speakers)]
+        rng = _rng(seed, _STREAM_UTTERANCE, _SPLIT_CODE[split], i)
+        labels = draw_labels(rng)
+        n = round(rng.uniform(min_duration, max_duration) * sample_rate)
+        wav = synthesize_speech(rng, voice, labels, n_samples=n, sample_rate=sample_rate)
+        # Peak 0.5 avoids clipping; the gain is a loudness nuisance, weakly tied to arousal.
+        a = (labels[0] - 4.0) / 3.0
+        gain = float(np.clip(0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0), 0.3, 1.0))
+        wav = _peak_normalise(wav, 0.5 * gain)
+        rel = _wav_relpath("wav", split, utt_id)
+        _write_wav(os.path.join(data_folder, rel), wav, sample_rate)
+        rows.append(
+            [
+                utt_id,
+                f"$data_root/{rel}",
+                f"{n / sample_rate:.3f}",
+                *(f"{x:.1f}" for x in labels),
+                spk_id,
+            ]
+        )
+    write_csv_atomic(csv_path, MANIFEST_HEADER, rows)
+
+
+def _write_noise_bank(
+    data_folder: str,
+    csv_path: str,
+    bank: str,
+    minutes: float,
+    *,
+    seed: int,
+    seg_len: int,
+    sample_rate: int,
+) -> None:
+    """Write one noise bank: recordings of its own streams, cut into segments of ``seg_len``
+    samples (at least ``minutes`` in all), then its ``AddNoise`` CSV."""
+    os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
+    remove_stale_staging(os.path.join(data_folder, "noise", bank))
+    voices = _babble_voices(seed, bank)
+    n_segments = max(1, math.ceil(minutes * 60.0 * sample_rate / seg_len - 1e-9))
+    rows = []
+    for rec in range(math.ceil(n_segments / _SEGMENTS_PER_RECORDING)):
+        n_here = min(_SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING)
+        rng = _rng(seed, _STREAM_RECORDING, _BANK_CODE[bank], rec)
+        mix = radio_recording(rng, voices, n_here * seg_len, sample_rate)
+        for s in range(n_here):
+            noise_id = f"{bank}_rec{rec:02d}_seg{s:02d}"
+            segment = _peak_normalise(mix[s * seg_len : (s + 1) * seg_len], 0.5)
+            rel = _wav_relpath("noise", bank, noise_id)
+            _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
+            rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
+    write_csv_atomic(csv_path, NOISE_HEADER, rows)
 
 
 def _is_up_to_date(data_folder: str, options: dict, paths: dict[str, str]) -> bool:
@@ -127,18 +218,6 @@ def _is_up_to_date(data_folder: str, options: dict, paths: dict[str, str]) -> bo
     except (OSError, ValueError, KeyError):
         return False
     return True
-
-
-def _speakers(seed: int) -> dict[str, list[tuple[str, Voice]]]:
-    """Speaker-disjoint pools: ``spk01``.. numbered across splits, alternating sexes."""
-    speakers, number = {}, 0
-    for split in _SPLITS:
-        speakers[split] = []
-        for k in range(SPEAKERS_PER_SPLIT[split]):
-            number += 1
-            rng = _rng(seed, _STREAM_SPEAKER, _SPLIT_CODE[split], k)
-            speakers[split].append((f"spk{number:02d}", draw_voice(rng, female=k % 2 == 1)))
-    return speakers
 
 
 def prepare_demo_corpus(
@@ -246,57 +325,30 @@ def prepare_demo_corpus(
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     remove_stale_staging(data_folder)
     for split in _SPLITS:
-        os.makedirs(os.path.join(data_folder, "wav", split), exist_ok=True)
-        remove_stale_staging(os.path.join(data_folder, "wav", split))
-        rows = []
-        for i in range(sizes[split]):
-            utt_id = f"{split}_{i:05d}"
-            spk_id, voice = speakers[split][i % len(speakers[split])]
-            rng = _rng(seed, _STREAM_UTTERANCE, _SPLIT_CODE[split], i)
-            labels = draw_labels(rng)
-            n = round(rng.uniform(min_duration, max_duration) * sample_rate)
-            wav = synthesize_speech(rng, voice, labels, n_samples=n, sample_rate=sample_rate)
-            # Peak 0.5 avoids clipping; the gain is a loudness nuisance, weakly tied to arousal.
-            a = (labels[0] - 4.0) / 3.0
-            gain = float(
-                np.clip(0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0), 0.3, 1.0)
-            )
-            wav = _peak_normalise(wav, 0.5 * gain)
-            rel = _wav_relpath("wav", split, utt_id)
-            _write_wav(os.path.join(data_folder, rel), wav, sample_rate)
-            rows.append(
-                [
-                    utt_id,
-                    f"$data_root/{rel}",
-                    f"{n / sample_rate:.3f}",
-                    *(f"{x:.1f}" for x in labels),
-                    spk_id,
-                ]
-            )
-        write_csv_atomic(paths[split], MANIFEST_HEADER, rows)
+        _write_split(
+            data_folder,
+            paths[split],
+            split,
+            sizes[split],
+            speakers[split],
+            seed=seed,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            sample_rate=sample_rate,
+        )
 
     seg_len = round(noise_segment_seconds * sample_rate)
     minutes = {"adapt": adapt_noise_minutes, "test": test_noise_minutes}
     for bank in _NOISE_BANKS:
-        os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
-        remove_stale_staging(os.path.join(data_folder, "noise", bank))
-        voices = [
-            draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
-            for k in range(_BABBLE_POOL)
-        ]
-        n_segments = max(1, math.ceil(minutes[bank] * 60.0 * sample_rate / seg_len - 1e-9))
-        rows = []
-        for rec in range(math.ceil(n_segments / _SEGMENTS_PER_RECORDING)):
-            n_here = min(_SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING)
-            rng = _rng(seed, _STREAM_RECORDING, _BANK_CODE[bank], rec)
-            mix = radio_recording(rng, voices, n_here * seg_len, sample_rate)
-            for s in range(n_here):
-                noise_id = f"{bank}_rec{rec:02d}_seg{s:02d}"
-                segment = _peak_normalise(mix[s * seg_len : (s + 1) * seg_len], 0.5)
-                rel = _wav_relpath("noise", bank, noise_id)
-                _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
-                rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
-        write_csv_atomic(paths[f"noise_{bank}"], NOISE_HEADER, rows)
+        _write_noise_bank(
+            data_folder,
+            paths[f"noise_{bank}"],
+            bank,
+            minutes[bank],
+            seed=seed,
+            seg_len=seg_len,
+            sample_rate=sample_rate,
+        )
 
     write_text_atomic(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
     return paths
