@@ -7,7 +7,9 @@ The library behind the SpeechBrain recipe (``train.py``, ``hparams/``):
 - :mod:`ctsl_brain.noise`: mixing speech with recorded noise at an SNR over each utterance.
 - :mod:`ctsl_brain.data`: manifests, datasets and corpus preparation.
 - :mod:`ctsl_brain.brain`: the Brain of the teacher and student stages.
-- :mod:`ctsl_brain.demo_corpus`: the embedded synthetic demo corpus.
+- :mod:`ctsl_brain.demo_corpus`: the embedded synthetic demo corpus, its files and manifests;
+  :mod:`ctsl_brain.demo_speech` synthesises its emotional speech, :mod:`ctsl_brain.demo_noise`
+  its radio-show noise.
 - :mod:`ctsl_brain.report`: test results as tables.
 - :mod:`ctsl_brain.export`: a finished run as a self-contained model folder.
 - :mod:`ctsl_brain.inference`: that model on any recording (``python -m ctsl_brain predict``).

@@ -15,29 +15,16 @@ with the code, builds in seconds on a laptop CPU and behaves qualitatively like 
 
 What it is
 ----------
-Utterances are built source-filter style: a Rosenberg glottal pulse train with a time-varying
-f0 contour (plus pulsed aspiration noise) is shaped syllable by syllable by four formant
-resonators whose vowel is drawn from a small table and scaled by the speaker's vocal-tract
-factor; syllables get fricative-like noise onsets, amplitude envelopes, stress and pauses.
-The three emotional attributes, sampled from a correlated distribution on the 1-7 scale and
-rounded to multiples of 0.2 (the mean of five raters), drive the prosody and voice quality:
+Utterances of a source-filter synthesiser whose prosody and voice quality follow three
+emotional attributes (arousal, dominance, valence on the 1-7 scale, rounded to multiples of
+0.2 like the mean of five raters), spoken by synthetic speakers: see
+:mod:`ctsl_brain.demo_speech` for what each attribute changes. Splits are speaker-disjoint.
+Each utterance is scaled to a peak of 0.5 times a loudness gain weakly tied to arousal.
 
-* arousal: higher f0 level and wider f0 range, faster syllables, fewer/shorter pauses, a
-  sharper glottal closure and less low-pass tilt (more high-frequency energy), a bit more gain;
-* dominance: correlated with arousal in the label sampling; lowers f0 relative to arousal,
-  increases stress contrast (louder and longer stressed syllables) and reduces breathiness;
-* valence: what is said (positive utterances favour front vowels, negative ones back vowels,
-  standing in for the lexical content that carries much of valence in real speech), "smile"
-  (raised F1-F3), rising instead of falling phrase-final contour, smoother f0, and less
-  aspiration noise (negative valence is breathy and rough).
-
-Speaker (base pitch, tract length, speaking rate, breathiness), phonetic content and random
-jitter are nuisance factors. Splits are speaker-disjoint.
-
-Noise banks imitate radio shows: each "recording" mixes babble (4-8 voices of the same
-synthesiser, from voices outside every corpus split), music (chords, bass line, drums) and
-sound effects (filtered bursts, chirps, applause, hum) with smoothly time-varying weights, and
-is cut into segments slightly longer than the longest utterance, listed in SpeechBrain's
+Noise banks imitate radio shows: each synthetic "recording" mixes babble, music and sound
+effects with smoothly time-varying weights (see :mod:`ctsl_brain.demo_noise`); its babble
+talkers are voices of the same synthesiser from outside every corpus split. Each recording is
+cut into segments slightly longer than the longest utterance, listed in SpeechBrain's
 ``AddNoise`` CSV format. The adaptation and test banks come from different random streams,
 recordings and babble voices.
 
@@ -52,10 +39,8 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import lfilter
 
 from ctsl_brain.dataio import (
     SettingsError,
@@ -64,6 +49,8 @@ from ctsl_brain.dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
+from ctsl_brain.demo_noise import radio_recording
+from ctsl_brain.demo_speech import Voice, draw_labels, draw_voice, synthesize_speech
 
 __all__ = [
     "CORPUS_VERSION",
@@ -93,54 +80,10 @@ _STREAM_UTTERANCE = 2
 _STREAM_RECORDING = 3
 _STREAM_BABBLE_VOICE = 4
 
-# Babble voices per noise bank; each recording draws 4-8 of them, with emotions of half the
-# corpus' spread around the neutral middle.
+# Babble voices per noise bank; each recording of the bank draws 4-8 of them.
 _BABBLE_POOL = 12
-_BABBLE_EMOTION_SPREAD = 0.5
 # Segments cut from one synthetic recording; several recordings make a bank.
 _SEGMENTS_PER_RECORDING = 6
-
-# Label distribution on the 1-7 scale (arousal, dominance, valence): centred near 4, not
-# uniform, with arousal and dominance strongly correlated as in real annotated corpora.
-_LABEL_MEAN = np.array([4.0, 4.0, 4.1])
-_LABEL_STD = np.array([1.15, 1.1, 1.1])
-_LABEL_CORR = np.array([[1.0, 0.55, 0.1], [0.55, 1.0, 0.2], [0.1, 0.2, 1.0]])
-_LABEL_CHOL = np.linalg.cholesky(_LABEL_CORR)
-
-# Adult male F1-F4 (Hz) of a few vowels (Peterson & Barney style); scaled per speaker.
-_VOWELS = np.array(
-    [
-        [280.0, 2250.0, 2890.0, 3500.0],  # i
-        [400.0, 2000.0, 2550.0, 3500.0],  # e
-        [660.0, 1720.0, 2410.0, 3400.0],  # ae
-        [730.0, 1090.0, 2440.0, 3400.0],  # a
-        [500.0, 900.0, 2400.0, 3300.0],  # o
-        [310.0, 870.0, 2250.0, 3300.0],  # u
-        [500.0, 1500.0, 2500.0, 3500.0],  # schwa
-    ]
-)
-_BANDWIDTHS = np.array([70.0, 95.0, 150.0, 220.0])
-# How much a fully positive valence (+1 on the normalised scale) raises F1..F4 ("smile").
-_SMILE = np.array([0.16, 0.22, 0.12, 0.06])
-# What the words say: each vowel's weight towards positive (+) or negative (-) content, in the
-# order of ``_VOWELS``. An utterance of valence v draws its vowels with probabilities
-# proportional to exp(_LEXICAL_VALENCE * v * weight), so positive utterances favour front
-# vowels and negative ones back vowels, as a stand-in for the lexical content that carries
-# much of valence in real speech.
-_VOWEL_VALENCE = np.array([1.0, 0.6, 0.3, -0.3, -0.6, -1.0, 0.0])
-_LEXICAL_VALENCE = 2.5
-# One period of a harmonic tone for music and hum (see ``_tone``).
-_TONE_TABLE = sum(0.6**h * np.sin(2.0 * np.pi * (h + 1) * np.arange(4096) / 4096) for h in range(5))
-
-
-@dataclass(frozen=True)
-class _Voice:
-    """A synthetic speaker: base f0 (Hz), formant scale factor, syllables/s, breathiness."""
-
-    f0_hz: float
-    tract: float
-    rate: float
-    breath: float
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -148,365 +91,38 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-def _draw_voice(rng: np.random.Generator, *, female: bool) -> _Voice:
-    """Draw a speaker; female voices get higher pitch and a shorter tract (higher formants)."""
-    if female:
-        f0, tract = rng.uniform(170.0, 240.0), rng.uniform(1.10, 1.22)
-    else:
-        f0, tract = rng.uniform(95.0, 140.0), rng.uniform(0.92, 1.04)
-    return _Voice(
-        f0_hz=float(f0),
-        tract=float(tract),
-        rate=float(rng.uniform(3.8, 5.0)),
-        breath=float(rng.uniform(0.8, 1.25)),
-    )
+def _speakers(seed: int) -> dict[str, list[tuple[str, Voice]]]:
+    """Speaker-disjoint pools: ``spk01``.. numbered across splits, alternating sexes."""
+    speakers, number = {}, 0
+    for split in _SPLITS:
+        speakers[split] = []
+        for k in range(SPEAKERS_PER_SPLIT[split]):
+            number += 1
+            rng = _rng(seed, _STREAM_SPEAKER, _SPLIT_CODE[split], k)
+            speakers[split].append((f"spk{number:02d}", draw_voice(rng, female=k % 2 == 1)))
+    return speakers
 
 
-def _draw_labels(rng: np.random.Generator) -> np.ndarray:
-    """Arousal, dominance, valence on the 1-7 scale, rounded to 0.2 like a 5-rater mean."""
-    x = _LABEL_MEAN + _LABEL_STD * (_LABEL_CHOL @ rng.standard_normal(3))
-    return np.round(np.clip(x, 1.0, 7.0) * 5.0) / 5.0
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)) + 1e-20))
-
-
-def _white(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unit-variance white noise. Uniform rather than Gaussian: three times cheaper, and
-    every use is filtered or enveloped, which makes the distribution irrelevant."""
-    return (rng.random(n) - 0.5) * math.sqrt(12.0)
-
-
-def _formant_filter(
-    formants: np.ndarray, bandwidths: np.ndarray, sample_rate: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(b, a) of a cascade of unit-DC-gain two-pole resonators (Klatt-style vocal tract).
-
-    Cascading keeps the relative formant amplitudes natural without per-formant gains. The
-    product is one 8th-order filter: in float64 it matches the second-order-section cascade to
-    ~1e-11 for these pole positions and costs half as much.
-    """
-    r = np.exp(-np.pi * bandwidths / sample_rate)
-    a = np.array([1.0])
-    for r_k, f_k in zip(r, formants, strict=True):
-        a = np.convolve(a, [1.0, -2.0 * r_k * math.cos(2.0 * math.pi * f_k / sample_rate), r_k**2])
-    return np.array([a.sum()]), a
-
-
-def _taper(n: int, fraction: float) -> np.ndarray:
-    """A flat window with raised-cosine ramps over ``fraction`` of its length at each end."""
-    k = max(1, min(int(fraction * n), n // 2))
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(k) + 0.5) / k)
-    w = np.ones(n)
-    w[:k] = ramp
-    w[n - k :] = ramp[::-1]
-    return w
-
-
-def _bandpass(x: np.ndarray, centre: float, bandwidth: float, sample_rate: int) -> np.ndarray:
-    """Constant-peak-gain two-pole band-pass (unit gain at ``centre`` Hz)."""
-    centre = min(centre, 0.45 * sample_rate)
-    r = math.exp(-math.pi * bandwidth / sample_rate)
-    a = [1.0, -2.0 * r * math.cos(2.0 * math.pi * centre / sample_rate), r * r]
-    g = 0.5 * (1.0 - r * r)
-    return lfilter([g, 0.0, -g], a, x)
-
-
-def _vowel_probabilities(valence: float) -> np.ndarray:
-    """Probabilities of the vowels of ``_VOWELS`` in an utterance of normalised ``valence``
-    (-1 to 1): uniform when neutral, front vowels for positive and back vowels for negative."""
-    p = np.exp(_LEXICAL_VALENCE * valence * _VOWEL_VALENCE)
-    return p / p.sum()
-
-
-def _synthesize_speech(
-    rng: np.random.Generator,
-    voice: _Voice,
-    labels: np.ndarray,
-    *,
-    n_samples: int,
-    sample_rate: int,
-) -> np.ndarray:
-    """Synthesise one speech-like utterance.
-
-    Arguments
-    ---------
-    rng : the utterance's own generator (consumed).
-    voice : the speaker.
-    labels : arousal, dominance, valence on the 1-7 scale.
-    n_samples : output length in samples.
-    sample_rate : Hz.
-
-    Returns
-    -------
-    float64 waveform of ``n_samples`` samples, arbitrary scale (the caller normalises).
-    """
-    sr = sample_rate
-    duration = n_samples / sr
-    # Normalised attributes in [-1, 1]; 0 is the neutral middle of the scale.
-    a, d, v = ((np.asarray(labels, dtype=float) - 4.0) / 3.0).tolist()
-
-    # --- Timing: arousal speeds up syllables and removes pauses; dominance lengthens stress.
-    rate = voice.rate * math.exp(0.30 * a + rng.normal(0.0, 0.06))
-    pause_prob = float(np.clip(0.30 - 0.22 * a + rng.normal(0.0, 0.04), 0.03, 0.65))
-    pause_mean = 0.18 * (1.0 - 0.35 * a)
-    stress_len = 1.10 + 0.22 * (d + 1.0)
-    stress_amp = 1.25 + 0.85 * (d + 1.0)
-    breath = voice.breath * (0.10 + 0.17 * (1.0 - v) + 0.07 * (1.0 - d))
-    breath = float(np.clip(breath + rng.normal(0.0, 0.02), 0.02, 0.7))
-
-    syllables = []  # (nucleus start s, nucleus length s, onset length s, stressed)
-    t = rng.uniform(0.04, 0.12)
-    end = duration - rng.uniform(0.06, 0.15)
-    while True:
-        stressed = bool(rng.random() < 0.35)
-        onset = rng.uniform(0.025, 0.07) if rng.random() < 0.5 else 0.0
-        period = math.exp(rng.normal(0.0, 0.2)) / rate
-        nucleus = max(0.06, 0.82 * period - onset) * (stress_len if stressed else 1.0)
-        if t + onset + nucleus > end:
-            if syllables:
-                break
-            nucleus = max(0.05, end - t - onset)
-        syllables.append((t + onset, nucleus, onset, stressed))
-        t += onset + nucleus + 0.18 * period
-        if rng.random() < pause_prob:
-            t += pause_mean * math.exp(rng.normal(0.0, 0.35))
-
-    # --- f0 contour in semitones relative to the speaker's base pitch.
-    level = 5.0 * a - 2.0 * d + rng.normal(0.0, 0.7)
-    span = max(0.4, 2.6 + 2.4 * a + rng.normal(0.0, 0.4))
-    final = 4.0 * v + rng.normal(0.0, 1.0)
-    knot_t, knot_st = [], []
-    for k, (start, nuc, _, stressed) in enumerate(syllables):
-        peak = span * (rng.uniform(0.65, 1.0) if stressed else rng.uniform(0.0, 0.3))
-        if k == len(syllables) - 1:
-            peak *= 0.5  # phrase-final syllables rarely carry a full accent
-        pos = rng.uniform(0.3, 0.7)
-        knot_t += [start, start + pos * nuc, start + nuc]
-        knot_st += [0.3 * peak, peak, 0.2 * peak]
-    # Phrase-final movement over the last two syllables: rising for positive valence,
-    # falling for negative valence.
-    knot_t, knot_st = np.array(knot_t), np.array(knot_st)
-    ramp_start = syllables[max(0, len(syllables) - 2)][0]
-    knot_st += final * np.clip((knot_t - ramp_start) / (knot_t[-1] - ramp_start), 0.0, 1.0)
-    # Micro-prosodic roughness at ~100 Hz: negative valence gives an irregular contour.
-    rough = max(0.05, 0.12 + 0.22 * (1.0 - v) + rng.normal(0.0, 0.03))
-    n_ctrl = int(duration * 100.0) + 2
-    wobble = np.convolve(rng.standard_normal(n_ctrl), [0.25, 0.5, 0.25], mode="same")
-    wobble *= rough / 0.612  # the smoothing kernel shrinks the std by 0.612
-    ctrl_t = np.arange(n_ctrl) / 100.0
-
-    # --- Glottal source (Rosenberg pulses): arousal shortens the open and closing phases, which
-    # raises high-frequency energy (flatter tilt); breathiness keeps the glottis open longer.
-    oq = float(np.clip(0.60 - 0.14 * a - 0.05 * d + 0.25 * breath + rng.normal(0, 0.02), 0.3, 0.9))
-    tn = oq * float(np.clip(0.38 - 0.12 * a + rng.normal(0.0, 0.02), 0.15, 0.5))
-    tp = oq - tn
-    tilt = float(np.clip(0.72 - 0.30 * a + 0.1 * breath + rng.normal(0.0, 0.03), 0.2, 0.93))
-
-    # Only the syllables are synthesised (silence costs nothing): for each one, f0 contour ->
-    # glottal excitation + aspiration -> vowel formants, then a fricative-like noise onset.
-    tail = int(0.03 * sr)
-    out = np.zeros(n_samples + tail)
-    smile = 1.0 + _SMILE * v
-    bandwidths = _BANDWIDTHS * (1.0 + 0.8 * breath)
-    vowel_p = _vowel_probabilities(v)
-    for start, nuc, onset, stressed in syllables:
-        s = int(start * sr)
-        e = min(n_samples, s + max(int(nuc * sr), 16))
-        t = np.arange(s, e) / sr
-        semitones = np.interp(t, knot_t, knot_st) + np.interp(t, ctrl_t, wobble)
-        semitones += level - 1.8 * t / duration  # declination
-        f0 = np.clip(voice.f0_hz * np.exp2(semitones / 12.0), 55.0, 600.0)
-        phase = np.cumsum(f0 / sr)
-        p = phase - np.floor(phase)
-        # Rosenberg's polynomial pulse: smooth opening 3x^2 - 2x^3, closing 1 - y^2 that ends
-        # in a corner (the glottal closure, the main source of high-frequency energy).
-        x = p * (1.0 / tp)
-        y = (p - tp) * (1.0 / tn)
-        flow = np.where(p < tp, x * x * (3.0 - 2.0 * x), np.maximum(0.0, 1.0 - y * y))
-        # Flow derivative = glottal excitation with lip radiation, plus aspiration noise
-        # (stronger while the glottis is open). The tilt low-pass acts on both, as vocal
-        # effort does, so that breathy low-arousal voices do not gain high frequencies.
-        pulses = np.diff(flow, prepend=0.0)
-        aspiration = _white(rng, e - s) * np.where(p < oq, 1.0, 0.35)
-        excitation = pulses + (1.2 * breath * _rms(pulses)) * aspiration
-        excitation = lfilter([1.0 - tilt], [1.0, -tilt], excitation)
-
-        amp = (stress_amp if stressed else 1.0) * math.exp(rng.normal(0.0, 0.15))
-        vowel = _VOWELS[rng.choice(len(_VOWELS), p=vowel_p)]
-        formants = vowel * voice.tract * smile * np.exp(rng.normal(0.0, 0.03, size=4))
-        b, a_poly = _formant_filter(np.minimum(formants, 0.45 * sr), bandwidths, sr)
-        seg = np.zeros(e - s + tail)
-        seg[: e - s] = excitation * _taper(e - s, 0.25) * amp
-        seg = lfilter(b, a_poly, seg)
-        out[s : e + tail] += seg
-        k = min(int(onset * sr), s)
-        if k > 8:
-            fric = _white(rng, k) * _taper(k, 0.35)
-            fric = _bandpass(fric, rng.uniform(2500.0, 5500.0) * voice.tract, 1500.0, sr)
-            out[s - k : s] += fric * (rng.uniform(0.15, 0.35) * _rms(seg) / _rms(fric))
-    out = out[:n_samples]
-    # A faint noise floor, as in any real recording (and no exact digital silence).
-    out += _white(rng, n_samples) * (np.max(np.abs(out)) * 10.0 ** (-55.0 / 20.0))
-    return out
-
-
-def _peak_normalise(x: np.ndarray, peak: float) -> np.ndarray:
-    return x * (peak / max(float(np.max(np.abs(x))), 1e-12))
-
-
-def _smooth_weights(
-    rng: np.random.Generator,
-    n_samples: int,
-    sample_rate: int,
-    low: float,
-    high: float,
-    p_off: float,
-) -> np.ndarray:
-    """A non-negative gain curve with knots every 1-3 s; with probability ``p_off`` a knot is 0,
-    so a component fades out for a while (a radio show alternates talk, music and jingles)."""
-    times = [0.0]
-    while times[-1] * sample_rate < n_samples:
-        times.append(times[-1] + rng.uniform(1.0, 3.0))
-    values = rng.uniform(low, high, size=len(times))
-    values[rng.random(len(times)) < p_off] = 0.0
-    return np.interp(np.arange(n_samples) / sample_rate, times, values)
-
-
-def _babble(
-    rng: np.random.Generator, voices: list[_Voice], n_samples: int, sample_rate: int
-) -> np.ndarray:
-    """A crowd of simultaneous talkers of the corpus synthesiser, with random but moderate
-    emotions (half the spread of the corpus' labels): a few full-range emotional talkers at the
-    target's level would carry valence cues of their own that no model can tell apart from the
-    target's."""
-    sr = sample_rate
-    out = np.zeros(n_samples)
-    n_talkers = int(rng.integers(4, 9))
-    for idx in rng.choice(len(voices), size=n_talkers, replace=False):
-        level = rng.uniform(0.5, 1.0)
-        pos = -int(rng.uniform(0.0, 2.0) * sr)  # talkers are not synchronised
-        while pos < n_samples:
-            n = int(rng.uniform(1.5, 4.0) * sr)
-            labels = 4.0 + _BABBLE_EMOTION_SPREAD * (_draw_labels(rng) - 4.0)
-            utt = _synthesize_speech(rng, voices[idx], labels, n_samples=n, sample_rate=sr)
-            utt *= level / _rms(utt)
-            lo, hi = max(pos, 0), min(pos + n, n_samples)
-            if hi > lo:
-                out[lo:hi] += utt[lo - pos : hi - pos]
-            pos += n + int(rng.uniform(0.05, 0.5) * sr)
-    return out
-
-
-def _tone(phase: np.ndarray) -> np.ndarray:
-    """A harmonic tone (5 harmonics, -4.4 dB each) read from a wavetable at ``phase`` (cycles,
-    non-negative); a table lookup is an order of magnitude cheaper than summing sines."""
-    return _TONE_TABLE[(phase * _TONE_TABLE.size).astype(np.int64) & (_TONE_TABLE.size - 1)]
-
-
-def _music(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.ndarray:
-    """Chords of harmonic tones changing every 0.3-1 s over a bass line, with drums."""
-    sr = sample_rate
-    out = np.zeros(n_samples)
-    key = int(rng.integers(45, 57))
-    scale = np.array([0, 2, 4, 5, 7, 9, 11])
-    pos = 0
-    while pos < n_samples:
-        n = min(int(rng.uniform(0.3, 1.0) * sr), n_samples - pos)
-        t = np.arange(n) / sr
-        root = key + int(scale[rng.integers(len(scale))])
-        intervals = [0, 4, 7] if rng.random() < 0.6 else [0, 3, 7]
-        if rng.random() < 0.3:
-            intervals.append(10)
-        chord = np.zeros(n)
-        for note in intervals:  # the chord sits an octave above the key
-            chord += _tone(440.0 * 2.0 ** ((root + 12 + note - 69) / 12.0) * t + rng.random())
-        bass = _tone(440.0 * 2.0 ** ((root - 12 - 69) / 12.0) * t)
-        env = np.minimum(1.0, t / 0.01) * np.minimum(1.0, (t[-1] - t + 1e-3) / 0.03)
-        out[pos : pos + n] += env * (0.35 * chord + 0.8 * bass * np.exp(-t / 0.4))
-        pos += n
-    # Drums on a steady beat: kick on beats 1 and 3, snare on 2 and 4, hi-hat off the beat.
-    beat = 60.0 / rng.uniform(80.0, 140.0)
-    n_hits = int(n_samples / (sr * beat / 2.0)) + 1
-    for h in range(n_hits):
-        s = int(h * beat / 2.0 * sr)
-        k = min(int(0.25 * sr), n_samples - s)
-        if k <= 0:
-            break
-        t = np.arange(k) / sr
-        if h % 4 == 0:  # kick: a sine gliding down to 50 Hz
-            glide = 50.0 * t + 3.0 * (1.0 - np.exp(-t / 0.03))
-            hit = np.sin(2.0 * np.pi * glide) * np.exp(-t / 0.15)
-        elif h % 4 == 2:
-            hit = 0.6 * np.diff(_white(rng, k + 1)) * np.exp(-t / 0.08)
-        else:
-            hit = 0.25 * np.diff(_white(rng, k + 1)) * np.exp(-t / 0.02)
-        out[s : s + k] += hit * rng.uniform(0.7, 1.0)
-    return out
-
-
-def _effects(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.ndarray:
-    """Sound effects: band-passed noise bursts, chirps, applause, and mains hum."""
-    sr = sample_rate
-    out = np.zeros(n_samples)
-    if rng.random() < 0.5:
-        mains = 50.0 if rng.random() < 0.5 else 60.0
-        out += 0.15 * _tone(mains * np.arange(n_samples) / sr)
-    pos = rng.exponential(1.2)
-    while pos * sr < n_samples:
-        s = int(pos * sr)
-        kind = rng.integers(3)
-        if kind == 0:  # filtered noise burst (whoosh, door, crash)
-            k = int(rng.uniform(0.1, 1.2) * sr)
-            t = np.arange(k) / sr
-            burst = _bandpass(
-                _white(rng, k), rng.uniform(200.0, 6000.0), rng.uniform(200.0, 2000.0), sr
-            )
-            ev = burst / _rms(burst) * np.minimum(1.0, t / 0.02) * np.exp(-t / (0.3 * t[-1]))
-        elif kind == 1:  # chirp / sweep with a few harmonics
-            k = int(rng.uniform(0.2, 1.5) * sr)
-            t = np.arange(k) / sr
-            f1, f2 = rng.uniform(200.0, 4000.0, size=2)
-            inst = f1 * (f2 / f1) ** (t / t[-1])
-            ph = 2.0 * np.pi * np.cumsum(inst) / sr
-            partials = [h for h in range(1, 4) if h * max(f1, f2) < 0.45 * sr]
-            ev = sum(0.5**h * np.sin(h * ph) for h in partials) * np.sin(np.pi * t / t[-1])
-        else:  # applause: a dense random train of short band-limited claps
-            k = int(rng.uniform(1.5, 4.0) * sr)
-            t = np.arange(k) / sr
-            claps = np.zeros(k)
-            n_claps = int(rng.uniform(30.0, 80.0) * k / sr)
-            claps[rng.integers(0, k, size=n_claps)] = rng.uniform(0.3, 1.0, size=n_claps)
-            kernel = _white(rng, int(0.01 * sr)) * np.exp(-np.arange(int(0.01 * sr)) / 40)
-            ev = _bandpass(np.convolve(claps, kernel)[:k], rng.uniform(1000.0, 3000.0), 2500.0, sr)
-            ev = ev / _rms(ev) * np.sqrt(np.abs(np.sin(np.pi * t / t[-1])))
-        k = min(len(ev), n_samples - s)
-        out[s : s + k] += ev[:k] * rng.uniform(0.3, 1.0)
-        pos += len(ev) / sr * rng.uniform(0.3, 1.0) + rng.exponential(1.2)
-    return out
-
-
-def _radio_recording(
-    seed: int, bank: str, index: int, voices: list[_Voice], n_samples: int, sample_rate: int
-) -> np.ndarray:
-    """One synthetic radio-show "recording": babble, music and effects with moving weights."""
-    rng = _rng(seed, _STREAM_RECORDING, _BANK_CODE[bank], index)
-    parts = [
-        _babble(rng, voices, n_samples, sample_rate),
-        _music(rng, n_samples, sample_rate),
-        _effects(rng, n_samples, sample_rate),
+def _babble_voices(seed: int, bank: str) -> list[Voice]:
+    """A noise bank's babble talkers: voices of their own streams, outside every split."""
+    return [
+        draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
+        for k in range(_BABBLE_POOL)
     ]
-    # Babble never fades out completely: it is the part that competes with the pitch cues.
-    limits = [(0.4, 1.0, 0.0), (0.0, 1.0, 0.35), (0.0, 1.0, 0.3)]
-    mix = np.zeros(n_samples)
-    for part, (low, high, p_off) in zip(parts, limits, strict=True):
-        mix += part / _rms(part) * _smooth_weights(rng, n_samples, sample_rate, low, high, p_off)
-    return mix
+
+
+def _csv_paths(data_folder: str) -> dict[str, str]:
+    names = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
+    names.update({"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"})
+    return {key: os.path.join(data_folder, name) for key, name in names.items()}
 
 
 def _wav_relpath(kind: str, folder: str, item_id: str) -> str:
     return f"{kind}/{folder}/{item_id}.wav"
+
+
+def _peak_normalise(x: np.ndarray, peak: float) -> np.ndarray:
+    return x * (peak / max(float(np.max(np.abs(x))), 1e-12))
 
 
 def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
@@ -516,10 +132,75 @@ def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
     write_audio_atomic(path, pcm, sample_rate, subtype="PCM_16")
 
 
-def _csv_paths(data_folder: str) -> dict[str, str]:
-    names = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
-    names.update({"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"})
-    return {key: os.path.join(data_folder, name) for key, name in names.items()}
+def _write_split(
+    data_folder: str,
+    csv_path: str,
+    split: str,
+    size: int,
+    speakers: list[tuple[str, Voice]],
+    *,
+    seed: int,
+    min_duration: float,
+    max_duration: float,
+    sample_rate: int,
+) -> None:
+    """Write one split's utterances, each from its own stream, then its manifest."""
+    os.makedirs(os.path.join(data_folder, "wav", split), exist_ok=True)
+    remove_stale_staging(os.path.join(data_folder, "wav", split))
+    rows = []
+    for i in range(size):
+        utt_id = f"{split}_{i:05d}"
+        spk_id, voice = speakers[i % len(speakers)]
+        rng = _rng(seed, _STREAM_UTTERANCE, _SPLIT_CODE[split], i)
+        labels = draw_labels(rng)
+        n = round(rng.uniform(min_duration, max_duration) * sample_rate)
+        wav = synthesize_speech(rng, voice, labels, n_samples=n, sample_rate=sample_rate)
+        # Peak 0.5 avoids clipping; the gain is a loudness nuisance, weakly tied to arousal.
+        a = (labels[0] - 4.0) / 3.0
+        gain = float(np.clip(0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0), 0.3, 1.0))
+        wav = _peak_normalise(wav, 0.5 * gain)
+        rel = _wav_relpath("wav", split, utt_id)
+        _write_wav(os.path.join(data_folder, rel), wav, sample_rate)
+        rows.append(
+            [
+                utt_id,
+                f"$data_root/{rel}",
+                f"{n / sample_rate:.3f}",
+                *(f"{x:.1f}" for x in labels),
+                spk_id,
+            ]
+        )
+    write_csv_atomic(csv_path, MANIFEST_HEADER, rows)
+
+
+def _write_noise_bank(
+    data_folder: str,
+    csv_path: str,
+    bank: str,
+    minutes: float,
+    *,
+    seed: int,
+    seg_len: int,
+    sample_rate: int,
+) -> None:
+    """Write one noise bank: recordings of its own streams, cut into segments of ``seg_len``
+    samples (at least ``minutes`` in all), then its ``AddNoise`` CSV."""
+    os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
+    remove_stale_staging(os.path.join(data_folder, "noise", bank))
+    voices = _babble_voices(seed, bank)
+    n_segments = max(1, math.ceil(minutes * 60.0 * sample_rate / seg_len - 1e-9))
+    rows = []
+    for rec in range(math.ceil(n_segments / _SEGMENTS_PER_RECORDING)):
+        n_here = min(_SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING)
+        rng = _rng(seed, _STREAM_RECORDING, _BANK_CODE[bank], rec)
+        mix = radio_recording(rng, voices, n_here * seg_len, sample_rate)
+        for s in range(n_here):
+            noise_id = f"{bank}_rec{rec:02d}_seg{s:02d}"
+            segment = _peak_normalise(mix[s * seg_len : (s + 1) * seg_len], 0.5)
+            rel = _wav_relpath("noise", bank, noise_id)
+            _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
+            rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
+    write_csv_atomic(csv_path, NOISE_HEADER, rows)
 
 
 def _is_up_to_date(data_folder: str, options: dict, paths: dict[str, str]) -> bool:
@@ -537,18 +218,6 @@ def _is_up_to_date(data_folder: str, options: dict, paths: dict[str, str]) -> bo
     except (OSError, ValueError, KeyError):
         return False
     return True
-
-
-def _speakers(seed: int) -> dict[str, list[tuple[str, _Voice]]]:
-    """Speaker-disjoint pools: ``spk01``.. numbered across splits, alternating sexes."""
-    speakers, number = {}, 0
-    for split in _SPLITS:
-        speakers[split] = []
-        for k in range(SPEAKERS_PER_SPLIT[split]):
-            number += 1
-            rng = _rng(seed, _STREAM_SPEAKER, _SPLIT_CODE[split], k)
-            speakers[split].append((f"spk{number:02d}", _draw_voice(rng, female=k % 2 == 1)))
-    return speakers
 
 
 def prepare_demo_corpus(
@@ -656,56 +325,30 @@ def prepare_demo_corpus(
     sizes = {"train": n_train, "dev": n_dev, "test": n_test}
     remove_stale_staging(data_folder)
     for split in _SPLITS:
-        os.makedirs(os.path.join(data_folder, "wav", split), exist_ok=True)
-        remove_stale_staging(os.path.join(data_folder, "wav", split))
-        rows = []
-        for i in range(sizes[split]):
-            utt_id = f"{split}_{i:05d}"
-            spk_id, voice = speakers[split][i % len(speakers[split])]
-            rng = _rng(seed, _STREAM_UTTERANCE, _SPLIT_CODE[split], i)
-            labels = _draw_labels(rng)
-            n = round(rng.uniform(min_duration, max_duration) * sample_rate)
-            wav = _synthesize_speech(rng, voice, labels, n_samples=n, sample_rate=sample_rate)
-            # Peak 0.5 avoids clipping; the gain is a loudness nuisance, weakly tied to arousal.
-            a = (labels[0] - 4.0) / 3.0
-            gain = float(
-                np.clip(0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0), 0.3, 1.0)
-            )
-            wav = _peak_normalise(wav, 0.5 * gain)
-            rel = _wav_relpath("wav", split, utt_id)
-            _write_wav(os.path.join(data_folder, rel), wav, sample_rate)
-            rows.append(
-                [
-                    utt_id,
-                    f"$data_root/{rel}",
-                    f"{n / sample_rate:.3f}",
-                    *(f"{x:.1f}" for x in labels),
-                    spk_id,
-                ]
-            )
-        write_csv_atomic(paths[split], MANIFEST_HEADER, rows)
+        _write_split(
+            data_folder,
+            paths[split],
+            split,
+            sizes[split],
+            speakers[split],
+            seed=seed,
+            min_duration=min_duration,
+            max_duration=max_duration,
+            sample_rate=sample_rate,
+        )
 
     seg_len = round(noise_segment_seconds * sample_rate)
     minutes = {"adapt": adapt_noise_minutes, "test": test_noise_minutes}
     for bank in _NOISE_BANKS:
-        os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
-        remove_stale_staging(os.path.join(data_folder, "noise", bank))
-        voices = [
-            _draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
-            for k in range(_BABBLE_POOL)
-        ]
-        n_segments = max(1, math.ceil(minutes[bank] * 60.0 * sample_rate / seg_len - 1e-9))
-        rows = []
-        for rec in range(math.ceil(n_segments / _SEGMENTS_PER_RECORDING)):
-            n_here = min(_SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING)
-            mix = _radio_recording(seed, bank, rec, voices, n_here * seg_len, sample_rate)
-            for s in range(n_here):
-                noise_id = f"{bank}_rec{rec:02d}_seg{s:02d}"
-                segment = _peak_normalise(mix[s * seg_len : (s + 1) * seg_len], 0.5)
-                rel = _wav_relpath("noise", bank, noise_id)
-                _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
-                rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
-        write_csv_atomic(paths[f"noise_{bank}"], NOISE_HEADER, rows)
+        _write_noise_bank(
+            data_folder,
+            paths[f"noise_{bank}"],
+            bank,
+            minutes[bank],
+            seed=seed,
+            seg_len=seg_len,
+            sample_rate=sample_rate,
+        )
 
     write_text_atomic(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
     return paths

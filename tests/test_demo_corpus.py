@@ -425,13 +425,13 @@ def test_label_distribution(learn_corpus):
 def test_what_is_said_follows_valence():
     """Vowels are drawn uniformly for neutral valence, front vowels (high F2) more often the more
     positive the utterance, back vowels the more negative."""
-    from ctsl_brain.demo_corpus import _VOWELS, _vowel_probabilities
+    from ctsl_brain.demo_speech import VOWELS, vowel_probabilities
 
-    np.testing.assert_allclose(_vowel_probabilities(0.0), np.full(len(_VOWELS), 1 / len(_VOWELS)))
+    np.testing.assert_allclose(vowel_probabilities(0.0), np.full(len(VOWELS), 1 / len(VOWELS)))
     valences = np.linspace(-1.0, 1.0, 9)
-    probs = np.array([_vowel_probabilities(v) for v in valences])
+    probs = np.array([vowel_probabilities(v) for v in valences])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
-    mean_f2 = probs @ _VOWELS[:, 1]
+    mean_f2 = probs @ VOWELS[:, 1]
     assert np.all(np.diff(mean_f2) > 0)
     # At the extremes the favoured vowel is several times likelier than the disfavoured one.
     i, u = 0, 5
