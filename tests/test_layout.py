@@ -76,7 +76,7 @@ def test_the_ground_floor_imports_no_other_module_of_the_library():
 
 def test_the_library_imports_no_script():
     modules, _ = _library_graph()
-    for name, path in modules.items():
+    for path in modules.values():
         assert not _imports(path) & SCRIPTS, f"{path} imports a script"
 
 
