@@ -85,16 +85,16 @@ from ctsl_brain.settings import (
 from ctsl_brain.statistics import select_checkpoints
 from msp_podcast_prepare import prepare_msp_podcast
 
-# The corpora prepare_corpus knows and the orders of the training set.
+# The corpora prepare_corpus knows, and the orders of the training set (sorting).
 CORPORA = ("msp_podcast", "demo", "manifests")
-SORTINGS = ("random", "ascending", "descending")
+SORT_ORDERS = ("random", "ascending", "descending")
 # Keys whose value must be one of a few words (checked before anything runs).
 CHOICES = {
     "transfer_rmse": TRANSFER_FORMS,
     "negative_rule": NEGATIVE_RULES,
     "negative_boundary": NEGATIVE_BOUNDARIES,
     "infonce_denominator": INFONCE_DENOMINATORS,
-    "sorting": SORTINGS,
+    "sorting": SORT_ORDERS,
     "corpus": CORPORA,
 }
 # Keys whose value must be a number at least as large as this (> for the strict ones).
@@ -631,8 +631,8 @@ def dataio_prepare(hparams):
             sort_key="duration", reverse=sorting == "descending"
         )
         hparams["train_dataloader_opts"]["shuffle"] = False
-    elif sorting not in SORTINGS:
-        raise SettingsError(f"sorting must be one of {', '.join(SORTINGS)}; got {sorting!r}")
+    elif sorting not in SORT_ORDERS:
+        raise SettingsError(f"sorting must be one of {', '.join(SORT_ORDERS)}; got {sorting!r}")
     if hparams["dynamic_batching"]:
         if sorting != "random":
             raise SettingsError(

@@ -194,7 +194,7 @@ def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=N
     infonce = {"margin": 0.5, **(infonce or {})}
     clean, noisy, labels = clean.double(), noisy.double(), labels.double()
     order = torch.as_tensor(np.random.default_rng(seed).permutation(len(clean)))
-    rmse, nce = [], []
+    rmse, group_infonce = [], []
     for start in range(0, len(order), group_size):
         members = order[start : start + group_size]
         if len(members) < 2:
@@ -202,13 +202,15 @@ def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=N
         rmse.append(float(transfer_loss(clean[members], noisy[members])))
         mask_settings = {k: infonce[k] for k in infonce if k in MASK_SETTINGS}
         if negative_mask(labels[members], **mask_settings).any():
-            nce.append(float(info_nce(noisy[members], clean[members], labels[members], **infonce)))
+            group_infonce.append(
+                float(info_nce(noisy[members], clean[members], labels[members], **infonce))
+            )
     cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
     return {
         "rmse": float(np.mean(rmse)),
         "cosine": float(cosine.mean()),
-        "infonce": float(np.mean(nce)) if nce else float("nan"),
-        "groups": len(nce),
+        "infonce": float(np.mean(group_infonce)) if group_infonce else float("nan"),
+        "groups": len(group_infonce),
     }
 
 
