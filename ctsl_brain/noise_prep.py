@@ -26,11 +26,8 @@ takes from the recordings by the crossfades' total length, which the report give
 is shortened to half of a piece shorter than twice its length, so that it never reaches into
 another crossfade.
 
-A folder with less audio than asked gives an adaptation bank of what there is, leaving the
-held-out test bank one segment, and a warning says so (as it does for a test bank of few
-segments); only a folder that cannot give each bank a segment is refused. Each preparation logs
-a report (per bank: recordings, segments, audio taken, crossfades, noise in the segments; what
-was left out and why) and returns its figures.
+A folder with less audio than asked still gives banks, smaller, with a warning; what is
+reported, warned about and refused, and how, is :mod:`ctsl_brain.noise_report`'s.
 
 Files are streamed block by block, twice: a first pass reads everything to find every unusable
 file (unreadable, corrupt, empty, silent) before anything is written, and works out how long
@@ -62,6 +59,17 @@ from ctsl_brain.data import (
     write_csv_atomic,
     write_text_atomic,
 )
+from ctsl_brain.noise_report import (
+    adapt_minutes_message,
+    bank_figures,
+    duration_text,
+    missing_folder_message,
+    no_recording_message,
+    report_text,
+    shortage_message,
+    unusable_files_message,
+    warning_messages,
+)
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -74,23 +82,13 @@ STAMP_FILE = "noise_banks.json"
 _VERSION = 2
 
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
-_BANK_NAMES = {"adapt": "adaptation bank", "test": "held-out test bank"}
 # Length of the crossfade that joins two pieces of noise (see the module's docstring).
 _CROSSFADE_SECONDS = 0.01
-# A held-out test bank with fewer segments than this is warned about: the noisy test mixtures
-# would reuse the same noise often.
-_FEW_TEST_SEGMENTS = 10
 _READ_FRAMES = 1 << 19
 # torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
 # the overlap between blocks from them.
 _LOWPASS_WIDTH = 6
 _ROLLOFF = 0.99
-_MAX_LISTED = 10
-# The command-line options that messages point to (the recipe passes drop_bad_rows as
-# drop_bad_files, and test_bank=False when recorded noisy test sets are given).
-_DROP_OPTION = "--drop_bad_rows True"
-_ADAPT_OPTION = "--adapt_noise_minutes"
-_RECORDED_OPTION = "--recorded_test_folders"
 
 
 @dataclass
@@ -217,17 +215,11 @@ def prepare_noise_banks(
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
     seg_len = round(segment_seconds * sample_rate)
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
-        raise SettingsError(
-            f"the adaptation bank's length ({_ADAPT_OPTION}) must be a positive number of "
-            f"minutes, got {adapt_minutes:g}"
-        )
+        raise SettingsError(adapt_minutes_message(adapt_minutes))
     adapt_len = round(adapt_minutes * 60.0 * sample_rate)
     fade_len = round(_CROSSFADE_SECONDS * sample_rate)
     if not os.path.isdir(noise_folder):
-        raise DataError(
-            f"noise folder {noise_folder} does not exist or is not a folder: point it at a folder "
-            f"of noise-only recordings, in a format soundfile reads ({_formats_text()})"
-        )
+        raise DataError(missing_folder_message(noise_folder))
     _check_folders(noise_folder, output_folder)
 
     options = {
@@ -258,25 +250,18 @@ def prepare_noise_banks(
         else:
             problems.append(problem)
     if not recordings:
-        raise DataError(_no_recording_message(noise_folder, len(inputs), problems))
+        raise DataError(no_recording_message(noise_folder, len(inputs), problems))
     lengths = [r.length for r in recordings]
     boundary = _boundary(
         lengths, adapt_len=adapt_len, seg_len=seg_len, fade_len=fade_len, test_bank=test_bank
     )
     shortage = None
     if boundary is None:
-        shortage = _shortage_message(
+        shortage = shortage_message(
             noise_folder, lengths, seg_len=seg_len, sample_rate=sample_rate, test_bank=test_bank
         )
     if problems and not drop_bad_files:
-        message = (
-            f"{len(problems)} file(s) in noise folder {noise_folder} cannot be used:\n"
-            + _listing(problems, limit=None)
-            + f"\nFix or remove them, or run with {_DROP_OPTION} to skip them."
-        )
-        if shortage:
-            message += f"\nThe usable files alone would not do either: {shortage}"
-        raise DataError(message)
+        raise DataError(unusable_files_message(noise_folder, problems, shortage))
     if shortage:
         raise DataError(shortage)
 
@@ -285,10 +270,10 @@ def prepare_noise_banks(
     if test_bank:
         banks["test"] = _bank(_spans(lengths, boundary, total), seg_len, fade_len)
     report = {
-        "banks": {name: _bank_report(bank, sample_rate) for name, bank in banks.items()},
+        "banks": {name: bank_figures(bank, sample_rate) for name, bank in banks.items()},
         "unused_seconds": (0 if test_bank else total - boundary) / sample_rate,
         "dropped": problems,
-        "warnings": _warnings(
+        "warnings": warning_messages(
             noise_folder,
             problems,
             banks,
@@ -323,6 +308,16 @@ def _result(csv_paths, report, *, test_bank):
         "noise_test": csv_paths["test"] if test_bank else None,
         **copy.deepcopy(report),
     }
+
+
+def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
+    """Logs the warnings, then the report of what each bank holds and what was left out."""
+    for message in report["warnings"]:
+        logger.warning("%s", message)
+    logger.info(
+        "%s",
+        report_text(report, noise_folder, output_folder, segment_seconds, up_to_date=up_to_date),
+    )
 
 
 def _check_folders(noise_folder, output_folder):
@@ -389,7 +384,7 @@ def _scan(path, sample_rate):
                 if check.non_finite:
                     break
         except Exception as err:
-            at = _duration_text(check.frames / sound.samplerate)
+            at = duration_text(check.frames / sound.samplerate)
             return None, f"{path}: corrupt, decoding failed after {at} ({_reason(err)})"
         orig, channels = sound.samplerate, sound.channels
     frames = check.frames
@@ -604,198 +599,6 @@ def _boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
     return end
 
 
-def _bank_report(bank, sample_rate):
-    return {
-        "recordings": bank.recordings,
-        "segments": len(bank.segments),
-        "recorded_seconds": bank.recorded / sample_rate,
-        "crossfades": len(bank.fades),
-        "crossfade_seconds": sum(bank.fades) / sample_rate,
-        "seconds": bank.length / sample_rate,
-    }
-
-
-def _shortage_message(folder, lengths, *, seg_len, sample_rate, test_bank):
-    """Why the recordings cannot give each bank a segment, and how much more is needed."""
-    total = sum(lengths)
-    seg = _duration_text(seg_len / sample_rate)
-    needed = 2 * seg_len if test_bank else seg_len
-    what = (
-        f"the adaptation bank and the held-out test bank need a {seg} noise segment each"
-        if test_bank
-        else f"the adaptation bank needs a {seg} noise segment"
-    )
-    more = (
-        f"at least {_duration_text((needed - total) / sample_rate)} more; "
-        if total < needed
-        else ""
-    )
-    message = (
-        f"noise folder {folder} holds {_duration_text(total / sample_rate)} of usable audio in "
-        f"{len(lengths)} recording(s), too little for the noise banks: {what} (a segment is a "
-        f"little longer than the longest utterance). Add recordings of the target noise there "
-        f"({more}one recording of {_duration_text(needed / sample_rate)} or more always does)"
-    )
-    if test_bank:
-        message += (
-            f"; with recorded noisy test sets ({_RECORDED_OPTION}), no held-out test bank is needed"
-        )
-    return message
-
-
-def _warnings(
-    folder, problems, banks, *, total, boundary, adapt_minutes, adapt_len, seg_len, sample_rate
-):
-    """The warnings about a preparation: skipped files, banks smaller than they should be."""
-    messages = []
-    if problems:
-        messages.append(
-            f"skipped {len(problems)} unusable file(s) of noise folder {folder} "
-            f"({_DROP_OPTION}):\n" + _listing(problems)
-        )
-    test = banks.get("test")
-    if boundary < adapt_len:
-        found = _duration_text(total / sample_rate)
-        given = _duration_text(boundary / sample_rate)
-        message = (
-            f"noise folder {folder} holds {_minutes_text(total / sample_rate)} min ({found}) of "
-            f"usable audio, less than the {adapt_minutes:g} min asked for the adaptation bank "
-            f"({_ADAPT_OPTION} {adapt_minutes:g})"
-        )
-        if test is not None:
-            message += (
-                f" and one {_duration_text(seg_len / sample_rate)} segment for the held-out "
-                "test bank"
-            )
-        if test is None:
-            message += ": the adaptation bank has all of it"
-        else:
-            rest = _duration_text((total - boundary) / sample_rate)
-            message += (
-                f": the adaptation bank has the first {given} and the held-out test bank the "
-                f"last {rest}"
-            )
-        message += (
-            f". Add recordings of the target noise to {folder}, or set {_ADAPT_OPTION} "
-            f"{_minutes_text(boundary / sample_rate, floor=True)} to ask for what there is."
-        )
-        messages.append(message)
-    if test is not None and len(test.segments) < _FEW_TEST_SEGMENTS:
-        seconds = test.length / sample_rate
-        wanted = _FEW_TEST_SEGMENTS * seg_len / sample_rate
-        messages.append(
-            f"the held-out test bank from noise folder {folder} has {len(test.segments)} "
-            f"segment(s), {_duration_text(seconds)} of noise, under {_FEW_TEST_SEGMENTS} "
-            f"segments ({_duration_text(wanted)}): the noisy test mixtures will often reuse the "
-            f"same noise. Add recordings of the target noise (at least "
-            f"{_duration_text(wanted - seconds)} more), or lower {_ADAPT_OPTION} (now "
-            f"{adapt_minutes:g}) to leave more of them to the test bank."
-        )
-    return messages
-
-
-def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
-    """Logs the warnings, then the report of what each bank holds and what was left out."""
-    for message in report["warnings"]:
-        logger.warning("%s", message)
-    state = " (up to date)" if up_to_date else ""
-    lines = [
-        f"noise banks from {noise_folder} in {output_folder}{state}, segments of "
-        f"{_duration_text(segment_seconds)}:"
-    ]
-    for name, figures in report["banks"].items():
-        lines.append(f"  {_BANK_NAMES[name]}: {_bank_text(figures)}")
-    left_out = []
-    if report["dropped"]:
-        left_out.append(
-            f"{len(report['dropped'])} unusable file(s), skipped ({_DROP_OPTION}):\n"
-            + _listing(report["dropped"], indent="    ")
-        )
-    if report["unused_seconds"]:
-        left_out.append(
-            f"{_duration_text(report['unused_seconds'])} of audio after the adaptation bank "
-            f"(no held-out test bank is made when recorded noisy test sets are used, "
-            f"{_RECORDED_OPTION})"
-        )
-    lines += [f"  left out: {text}" for text in left_out or ["nothing"]]
-    logger.info("%s", "\n".join(lines))
-
-
-def _bank_text(figures):
-    recorded = figures["recorded_seconds"]
-    audio = _seconds_text(recorded)
-    if recorded >= 60:
-        audio = f"{_duration_text(recorded)} ({audio})"
-    text = (
-        f"{audio} of audio from {figures['recordings']} recording(s), "
-        f"{figures['segments']} segment(s), {_seconds_text(figures['seconds'])} of noise"
-    )
-    if figures["crossfades"]:
-        text += (
-            f" ({figures['crossfades']} crossfade(s): "
-            f"{_seconds_text(figures['crossfade_seconds'])} of overlap)"
-        )
-    return text
-
-
-def _no_recording_message(folder, n_files, problems):
-    if n_files == 0:
-        head = f"noise folder {folder} holds no file"
-    else:
-        head = f"noise folder {folder} holds no usable noise recording; of its {n_files} file(s):\n"
-        head += _listing(problems)
-    return (
-        f"{head.rstrip()}\nPut noise-only recordings of the target noise there, in a format "
-        f"soundfile reads: {_formats_text()}; any sample rate and number of channels, "
-        "subfolders included."
-    )
-
-
-def _formats_text():
-    available = sf.available_formats()
-    common = ["WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64"]
-    names = [name for name in common if name in available]
-    names = ["OGG (Vorbis, Opus)" if name == "OGG" else name for name in names]
-    return ", ".join(names) + " and the other formats of soundfile.available_formats()"
-
-
-def _listing(lines, indent="  ", limit=_MAX_LISTED):
-    """The first ``limit`` lines (all with None) as bullets, and how many more there are."""
-    shown = [f"{indent}- {line}" for line in lines[:limit]]
-    if limit is not None and len(lines) > limit:
-        shown.append(f"{indent}... and {len(lines) - limit} more")
-    return "\n".join(shown)
-
-
-def _duration_text(seconds):
-    """``0.25 s``, ``12 s``, ``12 min 5 s``, ``30 min``, ``1 h 2 min``."""
-    if seconds < 60:
-        return f"{seconds:.2f}".rstrip("0").rstrip(".") + " s"
-    rounded = round(seconds)
-    hours, rest = divmod(rounded, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h"] if hours else []
-    if minutes:
-        parts.append(f"{minutes} min")
-    if secs:
-        parts.append(f"{secs} s")
-    return " ".join(parts)
-
-
-def _seconds_text(seconds):
-    """Seconds to the millisecond, for the figures that must add up: ``1799.89 s``."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
-
-
-def _minutes_text(seconds, floor=False):
-    """Minutes to the hundredth, rounded down with ``floor`` (an option value that must not
-    ask for more than there is)."""
-    minutes = seconds / 60
-    if floor:
-        minutes = math.floor(minutes * 100) / 100
-    return f"{minutes:.2f}".rstrip("0").rstrip(".")
-
-
 class _Segment:
     """A segment being filled: its parts come from one recording or several, in turn."""
 
@@ -878,8 +681,8 @@ def _cut_recording(recording, jobs, sample_rate):
                 return
     raise DataError(
         f"{recording.path} changed while the noise banks were being prepared (it ended "
-        f"{_duration_text(position / sample_rate)} in, before its audio at "
-        f"{_duration_text(part.start / sample_rate)}); prepare them again"
+        f"{duration_text(position / sample_rate)} in, before its audio at "
+        f"{duration_text(part.start / sample_rate)}); prepare them again"
     )
 
 
