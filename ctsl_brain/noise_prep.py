@@ -7,24 +7,9 @@ included), puts them in sorted order of their relative paths, downmixes them to 
 them to the recipe's rate and splits the result: the first ``adapt_minutes`` are the adaptation
 bank, everything after is the held-out test bank, so the two banks share no sample. Each bank is
 listed in SpeechBrain's ``AddNoise`` CSV format (``ID,duration,wav``), the format
-:class:`ctsl_brain.noise.UtteranceAddNoise` reads.
-
-Every usable sample goes into a bank. Each recording's part of a bank is cut into whole
-segments from its start; what is left shorter than a segment (a short recording, the end of a
-recording, the part of a recording on either side of the boundary between the banks) is a
-piece, and the pieces of a bank are joined end to end, in the bank's order, and cut into more
-segments, the last of which may be shorter (the mixer loops a short segment).
-
-Pieces are joined with an equal-power crossfade: over ``_CROSSFADE_SECONDS`` the end of a piece
-fades out with a cosine ramp while the start of the next fades in with a sine ramp, both ramps
-summing to 1 in power. A hard join would put a jump between two unrelated sample values, which
-sounds as a click, a broadband transient that real noise does not have; a ramp of a few
-milliseconds is enough to avoid it. The powers of the two unrelated noises add, so equal power
-keeps the level constant through the join (a linear crossfade would dip by 3 dB in its middle).
-The joined pieces overlap by the crossfade, so a bank's segments are shorter than the audio it
-takes from the recordings by the crossfades' total length, which the report gives. A crossfade
-is shortened to half of a piece shorter than twice its length, so that it never reaches into
-another crossfade.
+:class:`ctsl_brain.noise.UtteranceAddNoise` reads. Every usable sample goes into a bank: how the
+recordings are cut into segments, and the short pieces joined with crossfades, is
+:mod:`ctsl_brain.noise_plan`'s.
 
 A folder with less audio than asked still gives banks, smaller, with a warning; what is
 reported, warned about and refused, and how, is :mod:`ctsl_brain.noise_report`'s.
@@ -59,6 +44,7 @@ from ctsl_brain.data import (
     write_csv_atomic,
     write_text_atomic,
 )
+from ctsl_brain.noise_plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
 from ctsl_brain.noise_report import (
     adapt_minutes_message,
     bank_figures,
@@ -82,8 +68,6 @@ STAMP_FILE = "noise_banks.json"
 _VERSION = 2
 
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
-# Length of the crossfade that joins two pieces of noise (see the module's docstring).
-_CROSSFADE_SECONDS = 0.01
 _READ_FRAMES = 1 << 19
 # torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
 # the overlap between blocks from them.
@@ -100,34 +84,6 @@ class _Recording:
     channels: int
     frames: int  # counted while decoding, not taken from the header
     length: int  # samples at the recipe's rate, as the resampler gives them
-
-
-@dataclass(frozen=True)
-class _Part:
-    """Consecutive samples of one recording that go into a segment, at the recipe's rate."""
-
-    recording: int  # index in the recordings, in the order the files are taken
-    start: int  # first sample, in the recording
-    length: int
-    offset: int  # where the first sample goes in the segment
-    ramp: str | None = None  # "in" or "out" within a crossfade of `fade` samples, or None
-    fade: int = 0
-    ramp_start: int = 0  # position of the first sample in the ramp
-
-
-@dataclass
-class _Bank:
-    """What a bank is made of and how much audio it takes."""
-
-    segments: list  # (length, [_Part, ...]), in order of their first sample in the recordings
-    recordings: int  # recordings that contribute
-    recorded: int  # samples taken from the recordings
-    fades: list  # the length of each crossfade, by which the joined pieces overlap
-
-    @property
-    def length(self):
-        """Samples in its segments: what it takes from the recordings less the overlaps."""
-        return self.recorded - sum(self.fades)
 
 
 def prepare_noise_banks(
@@ -159,7 +115,7 @@ def prepare_noise_banks(
     segment_seconds : float
         Length of a noise segment; the recipe passes a little more than its longest utterance.
         Pieces shorter than a segment are joined into segments with crossfades; the last
-        segment of a bank may be shorter (see the module's docstring).
+        segment of a bank may be shorter (see :mod:`ctsl_brain.noise_plan`).
     adapt_minutes : float
         Length of the adaptation bank: the first minutes of audio, taking the files in sorted
         order of their relative paths; a file straddling the boundary is cut there. When the
@@ -217,7 +173,7 @@ def prepare_noise_banks(
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
         raise SettingsError(adapt_minutes_message(adapt_minutes))
     adapt_len = round(adapt_minutes * 60.0 * sample_rate)
-    fade_len = round(_CROSSFADE_SECONDS * sample_rate)
+    fade_len = round(CROSSFADE_SECONDS * sample_rate)
     if not os.path.isdir(noise_folder):
         raise DataError(missing_folder_message(noise_folder))
     _check_folders(noise_folder, output_folder)
@@ -252,7 +208,7 @@ def prepare_noise_banks(
     if not recordings:
         raise DataError(no_recording_message(noise_folder, len(inputs), problems))
     lengths = [r.length for r in recordings]
-    boundary = _boundary(
+    boundary = bank_boundary(
         lengths, adapt_len=adapt_len, seg_len=seg_len, fade_len=fade_len, test_bank=test_bank
     )
     shortage = None
@@ -266,9 +222,9 @@ def prepare_noise_banks(
         raise DataError(shortage)
 
     total = sum(lengths)
-    banks = {"adapt": _bank(_spans(lengths, 0, boundary), seg_len, fade_len)}
+    banks = {"adapt": plan_bank(spans_between(lengths, 0, boundary), seg_len, fade_len)}
     if test_bank:
-        banks["test"] = _bank(_spans(lengths, boundary, total), seg_len, fade_len)
+        banks["test"] = plan_bank(spans_between(lengths, boundary, total), seg_len, fade_len)
     report = {
         "banks": {name: bank_figures(bank, sample_rate) for name, bank in banks.items()},
         "unused_seconds": (0 if test_bank else total - boundary) / sample_rate,
@@ -465,138 +421,6 @@ def _resample_stream(blocks, orig_freq, new_freq):
     remaining = -(-total * step_out // step_in) - done * step_out
     if remaining > 0:
         yield groups(buf, buf_start, done, total)[:remaining]
-
-
-def _spans(lengths, start, stop):
-    """``(recording, start, stop)`` of the audio between two positions of the recordings put
-    end to end (``lengths`` in the order the files are taken), leaving out empty spans."""
-    spans, offset = [], 0
-    for index, length in enumerate(lengths):
-        begin, end = max(start, offset), min(stop, offset + length)
-        if end > begin:
-            spans.append((index, begin - offset, end - offset))
-        offset += length
-    return spans
-
-
-def _pieces(spans, seg_len):
-    """Whole segments cut from the start of each span, as ``(recording, start)``, and what is
-    left of each span, shorter than a segment, as pieces ``(recording, start, length)``."""
-    wholes, pieces = [], []
-    for index, start, stop in spans:
-        count = (stop - start) // seg_len
-        wholes += [(index, start + k * seg_len) for k in range(count)]
-        if start + count * seg_len < stop:
-            pieces.append((index, start + count * seg_len, stop - start - count * seg_len))
-    return wholes, pieces
-
-
-def _fades(pieces, fade_len):
-    """The crossfade joining each piece to the next, at most half of either piece, so that the
-    two crossfades of a piece never overlap."""
-    return [
-        min(fade_len, before[2] // 2, after[2] // 2)
-        for before, after in zip(pieces, pieces[1:], strict=False)
-    ]
-
-
-def _bank(spans, seg_len, fade_len):
-    """The segments of a bank made of ``spans``: whole segments, then the pieces joined.
-
-    Arguments
-    ---------
-    spans : list of tuple
-        ``(recording, start, stop)`` in the bank's order, at the recipe's rate.
-    seg_len : int
-        Samples in a segment.
-    fade_len : int
-        Samples in a crossfade between two pieces.
-
-    Returns
-    -------
-    _Bank
-        Its segments sorted by their first sample in the recordings.
-    """
-    wholes, pieces = _pieces(spans, seg_len)
-    fades = _fades(pieces, fade_len)
-    segments = [(seg_len, [_Part(index, start, seg_len, 0)]) for index, start in wholes]
-    segments += _joined(pieces, fades, seg_len)
-    segments.sort(key=lambda segment: (segment[1][0].recording, segment[1][0].start))
-    return _Bank(
-        segments,
-        recordings=len({index for index, _, _ in spans}),
-        recorded=sum(stop - start for _, start, stop in spans),
-        fades=fades,
-    )
-
-
-def _joined(pieces, fades, seg_len):
-    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``;
-    what is left at the end is a last, shorter segment if it lasts half a segment or more, and
-    joins the segment before it otherwise (which then lasts up to 1.5 segments). Returns
-    ``[(length, [_Part, ...])]``."""
-    # Each piece in up to three runs: fading in from the previous piece, at full level, fading
-    # out into the next; a run is (position in the joined audio, _Part fields).
-    runs = []
-    position = 0
-    for number, (index, start, length) in enumerate(pieces):
-        head = fades[number - 1] if number > 0 else 0
-        tail = fades[number] if number < len(fades) else 0
-        for offset, count, ramp, fade in (
-            (0, head, "in", head),
-            (head, length - head - tail, None, 0),
-            (length - tail, tail, "out", tail),
-        ):
-            if count > 0:
-                runs.append((position + offset, index, start + offset, count, ramp, fade))
-        position += length - tail
-    count = -(-position // seg_len)
-    if count > 1 and 2 * (position - (count - 1) * seg_len) < seg_len:
-        # A tail shorter than half a segment joins the segment before it: on its own, the mixer
-        # would loop it many times over an utterance (a few milliseconds looped are a buzz).
-        count -= 1
-    ends = [(k + 1) * seg_len for k in range(count - 1)] + [position]
-    parts = [[] for _ in range(count)]
-    for at, index, start, length, ramp, fade in runs:
-        done = 0
-        while done < length:
-            number = min((at + done) // seg_len, count - 1)
-            offset = at + done - number * seg_len
-            take = min(length - done, ends[number] - (at + done))
-            ramp_start = done if ramp else 0
-            parts[number].append(_Part(index, start + done, take, offset, ramp, fade, ramp_start))
-            done += take
-    return [(ends[k] - k * seg_len, segment) for k, segment in enumerate(parts)]
-
-
-def _boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
-    """Where the adaptation bank ends, in samples from the start of the recordings end to end.
-
-    ``adapt_len`` when there is that much audio and, with ``test_bank``, enough after it for a
-    test bank of one whole segment; otherwise the furthest boundary that leaves the test bank
-    one segment. None when the audio cannot give each bank asked for one segment (or, for an
-    adaptation bank asked shorter than a segment, what was asked).
-    """
-    total = sum(lengths)
-    end = min(adapt_len, total)
-    if test_bank:
-
-        def test_noise(boundary):
-            return _bank(_spans(lengths, boundary, total), seg_len, fade_len).length
-
-        if test_noise(0) < seg_len:
-            return None
-        if test_noise(end) < seg_len:
-            # The test bank's noise can only shrink as the boundary moves on, so the boundary
-            # is searched for by bisection: test_noise(low) is enough, test_noise(high) is not.
-            low, high = 0, end
-            while high - low > 1:
-                middle = (low + high) // 2
-                low, high = (middle, high) if test_noise(middle) >= seg_len else (low, middle)
-            end = low
-    if end < adapt_len and _bank(_spans(lengths, 0, end), seg_len, fade_len).length < seg_len:
-        return None
-    return end
 
 
 class _Segment:
