@@ -28,16 +28,12 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
-import torch
-from torchaudio.functional import resample
 
 from ctsl_brain.data import (
     DataError,
-    SampleCheck,
     SettingsError,
     remove_stale_staging,
     write_audio_atomic,
@@ -45,6 +41,7 @@ from ctsl_brain.data import (
     write_text_atomic,
 )
 from ctsl_brain.noise_plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
+from ctsl_brain.noise_reading import downmix, list_inputs, read_blocks, resample_stream, scan
 from ctsl_brain.noise_report import (
     adapt_minutes_message,
     bank_figures,
@@ -68,22 +65,6 @@ STAMP_FILE = "noise_banks.json"
 _VERSION = 2
 
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
-_READ_FRAMES = 1 << 19
-# torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
-# the overlap between blocks from them.
-_LOWPASS_WIDTH = 6
-_ROLLOFF = 0.99
-
-
-@dataclass
-class _Recording:
-    """A usable input file: where it is and what it holds."""
-
-    path: str
-    sample_rate: int
-    channels: int
-    frames: int  # counted while decoding, not taken from the header
-    length: int  # samples at the recipe's rate, as the resampler gives them
 
 
 def prepare_noise_banks(
@@ -187,7 +168,7 @@ def prepare_noise_banks(
         "sample_rate": sample_rate,
         "drop_bad_files": bool(drop_bad_files),
     }
-    inputs = _list_inputs(noise_folder)
+    inputs = list_inputs(noise_folder)
     csv_paths = {
         bank: os.path.join(output_folder, f"{folder}.csv") for bank, folder in _BANK_FOLDERS.items()
     }
@@ -200,7 +181,7 @@ def prepare_noise_banks(
     # Every file is read through before anything is decided, so that all problems come at once.
     recordings, problems = [], []
     for rel, *_ in inputs:
-        recording, problem = _scan(os.path.join(noise_folder, rel), sample_rate)
+        recording, problem = scan(os.path.join(noise_folder, rel), sample_rate)
         if problem is None:
             recordings.append(recording)
         else:
@@ -296,133 +277,6 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def _list_inputs(noise_folder):
-    """``[relative path, size, mtime_ns]`` of every file, sorted by relative path (with ``/``).
-
-    Hidden files and folders (``.DS_Store``, ``._x.wav`` from macOS, ``.git``) are not noise.
-    """
-    inputs = []
-    for root, dirs, files in os.walk(noise_folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            try:
-                stat = os.stat(path)
-            except OSError:  # a broken link: reported when it is read
-                stat = os.lstat(path)
-            rel = os.path.relpath(path, noise_folder).replace(os.sep, "/")
-            inputs.append([rel, stat.st_size, stat.st_mtime_ns])
-    inputs.sort(key=lambda entry: entry[0])
-    return inputs
-
-
-def _reason(err):
-    """libsndfile's own words, without the path it repeats."""
-    return getattr(err, "error_string", None) or str(err) or type(err).__name__
-
-
-def _scan(path, sample_rate):
-    """Reads a file through once. Returns ``(_Recording, None)`` or ``(None, "path: reason")``."""
-    if not os.path.isfile(path):
-        return None, f"{path}: not a regular file (a broken link?)"
-    try:
-        sound = sf.SoundFile(path)
-    # libsndfile and its codecs raise various errors on files they cannot take.
-    except Exception as err:
-        return None, f"{path}: soundfile cannot open it ({_reason(err)})"
-    with sound:
-        check = SampleCheck(sound.samplerate)
-        try:
-            for block in _blocks(sound):
-                check.add(block)
-                if check.non_finite:
-                    break
-        except Exception as err:
-            at = duration_text(check.frames / sound.samplerate)
-            return None, f"{path}: corrupt, decoding failed after {at} ({_reason(err)})"
-        orig, channels = sound.samplerate, sound.channels
-    frames = check.frames
-    if frames == 0:
-        return None, f"{path}: empty (0 frames)"
-    problem = check.problem(path)
-    if problem is not None:  # the same verdicts as for the corpus' audio
-        return None, f"{path}: {problem[1].removeprefix(path).strip()}"
-    g = math.gcd(orig, sample_rate)
-    length = -(-frames * (sample_rate // g) // (orig // g))  # ceil, as torchaudio's resample
-    return _Recording(path, orig, channels, frames, length), None
-
-
-def _blocks(sound):
-    """The file as float32 blocks ``[frames, channels]``, never more than one block in memory."""
-    while True:
-        block = sound.read(_READ_FRAMES, dtype="float32", always_2d=True)
-        if len(block) == 0:
-            return
-        yield block
-
-
-def _downmix(block):
-    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-
-
-def _resample_stream(blocks, orig_freq, new_freq):
-    """Resamples a mono stream given in blocks, block by block, without seams.
-
-    torchaudio's resampler computes its output in groups of ``new/g`` samples (``g`` the gcd of
-    the rates), group ``k`` from the input around samples ``k * orig/g``, zero beyond the ends
-    of the signal. Each call here gets whole groups and, around them, enough real input for the
-    filter to reach, so the output is that of one call over the whole stream (up to float
-    rounding), while only a block and the filter's context are held.
-
-    Arguments
-    ---------
-    blocks : iterable of numpy.ndarray
-        Consecutive mono float32 blocks of any lengths.
-    orig_freq, new_freq : int
-        The rates, in Hz.
-
-    Returns
-    -------
-    generator of numpy.ndarray
-        Consecutive output blocks, ``ceil(n * new_freq / orig_freq)`` samples in all for ``n``
-        input samples, as ``resample`` gives.
-    """
-    if orig_freq == new_freq:
-        yield from blocks
-        return
-    g = math.gcd(orig_freq, new_freq)
-    step_in, step_out = orig_freq // g, new_freq // g
-    # How far the filter reaches beyond a group's own input (torchaudio's kernel width, + 1).
-    reach = math.ceil(_LOWPASS_WIDTH * step_in / (min(step_in, step_out) * _ROLLOFF)) + 1
-    # Context before a call's first group, whole groups so that the calls stay on the grid.
-    left = math.ceil(reach / step_in) * step_in
-
-    def groups(buf, buf_start, first, stop):
-        """Output of the groups from ``first`` on, computed from input up to ``stop``."""
-        start = max(0, first * step_in - left)
-        x = torch.from_numpy(np.ascontiguousarray(buf[start - buf_start : stop - buf_start]))
-        y = resample(
-            x, orig_freq, new_freq, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF
-        ).numpy()
-        return y[(first * step_in - start) // step_in * step_out :]
-
-    buf, buf_start, done, total = np.zeros(0, np.float32), 0, 0, 0
-    for block in blocks:
-        buf = np.concatenate([buf, block])
-        total += len(block)
-        ready = (total - reach) // step_in  # groups whose whole input has arrived
-        if ready > done:
-            yield groups(buf, buf_start, done, ready * step_in + reach)[: (ready - done) * step_out]
-            done = ready
-            keep = max(0, done * step_in - left)
-            buf, buf_start = buf[keep - buf_start :], keep
-    remaining = -(-total * step_out // step_in) - done * step_out
-    if remaining > 0:
-        yield groups(buf, buf_start, done, total)[:remaining]
-
-
 class _Segment:
     """A segment being filled: its parts come from one recording or several, in turn."""
 
@@ -487,8 +341,8 @@ def _cut_recording(recording, jobs, sample_rate):
     part, segment = next(pending)
     position = 0  # index, at the recipe's rate, of the chunk's first sample
     with sf.SoundFile(recording.path) as sound:
-        mono = (_downmix(block) for block in _blocks(sound))
-        for chunk in _resample_stream(mono, recording.sample_rate, sample_rate):
+        mono = (downmix(block) for block in read_blocks(sound))
+        for chunk in resample_stream(mono, recording.sample_rate, sample_rate):
             chunk_end = position + len(chunk)
             while part is not None:
                 begin, end = max(part.start, position), min(part.start + part.length, chunk_end)

@@ -13,10 +13,11 @@ import soundfile
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain import noise_prep
+from ctsl_brain import noise_reading
 from ctsl_brain.data import DataError
 from ctsl_brain.noise_plan import bank_boundary, plan_bank, spans_between
-from ctsl_brain.noise_prep import _resample_stream, prepare_noise_banks
+from ctsl_brain.noise_prep import prepare_noise_banks
+from ctsl_brain.noise_reading import resample_stream
 
 SR = 16000
 LOGGER = "ctsl_brain.noise_prep"
@@ -139,7 +140,7 @@ def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
 
 def test_every_sample_goes_into_one_bank_the_first_minutes_into_adaptation(tmp_path, monkeypatch):
     # Blocks much shorter than the recordings, so that parts and crossfades straddle blocks.
-    monkeypatch.setattr(noise_prep, "_READ_FRAMES", 1000)
+    monkeypatch.setattr(noise_reading, "_READ_FRAMES", 1000)
     folder = tmp_path / "recordings"
     # Float files at 16 kHz pass through unchanged, so every output sample outside a crossfade
     # is an input sample, found by its value. b.wav, c.wav and q.wav are shorter than half a
@@ -414,7 +415,7 @@ def test_streaming_resampler_matches_one_call(orig):
     sizes = rng.integers(1, 4000, 100)
     cuts = np.cumsum(sizes)[np.cumsum(sizes) < len(x)]
     blocks = np.split(x, cuts)
-    streamed = np.concatenate(list(_resample_stream(iter(blocks), orig, SR)))
+    streamed = np.concatenate(list(resample_stream(iter(blocks), orig, SR)))
     whole = resample(torch.from_numpy(x), orig, SR).numpy()
     assert len(streamed) == len(whole)
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
