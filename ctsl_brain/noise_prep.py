@@ -27,25 +27,18 @@ import json
 import logging
 import math
 import os
-import re
-
-import numpy as np
-import soundfile as sf
 
 from ctsl_brain.data import (
     DataError,
     SettingsError,
-    remove_stale_staging,
-    write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
 from ctsl_brain.noise_plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
-from ctsl_brain.noise_reading import downmix, list_inputs, read_blocks, resample_stream, scan
+from ctsl_brain.noise_reading import list_inputs, scan
 from ctsl_brain.noise_report import (
     adapt_minutes_message,
     bank_figures,
-    duration_text,
     missing_folder_message,
     no_recording_message,
     report_text,
@@ -53,6 +46,7 @@ from ctsl_brain.noise_report import (
     unusable_files_message,
     warning_messages,
 )
+from ctsl_brain.noise_writing import remove_stale_segments, write_segments
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -229,8 +223,9 @@ def prepare_noise_banks(
     for path in (stamp_path, *csv_paths.values()):
         if os.path.exists(path):
             os.remove(path)
-    rows = _write_segments(recordings, banks, output_folder, sample_rate)
-    _remove_stale_segments(output_folder, {bank: len(rows.get(bank, ())) for bank in _BANK_FOLDERS})
+    folders = {bank: os.path.join(output_folder, name) for bank, name in _BANK_FOLDERS.items()}
+    rows = write_segments(recordings, banks, folders, sample_rate)
+    remove_stale_segments(folders, {bank: len(rows.get(bank, ())) for bank in folders})
     for bank, bank_rows in rows.items():
         write_csv_atomic(csv_paths[bank], NOISE_HEADER, bank_rows)
     stamp = {"options": options, "inputs": inputs, "result": report}
@@ -275,116 +270,6 @@ def _check_folders(noise_folder, output_folder):
 
 def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
-
-
-class _Segment:
-    """A segment being filled: its parts come from one recording or several, in turn."""
-
-    def __init__(self, path, length, parts, sample_rate):
-        self.path, self.length, self.parts_left = path, length, parts
-        self.sample_rate = sample_rate
-        self.audio = None  # allocated with the first part, freed once written
-
-    def add(self, part, begin, samples):
-        """Adds ``samples``, the samples of ``part`` from its ``begin``-th on; writes the
-        segment once its last part is complete."""
-        if self.audio is None:
-            self.audio = np.zeros(self.length, np.float32)
-        if part.ramp is not None:
-            samples = samples * _ramp(part, begin, begin + len(samples))
-        at = part.offset + begin
-        # Added, not copied: the two sides of a crossfade go to the same samples.
-        self.audio[at : at + len(samples)] += samples
-        if begin + len(samples) == part.length:
-            self.parts_left -= 1
-            if self.parts_left == 0:
-                write_audio_atomic(self.path, self.audio, self.sample_rate)
-                self.audio = None
-
-
-def _ramp(part, begin, end):
-    """Gains of the samples ``begin`` to ``end`` of a part in a crossfade: sine for the piece
-    fading in, cosine for the one fading out, so that their squares sum to 1 at every sample."""
-    angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (np.pi / 2 / part.fade)
-    return (np.sin(angle) if part.ramp == "in" else np.cos(angle)).astype(np.float32)
-
-
-def _write_segments(recordings, banks, output_folder, sample_rate):
-    """Second pass: streams each recording once and writes the segments as they fill up.
-
-    Returns the CSV rows of each bank (``[ID, duration, wav]``).
-    """
-    rows = {}
-    # The parts of each recording and the segment each goes to; IDs count within each bank.
-    jobs = {}
-    for bank, plan in banks.items():
-        folder = os.path.join(output_folder, _BANK_FOLDERS[bank])
-        os.makedirs(folder, exist_ok=True)
-        rows[bank] = []
-        for number, (length, parts) in enumerate(plan.segments):
-            segment_id = f"{bank}_{number:04d}"
-            path = os.path.join(folder, f"{segment_id}.wav")
-            rows[bank].append([segment_id, _csv_seconds(length / sample_rate), path])
-            segment = _Segment(path, length, len(parts), sample_rate)
-            for part in parts:
-                jobs.setdefault(part.recording, []).append((part, segment))
-    # In the order of the recordings, so that a segment joining pieces of several recordings
-    # is written as soon as the last of them is read, and few segments are held at a time.
-    for index, parts in sorted(jobs.items()):
-        _cut_recording(recordings[index], sorted(parts, key=lambda job: job[0].start), sample_rate)
-    return rows
-
-
-def _cut_recording(recording, jobs, sample_rate):
-    """Adds the ``(part, segment)`` of one recording, sorted and disjoint, to their segments."""
-    pending = iter(jobs)
-    part, segment = next(pending)
-    position = 0  # index, at the recipe's rate, of the chunk's first sample
-    with sf.SoundFile(recording.path) as sound:
-        mono = (downmix(block) for block in read_blocks(sound))
-        for chunk in resample_stream(mono, recording.sample_rate, sample_rate):
-            chunk_end = position + len(chunk)
-            while part is not None:
-                begin, end = max(part.start, position), min(part.start + part.length, chunk_end)
-                if end <= begin:
-                    break
-                segment.add(part, begin - part.start, chunk[begin - position : end - position])
-                if end < part.start + part.length:
-                    break
-                part, segment = next(pending, (None, None))
-            position = chunk_end
-            if part is None:
-                # The rest of the recording is in no bank (past the adaptation bank without a
-                # test bank): no need to decode it.
-                return
-    raise DataError(
-        f"{recording.path} changed while the noise banks were being prepared (it ended "
-        f"{duration_text(position / sample_rate)} in, before its audio at "
-        f"{duration_text(part.start / sample_rate)}); prepare them again"
-    )
-
-
-def _csv_seconds(seconds):
-    """Seconds to a sample's precision at common rates, without trailing zeros."""
-    text = f"{seconds:.7f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
-
-
-def _remove_stale_segments(output_folder, counts):
-    """Removes segments of an earlier preparation beyond the new ones (all of a bank not
-    written now), so that a folder never holds a mix of two preparations."""
-    for bank, folder_name in _BANK_FOLDERS.items():
-        folder = os.path.join(output_folder, folder_name)
-        if not os.path.isdir(folder):
-            continue
-        remove_stale_staging(folder)
-        pattern = re.compile(rf"{bank}_(\d+)\.wav")
-        for name in os.listdir(folder):
-            match = pattern.fullmatch(name)
-            if match and int(match.group(1)) >= counts[bank]:
-                os.remove(os.path.join(folder, name))
-        if not os.listdir(folder):
-            os.rmdir(folder)
 
 
 def _up_to_date(stamp_path, options, inputs, csv_paths):
