@@ -7,18 +7,24 @@ included), puts them in sorted order of their relative paths, downmixes them to 
 them to the recipe's rate and splits the result: the first ``adapt_minutes`` are the adaptation
 bank, everything after is the held-out test bank, so the two banks share no sample. Each bank is
 listed in SpeechBrain's ``AddNoise`` CSV format (``ID,duration,wav``), the format
-:class:`ctsl_brain.noise.UtteranceAddNoise` reads. Every usable sample goes into a bank: how the
-recordings are cut into segments, and the short pieces joined with crossfades, is
-:mod:`ctsl_brain.noise_plan`'s.
-
-A folder with less audio than asked still gives banks, smaller, with a warning; what is
-reported, warned about and refused, and how, is :mod:`ctsl_brain.noise_report`'s.
+:class:`ctsl_brain.noise.UtteranceAddNoise` reads.
 
 Files are streamed block by block, twice: a first pass reads everything to find every unusable
 file (unreadable, corrupt, empty, silent) before anything is written, and works out how long
 each recording is at the recipe's rate; the second pass resamples and writes the segments. So
 the memory used does not grow with the length of a recording, and every problem is reported at
 once, before any output is touched.
+
+This module checks the folders, runs the two passes, writes the CSVs and the stamp and finds
+banks up to date; the rest is in modules of their own:
+
+- :mod:`ctsl_brain.noise_reading`: listing the files, scanning and decoding them block by
+  block, downmix and streaming resampling.
+- :mod:`ctsl_brain.noise_plan`: which samples go into which segment (every usable sample goes
+  into a bank; short pieces are joined with crossfades), as arithmetic on lengths.
+- :mod:`ctsl_brain.noise_writing`: the second pass, filling and writing the segments.
+- :mod:`ctsl_brain.noise_report`: the report, the warnings (a bank smaller than asked, a short
+  test bank, skipped files) and the refusals.
 """
 
 import copy
@@ -234,24 +240,6 @@ def prepare_noise_banks(
     return _result(csv_paths, report, test_bank=test_bank)
 
 
-def _result(csv_paths, report, *, test_bank):
-    return {
-        "noise_adapt": csv_paths["adapt"],
-        "noise_test": csv_paths["test"] if test_bank else None,
-        **copy.deepcopy(report),
-    }
-
-
-def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
-    """Logs the warnings, then the report of what each bank holds and what was left out."""
-    for message in report["warnings"]:
-        logger.warning("%s", message)
-    logger.info(
-        "%s",
-        report_text(report, noise_folder, output_folder, segment_seconds, up_to_date=up_to_date),
-    )
-
-
 def _check_folders(noise_folder, output_folder):
     """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
     real_noise, real_output = os.path.realpath(noise_folder), os.path.realpath(output_folder)
@@ -292,3 +280,21 @@ def _up_to_date(stamp_path, options, inputs, csv_paths):
     except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration):
         return None
     return result
+
+
+def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
+    """Logs the warnings, then the report of what each bank holds and what was left out."""
+    for message in report["warnings"]:
+        logger.warning("%s", message)
+    logger.info(
+        "%s",
+        report_text(report, noise_folder, output_folder, segment_seconds, up_to_date=up_to_date),
+    )
+
+
+def _result(csv_paths, report, *, test_bank):
+    return {
+        "noise_adapt": csv_paths["adapt"],
+        "noise_test": csv_paths["test"] if test_bank else None,
+        **copy.deepcopy(report),
+    }
