@@ -9,34 +9,22 @@ bank, everything after is the held-out test bank, so the two banks share no samp
 listed in SpeechBrain's ``AddNoise`` CSV format (``ID,duration,wav``), the format
 :class:`ctsl_brain.noise.UtteranceAddNoise` reads.
 
-Every usable sample goes into a bank. Each recording's part of a bank is cut into whole
-segments from its start; what is left shorter than a segment (a short recording, the end of a
-recording, the part of a recording on either side of the boundary between the banks) is a
-piece, and the pieces of a bank are joined end to end, in the bank's order, and cut into more
-segments, the last of which may be shorter (the mixer loops a short segment).
-
-Pieces are joined with an equal-power crossfade: over ``_CROSSFADE_SECONDS`` the end of a piece
-fades out with a cosine ramp while the start of the next fades in with a sine ramp, both ramps
-summing to 1 in power. A hard join would put a jump between two unrelated sample values, which
-sounds as a click, a broadband transient that real noise does not have; a ramp of a few
-milliseconds is enough to avoid it. The powers of the two unrelated noises add, so equal power
-keeps the level constant through the join (a linear crossfade would dip by 3 dB in its middle).
-The joined pieces overlap by the crossfade, so a bank's segments are shorter than the audio it
-takes from the recordings by the crossfades' total length, which the report gives. A crossfade
-is shortened to half of a piece shorter than twice its length, so that it never reaches into
-another crossfade.
-
-A folder with less audio than asked gives an adaptation bank of what there is, leaving the
-held-out test bank one segment, and a warning says so (as it does for a test bank of few
-segments); only a folder that cannot give each bank a segment is refused. Each preparation logs
-a report (per bank: recordings, segments, audio taken, crossfades, noise in the segments; what
-was left out and why) and returns its figures.
-
 Files are streamed block by block, twice: a first pass reads everything to find every unusable
 file (unreadable, corrupt, empty, silent) before anything is written, and works out how long
 each recording is at the recipe's rate; the second pass resamples and writes the segments. So
 the memory used does not grow with the length of a recording, and every problem is reported at
 once, before any output is touched.
+
+This module checks the folders, runs the two passes, writes the CSVs and the stamp and finds
+banks up to date; the rest is in modules of their own:
+
+- :mod:`ctsl_brain.noise_reading`: listing the files, scanning and decoding them block by
+  block, downmix and streaming resampling.
+- :mod:`ctsl_brain.noise_plan`: which samples go into which segment (every usable sample goes
+  into a bank; short pieces are joined with crossfades), as arithmetic on lengths.
+- :mod:`ctsl_brain.noise_writing`: the second pass, filling and writing the segments.
+- :mod:`ctsl_brain.noise_report`: the report, the warnings (a bank smaller than asked, a short
+  test bank, skipped files) and the refusals.
 """
 
 import copy
@@ -45,23 +33,26 @@ import json
 import logging
 import math
 import os
-import re
-from dataclasses import dataclass
-
-import numpy as np
-import soundfile as sf
-import torch
-from torchaudio.functional import resample
 
 from ctsl_brain.dataio import (
     DataError,
-    SampleCheck,
     SettingsError,
-    remove_stale_staging,
-    write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
+from ctsl_brain.noise_plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
+from ctsl_brain.noise_reading import list_inputs, scan
+from ctsl_brain.noise_report import (
+    adapt_minutes_message,
+    bank_figures,
+    missing_folder_message,
+    no_recording_message,
+    report_text,
+    shortage_message,
+    unusable_files_message,
+    warning_messages,
+)
+from ctsl_brain.noise_writing import remove_stale_segments, write_segments
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -74,62 +65,6 @@ STAMP_FILE = "noise_banks.json"
 _VERSION = 2
 
 _BANK_FOLDERS = {"adapt": "noise_adapt", "test": "noise_test"}
-_BANK_NAMES = {"adapt": "adaptation bank", "test": "held-out test bank"}
-# Length of the crossfade that joins two pieces of noise (see the module's docstring).
-_CROSSFADE_SECONDS = 0.01
-# A held-out test bank with fewer segments than this is warned about: the noisy test mixtures
-# would reuse the same noise often.
-_FEW_TEST_SEGMENTS = 10
-_READ_FRAMES = 1 << 19
-# torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
-# the overlap between blocks from them.
-_LOWPASS_WIDTH = 6
-_ROLLOFF = 0.99
-_MAX_LISTED = 10
-# The command-line options that messages point to (the recipe passes drop_bad_rows as
-# drop_bad_files, and test_bank=False when recorded noisy test sets are given).
-_DROP_OPTION = "--drop_bad_rows True"
-_ADAPT_OPTION = "--adapt_noise_minutes"
-_RECORDED_OPTION = "--recorded_test_folders"
-
-
-@dataclass
-class _Recording:
-    """A usable input file: where it is and what it holds."""
-
-    path: str
-    sample_rate: int
-    channels: int
-    frames: int  # counted while decoding, not taken from the header
-    length: int  # samples at the recipe's rate, as the resampler gives them
-
-
-@dataclass(frozen=True)
-class _Part:
-    """Consecutive samples of one recording that go into a segment, at the recipe's rate."""
-
-    recording: int  # index in the recordings, in the order the files are taken
-    start: int  # first sample, in the recording
-    length: int
-    offset: int  # where the first sample goes in the segment
-    ramp: str | None = None  # "in" or "out" within a crossfade of `fade` samples, or None
-    fade: int = 0
-    ramp_start: int = 0  # position of the first sample in the ramp
-
-
-@dataclass
-class _Bank:
-    """What a bank is made of and how much audio it takes."""
-
-    segments: list  # (length, [_Part, ...]), in order of their first sample in the recordings
-    recordings: int  # recordings that contribute
-    recorded: int  # samples taken from the recordings
-    fades: list  # the length of each crossfade, by which the joined pieces overlap
-
-    @property
-    def length(self):
-        """Samples in its segments: what it takes from the recordings less the overlaps."""
-        return self.recorded - sum(self.fades)
 
 
 def prepare_noise_banks(
@@ -161,7 +96,7 @@ def prepare_noise_banks(
     segment_seconds : float
         Length of a noise segment; the recipe passes a little more than its longest utterance.
         Pieces shorter than a segment are joined into segments with crossfades; the last
-        segment of a bank may be shorter (see the module's docstring).
+        segment of a bank may be shorter (see :mod:`ctsl_brain.noise_plan`).
     adapt_minutes : float
         Length of the adaptation bank: the first minutes of audio, taking the files in sorted
         order of their relative paths; a file straddling the boundary is cut there. When the
@@ -217,17 +152,11 @@ def prepare_noise_banks(
         raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
     seg_len = round(segment_seconds * sample_rate)
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
-        raise SettingsError(
-            f"the adaptation bank's length ({_ADAPT_OPTION}) must be a positive number of "
-            f"minutes, got {adapt_minutes:g}"
-        )
+        raise SettingsError(adapt_minutes_message(adapt_minutes))
     adapt_len = round(adapt_minutes * 60.0 * sample_rate)
-    fade_len = round(_CROSSFADE_SECONDS * sample_rate)
+    fade_len = round(CROSSFADE_SECONDS * sample_rate)
     if not os.path.isdir(noise_folder):
-        raise DataError(
-            f"noise folder {noise_folder} does not exist or is not a folder: point it at a folder "
-            f"of noise-only recordings, in a format soundfile reads ({_formats_text()})"
-        )
+        raise DataError(missing_folder_message(noise_folder))
     _check_folders(noise_folder, output_folder)
 
     options = {
@@ -239,7 +168,7 @@ def prepare_noise_banks(
         "sample_rate": sample_rate,
         "drop_bad_files": bool(drop_bad_files),
     }
-    inputs = _list_inputs(noise_folder)
+    inputs = list_inputs(noise_folder)
     csv_paths = {
         bank: os.path.join(output_folder, f"{folder}.csv") for bank, folder in _BANK_FOLDERS.items()
     }
@@ -252,43 +181,36 @@ def prepare_noise_banks(
     # Every file is read through before anything is decided, so that all problems come at once.
     recordings, problems = [], []
     for rel, *_ in inputs:
-        recording, problem = _scan(os.path.join(noise_folder, rel), sample_rate)
+        recording, problem = scan(os.path.join(noise_folder, rel), sample_rate)
         if problem is None:
             recordings.append(recording)
         else:
             problems.append(problem)
     if not recordings:
-        raise DataError(_no_recording_message(noise_folder, len(inputs), problems))
+        raise DataError(no_recording_message(noise_folder, len(inputs), problems))
     lengths = [r.length for r in recordings]
-    boundary = _boundary(
+    boundary = bank_boundary(
         lengths, adapt_len=adapt_len, seg_len=seg_len, fade_len=fade_len, test_bank=test_bank
     )
     shortage = None
     if boundary is None:
-        shortage = _shortage_message(
+        shortage = shortage_message(
             noise_folder, lengths, seg_len=seg_len, sample_rate=sample_rate, test_bank=test_bank
         )
     if problems and not drop_bad_files:
-        message = (
-            f"{len(problems)} file(s) in noise folder {noise_folder} cannot be used:\n"
-            + _listing(problems, limit=None)
-            + f"\nFix or remove them, or run with {_DROP_OPTION} to skip them."
-        )
-        if shortage:
-            message += f"\nThe usable files alone would not do either: {shortage}"
-        raise DataError(message)
+        raise DataError(unusable_files_message(noise_folder, problems, shortage))
     if shortage:
         raise DataError(shortage)
 
     total = sum(lengths)
-    banks = {"adapt": _bank(_spans(lengths, 0, boundary), seg_len, fade_len)}
+    banks = {"adapt": plan_bank(spans_between(lengths, 0, boundary), seg_len, fade_len)}
     if test_bank:
-        banks["test"] = _bank(_spans(lengths, boundary, total), seg_len, fade_len)
+        banks["test"] = plan_bank(spans_between(lengths, boundary, total), seg_len, fade_len)
     report = {
-        "banks": {name: _bank_report(bank, sample_rate) for name, bank in banks.items()},
+        "banks": {name: bank_figures(bank, sample_rate) for name, bank in banks.items()},
         "unused_seconds": (0 if test_bank else total - boundary) / sample_rate,
         "dropped": problems,
-        "warnings": _warnings(
+        "warnings": warning_messages(
             noise_folder,
             problems,
             banks,
@@ -307,22 +229,15 @@ def prepare_noise_banks(
     for path in (stamp_path, *csv_paths.values()):
         if os.path.exists(path):
             os.remove(path)
-    rows = _write_segments(recordings, banks, output_folder, sample_rate)
-    _remove_stale_segments(output_folder, {bank: len(rows.get(bank, ())) for bank in _BANK_FOLDERS})
+    folders = {bank: os.path.join(output_folder, name) for bank, name in _BANK_FOLDERS.items()}
+    rows = write_segments(recordings, banks, folders, sample_rate)
+    remove_stale_segments(folders, {bank: len(rows.get(bank, ())) for bank in folders})
     for bank, bank_rows in rows.items():
         write_csv_atomic(csv_paths[bank], NOISE_HEADER, bank_rows)
     stamp = {"options": options, "inputs": inputs, "result": report}
     write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
     _log(report, noise_folder, output_folder, seg_len / sample_rate, up_to_date=False)
     return _result(csv_paths, report, test_bank=test_bank)
-
-
-def _result(csv_paths, report, *, test_bank):
-    return {
-        "noise_adapt": csv_paths["adapt"],
-        "noise_test": csv_paths["test"] if test_bank else None,
-        **copy.deepcopy(report),
-    }
 
 
 def _check_folders(noise_folder, output_folder):
@@ -345,567 +260,6 @@ def _inside(path, folder):
     return os.path.commonpath([path, folder]) == folder
 
 
-def _list_inputs(noise_folder):
-    """``[relative path, size, mtime_ns]`` of every file, sorted by relative path (with ``/``).
-
-    Hidden files and folders (``.DS_Store``, ``._x.wav`` from macOS, ``.git``) are not noise.
-    """
-    inputs = []
-    for root, dirs, files in os.walk(noise_folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = os.path.join(root, name)
-            try:
-                stat = os.stat(path)
-            except OSError:  # a broken link: reported when it is read
-                stat = os.lstat(path)
-            rel = os.path.relpath(path, noise_folder).replace(os.sep, "/")
-            inputs.append([rel, stat.st_size, stat.st_mtime_ns])
-    inputs.sort(key=lambda entry: entry[0])
-    return inputs
-
-
-def _reason(err):
-    """libsndfile's own words, without the path it repeats."""
-    return getattr(err, "error_string", None) or str(err) or type(err).__name__
-
-
-def _scan(path, sample_rate):
-    """Reads a file through once. Returns ``(_Recording, None)`` or ``(None, "path: reason")``."""
-    if not os.path.isfile(path):
-        return None, f"{path}: not a regular file (a broken link?)"
-    try:
-        sound = sf.SoundFile(path)
-    # libsndfile and its codecs raise various errors on files they cannot take.
-    except Exception as err:
-        return None, f"{path}: soundfile cannot open it ({_reason(err)})"
-    with sound:
-        check = SampleCheck(sound.samplerate)
-        try:
-            for block in _blocks(sound):
-                check.add(block)
-                if check.non_finite:
-                    break
-        except Exception as err:
-            at = _duration_text(check.frames / sound.samplerate)
-            return None, f"{path}: corrupt, decoding failed after {at} ({_reason(err)})"
-        orig, channels = sound.samplerate, sound.channels
-    frames = check.frames
-    if frames == 0:
-        return None, f"{path}: empty (0 frames)"
-    problem = check.problem(path)
-    if problem is not None:  # the same verdicts as for the corpus' audio
-        return None, f"{path}: {problem[1].removeprefix(path).strip()}"
-    g = math.gcd(orig, sample_rate)
-    length = -(-frames * (sample_rate // g) // (orig // g))  # ceil, as torchaudio's resample
-    return _Recording(path, orig, channels, frames, length), None
-
-
-def _blocks(sound):
-    """The file as float32 blocks ``[frames, channels]``, never more than one block in memory."""
-    while True:
-        block = sound.read(_READ_FRAMES, dtype="float32", always_2d=True)
-        if len(block) == 0:
-            return
-        yield block
-
-
-def _downmix(block):
-    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
-
-
-def _resample_stream(blocks, orig_freq, new_freq):
-    """Resamples a mono stream given in blocks, block by block, without seams.
-
-    torchaudio's resampler computes its output in groups of ``new/g`` samples (``g`` the gcd of
-    the rates), group ``k`` from the input around samples ``k * orig/g``, zero beyond the ends
-    of the signal. Each call here gets whole groups and, around them, enough real input for the
-    filter to reach, so the output is that of one call over the whole stream (up to float
-    rounding), while only a block and the filter's context are held.
-
-    Arguments
-    ---------
-    blocks : iterable of numpy.ndarray
-        Consecutive mono float32 blocks of any lengths.
-    orig_freq, new_freq : int
-        The rates, in Hz.
-
-    Returns
-    -------
-    generator of numpy.ndarray
-        Consecutive output blocks, ``ceil(n * new_freq / orig_freq)`` samples in all for ``n``
-        input samples, as ``resample`` gives.
-    """
-    if orig_freq == new_freq:
-        yield from blocks
-        return
-    g = math.gcd(orig_freq, new_freq)
-    step_in, step_out = orig_freq // g, new_freq // g
-    # How far the filter reaches beyond a group's own input (torchaudio's kernel width, + 1).
-    reach = math.ceil(_LOWPASS_WIDTH * step_in / (min(step_in, step_out) * _ROLLOFF)) + 1
-    # Context before a call's first group, whole groups so that the calls stay on the grid.
-    left = math.ceil(reach / step_in) * step_in
-
-    def groups(buf, buf_start, first, stop):
-        """Output of the groups from ``first`` on, computed from input up to ``stop``."""
-        start = max(0, first * step_in - left)
-        x = torch.from_numpy(np.ascontiguousarray(buf[start - buf_start : stop - buf_start]))
-        y = resample(
-            x, orig_freq, new_freq, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF
-        ).numpy()
-        return y[(first * step_in - start) // step_in * step_out :]
-
-    buf, buf_start, done, total = np.zeros(0, np.float32), 0, 0, 0
-    for block in blocks:
-        buf = np.concatenate([buf, block])
-        total += len(block)
-        ready = (total - reach) // step_in  # groups whose whole input has arrived
-        if ready > done:
-            yield groups(buf, buf_start, done, ready * step_in + reach)[: (ready - done) * step_out]
-            done = ready
-            keep = max(0, done * step_in - left)
-            buf, buf_start = buf[keep - buf_start :], keep
-    remaining = -(-total * step_out // step_in) - done * step_out
-    if remaining > 0:
-        yield groups(buf, buf_start, done, total)[:remaining]
-
-
-def _spans(lengths, start, stop):
-    """``(recording, start, stop)`` of the audio between two positions of the recordings put
-    end to end (``lengths`` in the order the files are taken), leaving out empty spans."""
-    spans, offset = [], 0
-    for index, length in enumerate(lengths):
-        begin, end = max(start, offset), min(stop, offset + length)
-        if end > begin:
-            spans.append((index, begin - offset, end - offset))
-        offset += length
-    return spans
-
-
-def _pieces(spans, seg_len):
-    """Whole segments cut from the start of each span, as ``(recording, start)``, and what is
-    left of each span, shorter than a segment, as pieces ``(recording, start, length)``."""
-    wholes, pieces = [], []
-    for index, start, stop in spans:
-        count = (stop - start) // seg_len
-        wholes += [(index, start + k * seg_len) for k in range(count)]
-        if start + count * seg_len < stop:
-            pieces.append((index, start + count * seg_len, stop - start - count * seg_len))
-    return wholes, pieces
-
-
-def _fades(pieces, fade_len):
-    """The crossfade joining each piece to the next, at most half of either piece, so that the
-    two crossfades of a piece never overlap."""
-    return [
-        min(fade_len, before[2] // 2, after[2] // 2)
-        for before, after in zip(pieces, pieces[1:], strict=False)
-    ]
-
-
-def _bank(spans, seg_len, fade_len):
-    """The segments of a bank made of ``spans``: whole segments, then the pieces joined.
-
-    Arguments
-    ---------
-    spans : list of tuple
-        ``(recording, start, stop)`` in the bank's order, at the recipe's rate.
-    seg_len : int
-        Samples in a segment.
-    fade_len : int
-        Samples in a crossfade between two pieces.
-
-    Returns
-    -------
-    _Bank
-        Its segments sorted by their first sample in the recordings.
-    """
-    wholes, pieces = _pieces(spans, seg_len)
-    fades = _fades(pieces, fade_len)
-    segments = [(seg_len, [_Part(index, start, seg_len, 0)]) for index, start in wholes]
-    segments += _joined(pieces, fades, seg_len)
-    segments.sort(key=lambda segment: (segment[1][0].recording, segment[1][0].start))
-    return _Bank(
-        segments,
-        recordings=len({index for index, _, _ in spans}),
-        recorded=sum(stop - start for _, start, stop in spans),
-        fades=fades,
-    )
-
-
-def _joined(pieces, fades, seg_len):
-    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``;
-    what is left at the end is a last, shorter segment if it lasts half a segment or more, and
-    joins the segment before it otherwise (which then lasts up to 1.5 segments). Returns
-    ``[(length, [_Part, ...])]``."""
-    # Each piece in up to three runs: fading in from the previous piece, at full level, fading
-    # out into the next; a run is (position in the joined audio, _Part fields).
-    runs = []
-    position = 0
-    for number, (index, start, length) in enumerate(pieces):
-        head = fades[number - 1] if number > 0 else 0
-        tail = fades[number] if number < len(fades) else 0
-        for offset, count, ramp, fade in (
-            (0, head, "in", head),
-            (head, length - head - tail, None, 0),
-            (length - tail, tail, "out", tail),
-        ):
-            if count > 0:
-                runs.append((position + offset, index, start + offset, count, ramp, fade))
-        position += length - tail
-    count = -(-position // seg_len)
-    if count > 1 and 2 * (position - (count - 1) * seg_len) < seg_len:
-        # A tail shorter than half a segment joins the segment before it: on its own, the mixer
-        # would loop it many times over an utterance (a few milliseconds looped are a buzz).
-        count -= 1
-    ends = [(k + 1) * seg_len for k in range(count - 1)] + [position]
-    parts = [[] for _ in range(count)]
-    for at, index, start, length, ramp, fade in runs:
-        done = 0
-        while done < length:
-            number = min((at + done) // seg_len, count - 1)
-            offset = at + done - number * seg_len
-            take = min(length - done, ends[number] - (at + done))
-            ramp_start = done if ramp else 0
-            parts[number].append(_Part(index, start + done, take, offset, ramp, fade, ramp_start))
-            done += take
-    return [(ends[k] - k * seg_len, segment) for k, segment in enumerate(parts)]
-
-
-def _boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
-    """Where the adaptation bank ends, in samples from the start of the recordings end to end.
-
-    ``adapt_len`` when there is that much audio and, with ``test_bank``, enough after it for a
-    test bank of one whole segment; otherwise the furthest boundary that leaves the test bank
-    one segment. None when the audio cannot give each bank asked for one segment (or, for an
-    adaptation bank asked shorter than a segment, what was asked).
-    """
-    total = sum(lengths)
-    end = min(adapt_len, total)
-    if test_bank:
-
-        def test_noise(boundary):
-            return _bank(_spans(lengths, boundary, total), seg_len, fade_len).length
-
-        if test_noise(0) < seg_len:
-            return None
-        if test_noise(end) < seg_len:
-            # The test bank's noise can only shrink as the boundary moves on, so the boundary
-            # is searched for by bisection: test_noise(low) is enough, test_noise(high) is not.
-            low, high = 0, end
-            while high - low > 1:
-                middle = (low + high) // 2
-                low, high = (middle, high) if test_noise(middle) >= seg_len else (low, middle)
-            end = low
-    if end < adapt_len and _bank(_spans(lengths, 0, end), seg_len, fade_len).length < seg_len:
-        return None
-    return end
-
-
-def _bank_report(bank, sample_rate):
-    return {
-        "recordings": bank.recordings,
-        "segments": len(bank.segments),
-        "recorded_seconds": bank.recorded / sample_rate,
-        "crossfades": len(bank.fades),
-        "crossfade_seconds": sum(bank.fades) / sample_rate,
-        "seconds": bank.length / sample_rate,
-    }
-
-
-def _shortage_message(folder, lengths, *, seg_len, sample_rate, test_bank):
-    """Why the recordings cannot give each bank a segment, and how much more is needed."""
-    total = sum(lengths)
-    seg = _duration_text(seg_len / sample_rate)
-    needed = 2 * seg_len if test_bank else seg_len
-    what = (
-        f"the adaptation bank and the held-out test bank need a {seg} noise segment each"
-        if test_bank
-        else f"the adaptation bank needs a {seg} noise segment"
-    )
-    more = (
-        f"at least {_duration_text((needed - total) / sample_rate)} more; "
-        if total < needed
-        else ""
-    )
-    message = (
-        f"noise folder {folder} holds {_duration_text(total / sample_rate)} of usable audio in "
-        f"{len(lengths)} recording(s), too little for the noise banks: {what} (a segment is a "
-        f"little longer than the longest utterance). Add recordings of the target noise there "
-        f"({more}one recording of {_duration_text(needed / sample_rate)} or more always does)"
-    )
-    if test_bank:
-        message += (
-            f"; with recorded noisy test sets ({_RECORDED_OPTION}), no held-out test bank is needed"
-        )
-    return message
-
-
-def _warnings(
-    folder, problems, banks, *, total, boundary, adapt_minutes, adapt_len, seg_len, sample_rate
-):
-    """The warnings about a preparation: skipped files, banks smaller than they should be."""
-    messages = []
-    if problems:
-        messages.append(
-            f"skipped {len(problems)} unusable file(s) of noise folder {folder} "
-            f"({_DROP_OPTION}):\n" + _listing(problems)
-        )
-    test = banks.get("test")
-    if boundary < adapt_len:
-        found = _duration_text(total / sample_rate)
-        given = _duration_text(boundary / sample_rate)
-        message = (
-            f"noise folder {folder} holds {_minutes_text(total / sample_rate)} min ({found}) of "
-            f"usable audio, less than the {adapt_minutes:g} min asked for the adaptation bank "
-            f"({_ADAPT_OPTION} {adapt_minutes:g})"
-        )
-        if test is not None:
-            message += (
-                f" and one {_duration_text(seg_len / sample_rate)} segment for the held-out "
-                "test bank"
-            )
-        if test is None:
-            message += ": the adaptation bank has all of it"
-        else:
-            rest = _duration_text((total - boundary) / sample_rate)
-            message += (
-                f": the adaptation bank has the first {given} and the held-out test bank the "
-                f"last {rest}"
-            )
-        message += (
-            f". Add recordings of the target noise to {folder}, or set {_ADAPT_OPTION} "
-            f"{_minutes_text(boundary / sample_rate, floor=True)} to ask for what there is."
-        )
-        messages.append(message)
-    if test is not None and len(test.segments) < _FEW_TEST_SEGMENTS:
-        seconds = test.length / sample_rate
-        wanted = _FEW_TEST_SEGMENTS * seg_len / sample_rate
-        messages.append(
-            f"the held-out test bank from noise folder {folder} has {len(test.segments)} "
-            f"segment(s), {_duration_text(seconds)} of noise, under {_FEW_TEST_SEGMENTS} "
-            f"segments ({_duration_text(wanted)}): the noisy test mixtures will often reuse the "
-            f"same noise. Add recordings of the target noise (at least "
-            f"{_duration_text(wanted - seconds)} more), or lower {_ADAPT_OPTION} (now "
-            f"{adapt_minutes:g}) to leave more of them to the test bank."
-        )
-    return messages
-
-
-def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
-    """Logs the warnings, then the report of what each bank holds and what was left out."""
-    for message in report["warnings"]:
-        logger.warning("%s", message)
-    state = " (up to date)" if up_to_date else ""
-    lines = [
-        f"noise banks from {noise_folder} in {output_folder}{state}, segments of "
-        f"{_duration_text(segment_seconds)}:"
-    ]
-    for name, figures in report["banks"].items():
-        lines.append(f"  {_BANK_NAMES[name]}: {_bank_text(figures)}")
-    left_out = []
-    if report["dropped"]:
-        left_out.append(
-            f"{len(report['dropped'])} unusable file(s), skipped ({_DROP_OPTION}):\n"
-            + _listing(report["dropped"], indent="    ")
-        )
-    if report["unused_seconds"]:
-        left_out.append(
-            f"{_duration_text(report['unused_seconds'])} of audio after the adaptation bank "
-            f"(no held-out test bank is made when recorded noisy test sets are used, "
-            f"{_RECORDED_OPTION})"
-        )
-    lines += [f"  left out: {text}" for text in left_out or ["nothing"]]
-    logger.info("%s", "\n".join(lines))
-
-
-def _bank_text(figures):
-    recorded = figures["recorded_seconds"]
-    audio = _seconds_text(recorded)
-    if recorded >= 60:
-        audio = f"{_duration_text(recorded)} ({audio})"
-    text = (
-        f"{audio} of audio from {figures['recordings']} recording(s), "
-        f"{figures['segments']} segment(s), {_seconds_text(figures['seconds'])} of noise"
-    )
-    if figures["crossfades"]:
-        text += (
-            f" ({figures['crossfades']} crossfade(s): "
-            f"{_seconds_text(figures['crossfade_seconds'])} of overlap)"
-        )
-    return text
-
-
-def _no_recording_message(folder, n_files, problems):
-    if n_files == 0:
-        head = f"noise folder {folder} holds no file"
-    else:
-        head = f"noise folder {folder} holds no usable noise recording; of its {n_files} file(s):\n"
-        head += _listing(problems)
-    return (
-        f"{head.rstrip()}\nPut noise-only recordings of the target noise there, in a format "
-        f"soundfile reads: {_formats_text()}; any sample rate and number of channels, "
-        "subfolders included."
-    )
-
-
-def _formats_text():
-    available = sf.available_formats()
-    common = ["WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64"]
-    names = [name for name in common if name in available]
-    names = ["OGG (Vorbis, Opus)" if name == "OGG" else name for name in names]
-    return ", ".join(names) + " and the other formats of soundfile.available_formats()"
-
-
-def _listing(lines, indent="  ", limit=_MAX_LISTED):
-    """The first ``limit`` lines (all with None) as bullets, and how many more there are."""
-    shown = [f"{indent}- {line}" for line in lines[:limit]]
-    if limit is not None and len(lines) > limit:
-        shown.append(f"{indent}... and {len(lines) - limit} more")
-    return "\n".join(shown)
-
-
-def _duration_text(seconds):
-    """``0.25 s``, ``12 s``, ``12 min 5 s``, ``30 min``, ``1 h 2 min``."""
-    if seconds < 60:
-        return f"{seconds:.2f}".rstrip("0").rstrip(".") + " s"
-    rounded = round(seconds)
-    hours, rest = divmod(rounded, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{hours} h"] if hours else []
-    if minutes:
-        parts.append(f"{minutes} min")
-    if secs:
-        parts.append(f"{secs} s")
-    return " ".join(parts)
-
-
-def _seconds_text(seconds):
-    """Seconds to the millisecond, for the figures that must add up: ``1799.89 s``."""
-    return f"{seconds:.3f}".rstrip("0").rstrip(".") + " s"
-
-
-def _minutes_text(seconds, floor=False):
-    """Minutes to the hundredth, rounded down with ``floor`` (an option value that must not
-    ask for more than there is)."""
-    minutes = seconds / 60
-    if floor:
-        minutes = math.floor(minutes * 100) / 100
-    return f"{minutes:.2f}".rstrip("0").rstrip(".")
-
-
-class _Segment:
-    """A segment being filled: its parts come from one recording or several, in turn."""
-
-    def __init__(self, path, length, parts, sample_rate):
-        self.path, self.length, self.parts_left = path, length, parts
-        self.sample_rate = sample_rate
-        self.audio = None  # allocated with the first part, freed once written
-
-    def add(self, part, begin, samples):
-        """Adds ``samples``, the samples of ``part`` from its ``begin``-th on; writes the
-        segment once its last part is complete."""
-        if self.audio is None:
-            self.audio = np.zeros(self.length, np.float32)
-        if part.ramp is not None:
-            samples = samples * _ramp(part, begin, begin + len(samples))
-        at = part.offset + begin
-        # Added, not copied: the two sides of a crossfade go to the same samples.
-        self.audio[at : at + len(samples)] += samples
-        if begin + len(samples) == part.length:
-            self.parts_left -= 1
-            if self.parts_left == 0:
-                write_audio_atomic(self.path, self.audio, self.sample_rate)
-                self.audio = None
-
-
-def _ramp(part, begin, end):
-    """Gains of the samples ``begin`` to ``end`` of a part in a crossfade: sine for the piece
-    fading in, cosine for the one fading out, so that their squares sum to 1 at every sample."""
-    angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (np.pi / 2 / part.fade)
-    return (np.sin(angle) if part.ramp == "in" else np.cos(angle)).astype(np.float32)
-
-
-def _write_segments(recordings, banks, output_folder, sample_rate):
-    """Second pass: streams each recording once and writes the segments as they fill up.
-
-    Returns the CSV rows of each bank (``[ID, duration, wav]``).
-    """
-    rows = {}
-    # The parts of each recording and the segment each goes to; IDs count within each bank.
-    jobs = {}
-    for bank, plan in banks.items():
-        folder = os.path.join(output_folder, _BANK_FOLDERS[bank])
-        os.makedirs(folder, exist_ok=True)
-        rows[bank] = []
-        for number, (length, parts) in enumerate(plan.segments):
-            segment_id = f"{bank}_{number:04d}"
-            path = os.path.join(folder, f"{segment_id}.wav")
-            rows[bank].append([segment_id, _csv_seconds(length / sample_rate), path])
-            segment = _Segment(path, length, len(parts), sample_rate)
-            for part in parts:
-                jobs.setdefault(part.recording, []).append((part, segment))
-    # In the order of the recordings, so that a segment joining pieces of several recordings
-    # is written as soon as the last of them is read, and few segments are held at a time.
-    for index, parts in sorted(jobs.items()):
-        _cut_recording(recordings[index], sorted(parts, key=lambda job: job[0].start), sample_rate)
-    return rows
-
-
-def _cut_recording(recording, jobs, sample_rate):
-    """Adds the ``(part, segment)`` of one recording, sorted and disjoint, to their segments."""
-    pending = iter(jobs)
-    part, segment = next(pending)
-    position = 0  # index, at the recipe's rate, of the chunk's first sample
-    with sf.SoundFile(recording.path) as sound:
-        mono = (_downmix(block) for block in _blocks(sound))
-        for chunk in _resample_stream(mono, recording.sample_rate, sample_rate):
-            chunk_end = position + len(chunk)
-            while part is not None:
-                begin, end = max(part.start, position), min(part.start + part.length, chunk_end)
-                if end <= begin:
-                    break
-                segment.add(part, begin - part.start, chunk[begin - position : end - position])
-                if end < part.start + part.length:
-                    break
-                part, segment = next(pending, (None, None))
-            position = chunk_end
-            if part is None:
-                # The rest of the recording is in no bank (past the adaptation bank without a
-                # test bank): no need to decode it.
-                return
-    raise DataError(
-        f"{recording.path} changed while the noise banks were being prepared (it ended "
-        f"{_duration_text(position / sample_rate)} in, before its audio at "
-        f"{_duration_text(part.start / sample_rate)}); prepare them again"
-    )
-
-
-def _csv_seconds(seconds):
-    """Seconds to a sample's precision at common rates, without trailing zeros."""
-    text = f"{seconds:.7f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
-
-
-def _remove_stale_segments(output_folder, counts):
-    """Removes segments of an earlier preparation beyond the new ones (all of a bank not
-    written now), so that a folder never holds a mix of two preparations."""
-    for bank, folder_name in _BANK_FOLDERS.items():
-        folder = os.path.join(output_folder, folder_name)
-        if not os.path.isdir(folder):
-            continue
-        remove_stale_staging(folder)
-        pattern = re.compile(rf"{bank}_(\d+)\.wav")
-        for name in os.listdir(folder):
-            match = pattern.fullmatch(name)
-            if match and int(match.group(1)) >= counts[bank]:
-                os.remove(os.path.join(folder, name))
-        if not os.listdir(folder):
-            os.rmdir(folder)
-
-
 def _up_to_date(stamp_path, options, inputs, csv_paths):
     """The stamp's result if it matches the options and inputs and every output exists."""
     try:
@@ -926,3 +280,21 @@ def _up_to_date(stamp_path, options, inputs, csv_paths):
     except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration):
         return None
     return result
+
+
+def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
+    """Logs the warnings, then the report of what each bank holds and what was left out."""
+    for message in report["warnings"]:
+        logger.warning("%s", message)
+    logger.info(
+        "%s",
+        report_text(report, noise_folder, output_folder, segment_seconds, up_to_date=up_to_date),
+    )
+
+
+def _result(csv_paths, report, *, test_bank):
+    return {
+        "noise_adapt": csv_paths["adapt"],
+        "noise_test": csv_paths["test"] if test_bank else None,
+        **copy.deepcopy(report),
+    }

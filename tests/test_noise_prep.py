@@ -13,15 +13,11 @@ import soundfile
 import torch
 from torchaudio.functional import resample
 
-from ctsl_brain import noise_prep
+from ctsl_brain import noise_reading
 from ctsl_brain.dataio import DataError
-from ctsl_brain.noise_prep import (
-    _bank,
-    _boundary,
-    _resample_stream,
-    _spans,
-    prepare_noise_banks,
-)
+from ctsl_brain.noise_plan import bank_boundary, plan_bank, spans_between
+from ctsl_brain.noise_prep import prepare_noise_banks
+from ctsl_brain.noise_reading import resample_stream
 
 SR = 16000
 LOGGER = "ctsl_brain.noise_prep"
@@ -144,7 +140,7 @@ def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
 
 def test_every_sample_goes_into_one_bank_the_first_minutes_into_adaptation(tmp_path, monkeypatch):
     # Blocks much shorter than the recordings, so that parts and crossfades straddle blocks.
-    monkeypatch.setattr(noise_prep, "_READ_FRAMES", 1000)
+    monkeypatch.setattr(noise_reading, "_READ_FRAMES", 1000)
     folder = tmp_path / "recordings"
     # Float files at 16 kHz pass through unchanged, so every output sample outside a crossfade
     # is an input sample, found by its value. b.wav, c.wav and q.wav are shorter than half a
@@ -307,8 +303,8 @@ def _layout(bank):
 def test_banks_cut_whole_segments_and_join_the_pieces_with_crossfades():
     sizes = {"seg_len": 10, "fade_len": 2}
     lengths = [23, 26, 4, 30]
-    assert _boundary(lengths, adapt_len=40, **sizes, test_bank=True) == 40
-    adapt = _bank(_spans(lengths, 0, 40), **sizes)
+    assert bank_boundary(lengths, adapt_len=40, **sizes, test_bank=True) == 40
+    adapt = plan_bank(spans_between(lengths, 0, 40), **sizes)
     # Recording 1 straddles the boundary at 40: its first 17 samples adapt. What is left after
     # whole segments, 3 samples of recording 0 and 7 of recording 1, is joined; the crossfade
     # is 1 sample, half of the shorter piece, listed by where their first sample comes from.
@@ -327,7 +323,7 @@ def test_banks_cut_whole_segments_and_join_the_pieces_with_crossfades():
         ),
         (10, [(1, 0, 10, 0, None, 0)]),
     ]
-    test = _bank(_spans(lengths, 40, 83), **sizes)
+    test = plan_bank(spans_between(lengths, 40, 83), **sizes)
     # Recording 1's last 9 samples and recording 2's 4, overlapping by 2: 11 samples, one
     # segment (a last one of 1 sample would be looped over and over by the mixer).
     assert test.fades == [2] and test.recorded == 43 and test.recordings == 3
@@ -347,7 +343,7 @@ def test_banks_cut_whole_segments_and_join_the_pieces_with_crossfades():
     ]
     # A crossfade across a segment cut: each segment gets its part of both ramps. The first
     # crossfade is 2 samples, half of the 5-sample piece.
-    assert _layout(_bank(_spans([5, 8, 9], 0, 22), seg_len=10, fade_len=3)) == [
+    assert _layout(plan_bank(spans_between([5, 8, 9], 0, 22), seg_len=10, fade_len=3)) == [
         (
             10,
             [
@@ -366,13 +362,13 @@ def test_banks_cut_whole_segments_and_join_the_pieces_with_crossfades():
 def test_the_boundary_leaves_the_test_bank_a_segment():
     sizes = {"seg_len": 10, "fade_len": 2}
     # 23 samples, 40 asked: the test bank keeps its one segment, the adaptation bank the rest.
-    assert _boundary([23], adapt_len=40, **sizes, test_bank=True) == 13
-    assert _boundary([23], adapt_len=40, **sizes, test_bank=False) == 23
+    assert bank_boundary([23], adapt_len=40, **sizes, test_bank=True) == 13
+    assert bank_boundary([23], adapt_len=40, **sizes, test_bank=False) == 23
     # 15 samples cannot give two banks a segment each, 5 cannot give one.
-    assert _boundary([15], adapt_len=40, **sizes, test_bank=True) is None
-    assert _boundary([5], adapt_len=40, **sizes, test_bank=False) is None
+    assert bank_boundary([15], adapt_len=40, **sizes, test_bank=True) is None
+    assert bank_boundary([5], adapt_len=40, **sizes, test_bank=False) is None
     # An adaptation bank asked shorter than a segment is what was asked.
-    assert _boundary([23], adapt_len=5, **sizes, test_bank=True) == 5
+    assert bank_boundary([23], adapt_len=5, **sizes, test_bank=True) == 5
     # Fragmented audio, where crossfades take their share: the furthest boundary that leaves
     # the test bank a segment, as found by trying every one.
     rng = np.random.default_rng(0)
@@ -381,13 +377,13 @@ def test_the_boundary_leaves_the_test_bank_a_segment():
         total = sum(lengths)
 
         def noise(start, stop, lengths=lengths):
-            return _bank(_spans(lengths, start, stop), **sizes).length
+            return plan_bank(spans_between(lengths, start, stop), **sizes).length
 
         fits = [b for b in range(min(40, total) + 1) if noise(b, total) >= 10]
         expected = max(fits) if fits else None
         if expected is not None and expected < 40 and noise(0, expected) < 10:
             expected = None
-        assert _boundary(lengths, adapt_len=40, **sizes, test_bank=True) == expected, lengths
+        assert bank_boundary(lengths, adapt_len=40, **sizes, test_bank=True) == expected, lengths
 
 
 def test_stereo_sine_is_downmixed_and_resampled(tmp_path):
@@ -419,7 +415,7 @@ def test_streaming_resampler_matches_one_call(orig):
     sizes = rng.integers(1, 4000, 100)
     cuts = np.cumsum(sizes)[np.cumsum(sizes) < len(x)]
     blocks = np.split(x, cuts)
-    streamed = np.concatenate(list(_resample_stream(iter(blocks), orig, SR)))
+    streamed = np.concatenate(list(resample_stream(iter(blocks), orig, SR)))
     whole = resample(torch.from_numpy(x), orig, SR).numpy()
     assert len(streamed) == len(whole)
     np.testing.assert_allclose(streamed, whole, atol=1e-6)
