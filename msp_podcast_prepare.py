@@ -37,11 +37,27 @@ from ctsl_brain.dataio import (
 )
 from ctsl_brain.noise_prep import prepare_noise_banks
 
-__all__ = ["LABEL_COLUMNS", "LABELS_FILE", "prepare_msp_podcast", "write_manifests"]
+__all__ = [
+    "LABEL_COLUMNS",
+    "LABELS_FILE",
+    "prepare_msp_podcast",
+    "write_manifests",
+]
 
 LABELS_FILE = os.path.join("Labels", "labels_consensus.csv")
-LABEL_COLUMNS = {"arousal": "EmoAct", "dominance": "EmoDom", "valence": "EmoVal"}
-REQUIRED_COLUMNS = ("FileName", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Split_Set")
+LABEL_COLUMNS = {
+    "arousal": "EmoAct",
+    "dominance": "EmoDom",
+    "valence": "EmoVal",
+}
+REQUIRED_COLUMNS = (
+    "FileName",
+    "EmoAct",
+    "EmoVal",
+    "EmoDom",
+    "SpkrID",
+    "Split_Set",
+)
 KNOWN_SPLITS = ("Train", "Development", "Test1", "Test2", "Test3")
 STAMP_FILE = "msp_podcast.json"
 
@@ -137,7 +153,12 @@ def _longest_utterance(manifests):
     longest = 0.0
     for path in manifests:
         with open(path, newline="") as fin:
-            longest = max([longest, *(float(row["duration"]) for row in csv.DictReader(fin))])
+            longest = max(
+                [
+                    longest,
+                    *(float(row["duration"]) for row in csv.DictReader(fin)),
+                ]
+            )
     return longest
 
 
@@ -191,7 +212,8 @@ def write_manifests(
     os.makedirs(manifest_folder, exist_ok=True)
     remove_stale_staging(manifest_folder)
     paths = {
-        name: os.path.join(manifest_folder, f"{name}.csv") for name in ("train", "dev", "test")
+        name: os.path.join(manifest_folder, f"{name}.csv")
+        for name in ("train", "dev", "test")
     }
     options = {
         "data_folder": os.path.abspath(data_folder),
@@ -203,19 +225,25 @@ def write_manifests(
         "label_range": [label_min, label_max],
     }
     stamp_path = os.path.join(manifest_folder, STAMP_FILE)
-    if os.path.isfile(stamp_path) and all(os.path.isfile(p) for p in paths.values()):
+    if os.path.isfile(stamp_path) and all(
+        os.path.isfile(p) for p in paths.values()
+    ):
         with open(stamp_path) as fin:
             if json.load(fin) == options:
                 return paths
     if os.path.exists(stamp_path):
-        os.remove(stamp_path)  # an interrupted preparation must not look complete
+        os.remove(
+            stamp_path
+        )  # an interrupted preparation must not look complete
 
     splits = {"Train": "train", "Development": "dev", test_set: "test"}
     rows = {"train": [], "dev": [], "test": []}
     problems, seen = [], {}
     with open(labels_path, newline="") as fin:
         reader = csv.DictReader(fin)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [
+            c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])
+        ]
         if missing:
             raise DataError(
                 f"{labels_path} lacks the column(s) {', '.join(missing)}; an MSP-Podcast labels "
@@ -228,26 +256,38 @@ def write_manifests(
             where = f"{labels_path} line {line} ({name or 'no FileName'})"
             split = (row["Split_Set"] or "").strip()
             if split not in KNOWN_SPLITS:
-                problems.append(Problem(where, "unknown split", f"Split_Set = {split!r}"))
+                problems.append(
+                    Problem(where, "unknown split", f"Split_Set = {split!r}")
+                )
                 continue
             if split not in splits:
                 continue  # another test partition
             if not name:
-                problems.append(Problem(where, "missing file name", "FileName is empty"))
+                problems.append(
+                    Problem(where, "missing file name", "FileName is empty")
+                )
                 continue
             if name in seen:
                 problems.append(
-                    Problem(where, "duplicate ID", f"{name} is also on line {seen[name]}")
+                    Problem(
+                        where,
+                        "duplicate ID",
+                        f"{name} is also on line {seen[name]}",
+                    )
                 )
                 continue
             seen[name] = line
             labels, issue = check_labels(
-                {a: row[LABEL_COLUMNS[a]] for a in ATTRIBUTES}, low=label_min, high=label_max
+                {a: row[LABEL_COLUMNS[a]] for a in ATTRIBUTES},
+                low=label_min,
+                high=label_max,
             )
             if issue is None:
                 audio = os.path.join(data_folder, "Audios", name)
                 duration, issue = inspect_audio(
-                    audio, min_duration=min_duration, check_silence=check_silence
+                    audio,
+                    min_duration=min_duration,
+                    check_silence=check_silence,
                 )
             if issue is not None:
                 problems.append(Problem(where, *issue))
@@ -269,9 +309,15 @@ def write_manifests(
         source=labels_path,
         report_path=os.path.join(manifest_folder, "msp_podcast_problems.tsv"),
     )
-    for name, split in (("train", "Train"), ("dev", "Development"), ("test", test_set)):
+    for name, split in (
+        ("train", "Train"),
+        ("dev", "Development"),
+        ("test", test_set),
+    ):
         if not rows[name]:
-            raise DataError(f"{labels_path}: no usable row has Split_Set = {split}")
+            raise DataError(
+                f"{labels_path}: no usable row has Split_Set = {split}"
+            )
     for name, path in paths.items():
         write_csv_atomic(path, MANIFEST_COLUMNS, rows[name])
     write_text_atomic(stamp_path, json.dumps(options, indent=2))

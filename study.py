@@ -43,7 +43,10 @@ DEMO_OVERRIDES = [
 # The demo's teacher learns from a random initialisation: smaller batches give it twice the
 # updates for the same compute, which valence, its slowest attribute, needs. The students start
 # from it and keep batches of 16 for their in-batch InfoNCE negatives.
-DEMO_STAGE_OVERRIDES = {"teacher": ["--batch_size", "8"], "student": ["--batch_size", "16"]}
+DEMO_STAGE_OVERRIDES = {
+    "teacher": ["--batch_size", "8"],
+    "student": ["--batch_size", "16"],
+}
 DEMO_EPOCHS = {"teacher": 10, "student": 7}
 
 
@@ -72,14 +75,22 @@ def parse_arguments(argv):
         description=__doc__.split("\n\n")[0],
         epilog="Unrecognised --key value pairs are train.py overrides for every stage.",
     )
-    parser.add_argument("--corpus", default="demo", help="demo, msp_podcast or manifests")
-    parser.add_argument("--data_folder", help="the corpus (default for demo: data/demo)")
-    parser.add_argument("--results_folder", default=os.path.join(ROOT, "results"))
+    parser.add_argument(
+        "--corpus", default="demo", help="demo, msp_podcast or manifests"
+    )
+    parser.add_argument(
+        "--data_folder", help="the corpus (default for demo: data/demo)"
+    )
+    parser.add_argument(
+        "--results_folder", default=os.path.join(ROOT, "results")
+    )
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
-        help="comma-separated subset of " + ", ".join(SYSTEMS) + " (Original is always run)",
+        help="comma-separated subset of "
+        + ", ".join(SYSTEMS)
+        + " (Original is always run)",
     )
     parser.add_argument(
         "--teacher_epochs",
@@ -91,8 +102,12 @@ def parse_arguments(argv):
         type=int,
         help=f"default: demo {DEMO_EPOCHS['student']}, else the YAML's",
     )
-    parser.add_argument("--n_groups", type=int, default=30, help="test groups (paper: 30)")
-    parser.add_argument("--group_seed", type=int, default=0, help="seed of the test groups")
+    parser.add_argument(
+        "--n_groups", type=int, default=30, help="test groups (paper: 30)"
+    )
+    parser.add_argument(
+        "--group_seed", type=int, default=0, help="seed of the test groups"
+    )
     parser.add_argument(
         "--launcher",
         default=f"{shlex.quote(sys.executable)}",
@@ -102,8 +117,12 @@ def parse_arguments(argv):
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = [name for name in systems if name not in SYSTEMS]
     if unknown:
-        parser.error(f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
-    args.systems = ["Original"] + [name for name in systems if name != "Original"]
+        parser.error(
+            f"--systems: unknown {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}"
+        )
+    args.systems = ["Original"] + [
+        name for name in systems if name != "Original"
+    ]
     if args.data_folder is None:
         if args.corpus != "demo":
             parser.error(f"--data_folder is required for corpus {args.corpus}")
@@ -128,7 +147,11 @@ def merge_overrides(*groups):
             key = tokens.pop(0)
             if not key.startswith("--"):
                 raise SystemExit(f"study.py: expected --key value, got {key!r}")
-            value = tokens.pop(0) if tokens and not tokens[0].startswith("--") else None
+            value = (
+                tokens.pop(0)
+                if tokens and not tokens[0].startswith("--")
+                else None
+            )
             merged.pop(key, None)  # the later value, in the later position
             merged[key] = value
     command = []
@@ -142,13 +165,22 @@ def stage_command(system, args, overrides):
     hparams_file, system_overrides = SYSTEMS[system]
     stage = "teacher" if system == "Original" else "student"
     common = ["--corpus", args.corpus, "--data_folder", args.data_folder]
-    common += ["--results_folder", args.results_folder, "--seed", str(args.seed)]
+    common += [
+        "--results_folder",
+        args.results_folder,
+        "--seed",
+        str(args.seed),
+    ]
     epochs = getattr(args, f"{stage}_epochs")
     if epochs is None and args.corpus == "demo":
         epochs = DEMO_EPOCHS[stage]
     if epochs is not None:
         common += ["--number_of_epochs", str(epochs)]
-    demo = [*DEMO_OVERRIDES, *DEMO_STAGE_OVERRIDES[stage]] if args.corpus == "demo" else []
+    demo = (
+        [*DEMO_OVERRIDES, *DEMO_STAGE_OVERRIDES[stage]]
+        if args.corpus == "demo"
+        else []
+    )
     return [
         *shlex.split(args.launcher),
         "train.py",
@@ -180,7 +212,9 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
     marker = os.path.join(study_folder, "stages", f"{system}.json")
     finished = os.path.isfile(os.path.join(folder, "evaluation.json"))
     if finished and _marked_command(marker)[1:] == command[1:]:
-        log(f"stage {number}/{total} {system}: finished earlier ({folder}), skipped")
+        log(
+            f"stage {number}/{total} {system}: finished earlier ({folder}), skipped"
+        )
         return
     log(f"stage {number}/{total} {system}: {shlex.join(command)}")
     start = time.monotonic()
@@ -194,26 +228,36 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
     os.makedirs(os.path.dirname(marker), exist_ok=True)
     record = {"command": command, "seconds": time.monotonic() - start}
     write_text_atomic(marker, json.dumps(record, indent=2))
-    log(f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}")
+    log(
+        f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}"
+    )
 
 
 def main(argv=None):
     args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    study_folder = os.path.join(args.results_folder, args.corpus, "study", str(args.seed))
+    study_folder = os.path.join(
+        args.results_folder, args.corpus, "study", str(args.seed)
+    )
     os.makedirs(study_folder, exist_ok=True)
     log = Progress(study_folder)
     total = len(args.systems) + 1
     for number, system in enumerate(args.systems, start=1):
         run_stage(number, total, system, args, overrides, study_folder, log)
 
-    log(f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}")
+    log(
+        f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"
+    )
     runs = {system: output_folder(system, args) for system in args.systems}
     settings = None
     for folder in runs.values():
         with open(os.path.join(folder, "evaluation.json")) as fin:
             settings = json.load(fin).get("infonce", settings)
     outputs = analyse_study(
-        runs, study_folder, n_groups=args.n_groups, group_seed=args.group_seed, infonce=settings
+        runs,
+        study_folder,
+        n_groups=args.n_groups,
+        group_seed=args.group_seed,
+        infonce=settings,
     )
     with open(outputs["files"]["table1_md"]) as fin:
         print(fin.read())

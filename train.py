@@ -31,13 +31,7 @@ import os
 import sys
 import time
 
-import speechbrain as sb
 import torch
-from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
-from speechbrain.dataio.dataset import DynamicItemDataset
-from speechbrain.dataio.sampler import DynamicBatchSampler
-from speechbrain.utils.distributed import if_main_process, run_on_main
-
 from ctsl_brain.checkpoints import (
     AtomicCheckpointer,
     end_of_epoch_checkpoints,
@@ -84,6 +78,12 @@ from ctsl_brain.settings import (
 )
 from ctsl_brain.statistics import select_checkpoints
 from msp_podcast_prepare import prepare_msp_podcast
+
+import speechbrain as sb
+from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
+from speechbrain.dataio.dataset import DynamicItemDataset
+from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.distributed import if_main_process, run_on_main
 
 # The corpora prepare_corpus knows, and the orders of the training set (sorting).
 CORPORA = ("msp_podcast", "demo", "manifests")
@@ -168,7 +168,10 @@ class EmotionBrain(sb.Brain):
             )
         super().on_fit_start()
         if self.checkpointer is not None and if_main_process():
-            trim_train_log(self.hparams.train_logger.save_file, self.hparams.epoch_counter.current)
+            trim_train_log(
+                self.hparams.train_logger.save_file,
+                self.hparams.epoch_counter.current,
+            )
 
     def scale_labels(self, labels):
         """Maps labels to [0, 1] for training, as the authors did ((y - 1) / 6 on 1-7).
@@ -183,7 +186,9 @@ class EmotionBrain(sb.Brain):
         torch.Tensor
             The labels on [0, 1].
         """
-        return to_unit_scale(labels, low=self.hparams.label_min, high=self.hparams.label_max)
+        return to_unit_scale(
+            labels, low=self.hparams.label_min, high=self.hparams.label_max
+        )
 
     def unscale_labels(self, values):
         """Inverse of :meth:`scale_labels`: every reported number is on the corpus' scale.
@@ -198,7 +203,9 @@ class EmotionBrain(sb.Brain):
         torch.Tensor
             The predictions on the corpus' scale.
         """
-        return from_unit_scale(values, low=self.hparams.label_min, high=self.hparams.label_max)
+        return from_unit_scale(
+            values, low=self.hparams.label_min, high=self.hparams.label_max
+        )
 
     def noise_for(self, stage):
         """The noise mixer of a stage.
@@ -263,7 +270,9 @@ class EmotionBrain(sb.Brain):
         outputs = {"teacher_embedding": None}
         if self.uses_teacher(stage):
             if self.teacher_cache is not None:
-                outputs["teacher_embedding"] = self.teacher_cache(batch.id, wavs, wav_lens)
+                outputs["teacher_embedding"] = self.teacher_cache(
+                    batch.id, wavs, wav_lens
+                )
             else:
                 with torch.no_grad():
                     outputs["teacher_embedding"] = self.teacher(wavs, wav_lens)
@@ -313,18 +322,25 @@ class EmotionBrain(sb.Brain):
         device_type = torch.device(self.device).type
         with torch.autocast(device_type=device_type, enabled=False):
             prediction = predictions["prediction"].float()
-            losses = {"ccc_loss": ccc_loss(prediction, self.scale_labels(labels))}
+            losses = {
+                "ccc_loss": ccc_loss(prediction, self.scale_labels(labels))
+            }
             loss = losses["ccc_loss"]
             teacher_embedding = predictions["teacher_embedding"]
             if teacher_embedding is not None:
                 student_embedding = predictions["embedding"].float()
                 teacher_embedding = teacher_embedding.float()
                 losses["tl_loss"] = transfer_loss(
-                    teacher_embedding, student_embedding, form=self.hparams.transfer_rmse
+                    teacher_embedding,
+                    student_embedding,
+                    form=self.hparams.transfer_rmse,
                 )
                 # The margin is on the corpus' label scale, so the labels are not rescaled.
                 losses["cl_loss"] = info_nce(
-                    student_embedding, teacher_embedding, labels, **self.infonce_settings()
+                    student_embedding,
+                    teacher_embedding,
+                    labels,
+                    **self.infonce_settings(),
                 )
                 loss = (
                     loss
@@ -333,14 +349,20 @@ class EmotionBrain(sb.Brain):
                 )
 
         for name, value in losses.items():
-            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + float(value.detach())
+            self.loss_sums[name] = self.loss_sums.get(name, 0.0) + float(
+                value.detach()
+            )
         self.loss_count += 1
         if stage != sb.Stage.TRAIN:
             self.ids.extend(batch.id)
-            self.predicted.append(self.unscale_labels(prediction.detach()).cpu())
+            self.predicted.append(
+                self.unscale_labels(prediction.detach()).cpu()
+            )
             self.targets.append(labels.cpu())
             if self.collect_embeddings:
-                self.embeddings.append(predictions["embedding"].detach().float().cpu())
+                self.embeddings.append(
+                    predictions["embedding"].detach().float().cpu()
+                )
         return loss
 
     def on_stage_start(self, stage, epoch=None):
@@ -376,10 +398,13 @@ class EmotionBrain(sb.Brain):
             ``loss``, each loss term, ``ccc_<attribute>`` and their mean ``ccc``.
         """
         stats = {"loss": stage_loss}
-        stats.update({k: v / max(self.loss_count, 1) for k, v in self.loss_sums.items()})
+        stats.update(
+            {k: v / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
+        )
         if self.predicted:
             ccc = concordance_cc(
-                torch.cat(self.predicted).double(), torch.cat(self.targets).double()
+                torch.cat(self.predicted).double(),
+                torch.cat(self.targets).double(),
             )
             for name, value in zip(ATTRIBUTES, ccc.tolist(), strict=True):
                 stats[f"ccc_{name}"] = value
@@ -423,7 +448,8 @@ class EmotionBrain(sb.Brain):
             # The epoch is saved whole: its intra-epoch checkpoint (ckpt_interval_minutes or
             # _steps), which the ccc-keyed clean-up above does not consider, is obsolete.
             self.checkpointer.delete_checkpoints(
-                num_to_keep=0, ckpt_predicate=lambda c: INTRA_EPOCH_CKPT_FLAG in c.meta
+                num_to_keep=0,
+                ckpt_predicate=lambda c: INTRA_EPOCH_CKPT_FLAG in c.meta,
             )
         else:
             self.hparams.train_logger.log_stats(
@@ -470,11 +496,15 @@ class EmotionBrain(sb.Brain):
         targets = torch.cat(self.targets).tolist()
         rows = [
             [utt_id, *(f"{value:.6g}" for value in (*pred, *true))]
-            for utt_id, pred, true in zip(self.ids, predicted, targets, strict=True)
+            for utt_id, pred, true in zip(
+                self.ids, predicted, targets, strict=True
+            )
         ]
         return self.test_results[self.test_condition], rows
 
-    def evaluate_conditions(self, conditions, dev_conditions=None, *, test_loader_kwargs=None):
+    def evaluate_conditions(
+        self, conditions, dev_conditions=None, *, test_loader_kwargs=None
+    ):
         """Evaluates the selected dev checkpoints on each test condition (paper section 4.1).
 
         The ``eval_checkpoints`` best dev checkpoints from non-consecutive epochs are
@@ -514,8 +544,12 @@ class EmotionBrain(sb.Brain):
             self.eval_checkpoint = checkpoints[epoch]
             for name, dataset in conditions.items():
                 self.test_condition = name
-                stats, utterances = self.evaluate_rows(dataset, test_loader_kwargs)
-                rows.extend([row[0], name, epoch, *row[1:]] for row in utterances)
+                stats, utterances = self.evaluate_rows(
+                    dataset, test_loader_kwargs
+                )
+                rows.extend(
+                    [row[0], name, epoch, *row[1:]] for row in utterances
+                )
                 if epoch == epochs[0]:
                     results[name] = stats
         embedded = {}
@@ -536,7 +570,8 @@ class EmotionBrain(sb.Brain):
         if if_main_process():
             summary = {
                 "checkpoints": [
-                    {"epoch": epoch, "dev_ccc": checkpoints[epoch].meta["ccc"]} for epoch in epochs
+                    {"epoch": epoch, "dev_ccc": checkpoints[epoch].meta["ccc"]}
+                    for epoch in epochs
                 ],
                 "test_conditions": list(results),
                 "dev_conditions": list(embedded),
@@ -616,12 +651,18 @@ def dataio_prepare(hparams):
         "dev": dataset(hparams["dev_annotation"]),
         "test": {
             name: dataset(condition_manifest(manifests, name))
-            for name in condition_names(hparams["test_snrs"], hparams["recorded_test_folders"])
+            for name in condition_names(
+                hparams["test_snrs"], hparams["recorded_test_folders"]
+            )
         },
         "dev_conditions": {
             name: dataset(path)
-            for name in condition_names(hparams["test_snrs"], hparams["recorded_dev_folders"])
-            if os.path.isfile(path := condition_manifest(manifests, name, "dev"))
+            for name in condition_names(
+                hparams["test_snrs"], hparams["recorded_dev_folders"]
+            )
+            if os.path.isfile(
+                path := condition_manifest(manifests, name, "dev")
+            )
         },
     }
 
@@ -632,7 +673,9 @@ def dataio_prepare(hparams):
         )
         hparams["train_dataloader_opts"]["shuffle"] = False
     elif sorting not in SORT_ORDERS:
-        raise SettingsError(f"sorting must be one of {', '.join(SORT_ORDERS)}; got {sorting!r}")
+        raise SettingsError(
+            f"sorting must be one of {', '.join(SORT_ORDERS)}; got {sorting!r}"
+        )
     if hparams["dynamic_batching"]:
         if sorting != "random":
             raise SettingsError(
@@ -674,7 +717,9 @@ def prepare_corpus(hparams):
         return
     corpus = hparams["corpus"]
     if corpus not in CORPORA:
-        raise SettingsError(f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}")
+        raise SettingsError(
+            f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}"
+        )
     manifest_folder = hparams["manifest_folder"]
     options = dict(hparams["prepare_options"] or {})
     recorded = hparams["recorded_test_folders"]
@@ -689,11 +734,18 @@ def prepare_corpus(hparams):
             "label_min": hparams["label_min"],
             "label_max": hparams["label_max"],
         }
-        check_prepare_options(prepare_msp_podcast, options, corpus, taken=settings)
-        prepare_msp_podcast(hparams["data_folder"], manifest_folder, **settings, **options)
+        check_prepare_options(
+            prepare_msp_podcast, options, corpus, taken=settings
+        )
+        prepare_msp_podcast(
+            hparams["data_folder"], manifest_folder, **settings, **options
+        )
     elif corpus == "demo":
         check_prepare_options(prepare_demo_corpus, options, corpus)
-        install_manifests(prepare_demo_corpus(hparams["data_folder"], **options), manifest_folder)
+        install_manifests(
+            prepare_demo_corpus(hparams["data_folder"], **options),
+            manifest_folder,
+        )
     else:
         check_manifest_folder(manifest_folder)
 
@@ -772,23 +824,31 @@ def load_teacher(hparams):
         A copy of the loaded encoder: the frozen teacher.
     """
     folder = hparams["teacher_folder"]
-    teacher_command = "python train.py hparams/teacher.yaml ... (the same settings)"
+    teacher_command = (
+        "python train.py hparams/teacher.yaml ... (the same settings)"
+    )
     checkpoint = None
     if os.path.isdir(folder):
-        checkpoint = sb.utils.checkpoints.Checkpointer(folder).find_checkpoint(max_key="ccc")
+        checkpoint = sb.utils.checkpoints.Checkpointer(folder).find_checkpoint(
+            max_key="ccc"
+        )
     if checkpoint is None:
         raise MissingInputError(
             f"teacher_folder: no teacher checkpoint in {folder}; train the teacher first "
             f"({teacher_command}) or point --teacher_folder at its save folder"
         )
-    evaluation = os.path.join(os.path.dirname(os.path.abspath(folder)), "evaluation.json")
+    evaluation = os.path.join(
+        os.path.dirname(os.path.abspath(folder)), "evaluation.json"
+    )
     if not os.path.isfile(evaluation):
         raise MissingInputError(
             f"teacher_folder: the teacher run of {folder} has not finished ({evaluation} is "
             f"missing): run the teacher stage again to finish it ({teacher_command})"
         )
     pretrainer = hparams["pretrainer"]
-    run_on_main(pretrainer.collect_files, kwargs={"default_source": checkpoint.path})
+    run_on_main(
+        pretrainer.collect_files, kwargs={"default_source": checkpoint.path}
+    )
     try:
         pretrainer.load_collected()
     except RuntimeError as error:

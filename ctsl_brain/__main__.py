@@ -15,7 +15,6 @@ import sys
 import warnings
 
 import torch
-
 from ctsl_brain.dataio import ATTRIBUTES, run_command, write_csv_atomic
 from ctsl_brain.export import WINDOW_SECONDS, export_run
 from ctsl_brain.inference import BATCH_SIZE, EmotionRegressor, audio_files
@@ -23,7 +22,8 @@ from ctsl_brain.inference import BATCH_SIZE, EmotionRegressor, audio_files
 
 def _parser():
     parser = argparse.ArgumentParser(
-        prog="python -m ctsl_brain", description="Export and run trained emotion models."
+        prog="python -m ctsl_brain",
+        description="Export and run trained emotion models.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -31,7 +31,9 @@ def _parser():
         "export", help="write a finished run's model as a self-contained folder"
     )
     export.add_argument("--run", required=True, help="the run's output_folder")
-    export.add_argument("--out", required=True, help="the model folder to write")
+    export.add_argument(
+        "--out", required=True, help="the model folder to write"
+    )
     export.add_argument(
         "--checkpoint",
         type=int,
@@ -44,20 +46,37 @@ def _parser():
         default=WINDOW_SECONDS,
         help=f"the model's window for long files (default {WINDOW_SECONDS:g})",
     )
-    export.add_argument("--overwrite", action="store_true", help="replace an earlier export")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier export"
+    )
 
-    predict = commands.add_parser("predict", help="predict arousal, dominance and valence")
-    predict.add_argument("--model", required=True, help="an exported model folder")
-    predict.add_argument("inputs", nargs="+", help="audio files, or folders searched for them")
+    predict = commands.add_parser(
+        "predict", help="predict arousal, dominance and valence"
+    )
+    predict.add_argument(
+        "--model", required=True, help="an exported model folder"
+    )
+    predict.add_argument(
+        "inputs", nargs="+", help="audio files, or folders searched for them"
+    )
     predict.add_argument("--out", required=True, help="the CSV to write")
     predict.add_argument(
-        "--batch_size", type=int, default=BATCH_SIZE, help=f"windows per batch ({BATCH_SIZE})"
+        "--batch_size",
+        type=int,
+        default=BATCH_SIZE,
+        help=f"windows per batch ({BATCH_SIZE})",
     )
-    predict.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     predict.add_argument(
-        "--window_seconds", type=float, help="window for long files (default: the model's)"
+        "--device", help="cpu, cuda or cuda:N (default: cuda when available)"
     )
-    predict.add_argument("--noprogressbar", action="store_true", help="no progress bar")
+    predict.add_argument(
+        "--window_seconds",
+        type=float,
+        help="window for long files (default: the model's)",
+    )
+    predict.add_argument(
+        "--noprogressbar", action="store_true", help="no progress bar"
+    )
     return parser
 
 
@@ -79,8 +98,14 @@ def _export(args):
 def _predict(args, parser):
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.device and args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
+    if (
+        args.device
+        and args.device.startswith("cuda")
+        and not torch.cuda.is_available()
+    ):
+        parser.error(
+            f"--device {args.device}: no CUDA device here; use --device cpu"
+        )
     files = audio_files(args.inputs)
     run_opts = {"device": args.device} if args.device else None
     model = EmotionRegressor.from_hparams(source=args.model, run_opts=run_opts)
@@ -91,8 +116,14 @@ def _predict(args, parser):
         progress=not args.noprogressbar,
     )
     rows = [
-        [path, *("" if value != value else f"{value:.6g}" for value in values), error]
-        for path, (*values, error) in zip(frame.index, frame.itertuples(index=False), strict=True)
+        [
+            path,
+            *("" if value != value else f"{value:.6g}" for value in values),
+            error,
+        ]
+        for path, (*values, error) in zip(
+            frame.index, frame.itertuples(index=False), strict=True
+        )
     ]
     write_csv_atomic(args.out, ["file", "duration", *ATTRIBUTES, "error"], rows)
     failed = frame[frame["error"] != ""]
@@ -110,7 +141,9 @@ def main(argv=None):
     """Runs the command line; returns the exit status."""
     # SpeechBrain 1.1's Hugging Face wrapper calls a method that transformers 5 deprecates.
     warnings.filterwarnings(
-        "ignore", message="`gradient_checkpointing_disable` is deprecated", category=FutureWarning
+        "ignore",
+        message="`gradient_checkpointing_disable` is deprecated",
+        category=FutureWarning,
     )
     parser = _parser()
     args = parser.parse_args(argv)

@@ -20,7 +20,6 @@ import os
 import numpy as np
 import pandas as pd
 import torch
-
 from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
@@ -46,15 +45,28 @@ SYSTEMS = {
     "Original": ("hparams/teacher.yaml", []),
     "RH": (
         "hparams/student.yaml",
-        ["--experiment_name", "rh", "--freeze_encoder", "True", "--lambda_tl", "0"]
+        [
+            "--experiment_name",
+            "rh",
+            "--freeze_encoder",
+            "True",
+            "--lambda_tl",
+            "0",
+        ]
         + ["--lambda_cl", "0"],
     ),
     "RM": (
         "hparams/student.yaml",
         ["--experiment_name", "rm", "--lambda_tl", "0", "--lambda_cl", "0"],
     ),
-    "RM+TL": ("hparams/student.yaml", ["--experiment_name", "rm_tl", "--lambda_cl", "0"]),
-    "RM+CL": ("hparams/student.yaml", ["--experiment_name", "rm_cl", "--lambda_tl", "0"]),
+    "RM+TL": (
+        "hparams/student.yaml",
+        ["--experiment_name", "rm_tl", "--lambda_cl", "0"],
+    ),
+    "RM+CL": (
+        "hparams/student.yaml",
+        ["--experiment_name", "rm_cl", "--lambda_tl", "0"],
+    ),
     "RM+TL+CL": ("hparams/student.yaml", ["--experiment_name", "rm_tl_cl"]),
 }
 
@@ -99,7 +111,9 @@ def table1_markdown(table, *, digits=3):
     """
     systems = list(dict.fromkeys(table["system"]))
     conditions = _condition_order(dict.fromkeys(table["condition"]))
-    header = ["system"] + [f"{c} {SHORT_NAMES[a]}" for c in conditions for a in ATTRIBUTES]
+    header = ["system"] + [
+        f"{c} {SHORT_NAMES[a]}" for c in conditions for a in ATTRIBUTES
+    ]
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -127,7 +141,10 @@ def table1_markdown(table, *, digits=3):
         "Mean CCC over "
         + "/".join(str(n) for n in n_values)
         + " values (checkpoints x test groups); "
-        + ", ".join(f"{_escape(marker)}: better than {ref}" for ref, marker in MARKERS.items())
+        + ", ".join(
+            f"{_escape(marker)}: better than {ref}"
+            for ref, marker in MARKERS.items()
+        )
         + " (one-tailed Welch's t-test, p <= 0.05); bold: best per column."
     )
     return "\n".join(lines)
@@ -141,11 +158,15 @@ def plot_ccc_vs_snr(table, path):
     import matplotlib.pyplot as plt
 
     conditions = _condition_order(dict.fromkeys(table["condition"]))
-    figure, axes = plt.subplots(1, len(ATTRIBUTES), figsize=(12, 3.8), sharey=True)
+    figure, axes = plt.subplots(
+        1, len(ATTRIBUTES), figsize=(12, 3.8), sharey=True
+    )
     for axis, attribute in zip(axes, ATTRIBUTES, strict=True):
         part = table[table["attribute"] == attribute]
         for system in dict.fromkeys(part["system"]):
-            means = part[part["system"] == system].set_index("condition")["mean"]
+            means = part[part["system"] == system].set_index("condition")[
+                "mean"
+            ]
             axis.plot(
                 range(len(conditions)),
                 [means.get(c, np.nan) for c in conditions],
@@ -165,7 +186,9 @@ def plot_ccc_vs_snr(table, path):
     os.replace(path + ".tmp.png", path)
 
 
-def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=None):
+def embedding_analysis(
+    clean, noisy, labels, *, group_size=32, seed=0, infonce=None
+):
     """Table 2's measures between clean reference embeddings and noisy system embeddings.
 
     The utterances are shuffled (seeded) into groups of ``group_size`` clean/noisy pairs, as in
@@ -203,13 +226,22 @@ def embedding_analysis(clean, noisy, labels, *, group_size=32, seed=0, infonce=N
         mask_settings = {k: infonce[k] for k in infonce if k in MASK_SETTINGS}
         if negative_mask(labels[members], **mask_settings).any():
             group_infonce.append(
-                float(info_nce(noisy[members], clean[members], labels[members], **infonce))
+                float(
+                    info_nce(
+                        noisy[members],
+                        clean[members],
+                        labels[members],
+                        **infonce,
+                    )
+                )
             )
     cosine = torch.nn.functional.cosine_similarity(clean, noisy, dim=-1)
     return {
         "rmse": float(np.mean(rmse)),
         "cosine": float(cosine.mean()),
-        "infonce": float(np.mean(group_infonce)) if group_infonce else float("nan"),
+        "infonce": float(np.mean(group_infonce))
+        if group_infonce
+        else float("nan"),
         "groups": len(group_infonce),
     }
 
@@ -242,7 +274,9 @@ def _read_predictions(system, run_folder):
 
 
 def _write_table(frame, folder, name, markdown):
-    write_text_atomic(os.path.join(folder, f"{name}.csv"), frame.to_csv(index=False))
+    write_text_atomic(
+        os.path.join(folder, f"{name}.csv"), frame.to_csv(index=False)
+    )
     write_text_atomic(
         os.path.join(folder, f"{name}.json"),
         json.dumps(json.loads(frame.to_json(orient="records")), indent=2),
@@ -286,7 +320,8 @@ def analyse_study(
     os.makedirs(study_folder, exist_ok=True)
     remove_stale_staging(study_folder)
     predictions = pd.concat(
-        [_read_predictions(system, folder) for system, folder in runs.items()], ignore_index=True
+        [_read_predictions(system, folder) for system, folder in runs.items()],
+        ignore_index=True,
     )
     groups = fixed_groups(
         predictions.loc[predictions["condition"] == "clean", "ID"],
@@ -327,10 +362,16 @@ def analyse_study(
             )
             rows.append({"system": system, "condition": condition, **measures})
     table2 = pd.DataFrame(rows)
-    wide = table2.pivot(index="system", columns="condition", values=["rmse", "cosine", "infonce"])
+    wide = table2.pivot(
+        index="system",
+        columns="condition",
+        values=["rmse", "cosine", "infonce"],
+    )
     wide = wide.reindex(index=list(runs)).reindex(
         columns=[
-            (m, c) for c in _condition_order(dev_conditions) for m in ("rmse", "cosine", "infonce")
+            (m, c)
+            for c in _condition_order(dev_conditions)
+            for m in ("rmse", "cosine", "infonce")
         ]
     )
     wide.columns = [f"{c} {m}" for m, c in wide.columns]

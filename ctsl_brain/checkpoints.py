@@ -21,10 +21,10 @@ import os
 import re
 import shutil
 
+from ctsl_brain.dataio import UserError, write_text_atomic
+
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, ckpt_recency
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
-
-from ctsl_brain.dataio import UserError, write_text_atomic
 
 __all__ = [
     "AtomicCheckpointer",
@@ -73,8 +73,13 @@ class AtomicCheckpointer(Checkpointer):
     >>> folder = getfixture("tmp_path")
     >>> layer = torch.nn.Linear(2, 2)
     >>> checkpointer = AtomicCheckpointer(folder, recoverables={"layer": layer})
-    >>> saved = checkpointer.save_checkpoint(meta={"ccc": 0.5}, verbosity=logging.DEBUG)
-    >>> saved.path.name.startswith("CKPT+"), sorted(p.name for p in saved.path.iterdir())
+    >>> saved = checkpointer.save_checkpoint(
+    ...     meta={"ccc": 0.5}, verbosity=logging.DEBUG
+    ... )
+    >>> (
+    ...     saved.path.name.startswith("CKPT+"),
+    ...     sorted(p.name for p in saved.path.iterdir()),
+    ... )
     (True, ['CKPT.yaml', 'layer.ckpt'])
     >>> checkpointer.recover_if_possible().meta["ccc"]
     0.5
@@ -90,12 +95,17 @@ class AtomicCheckpointer(Checkpointer):
         final = super()._custom_checkpoint_dirpath(name)
         return final.with_name(STAGING_PREFIX + final.name)
 
-    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO):  # noqa: B006 (the base's signature)
+    def save_checkpoint(
+        self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO
+    ):  # noqa: B006 (the base's signature)
         """Saves a checkpoint as SpeechBrain does, into a staging folder, then renames it into
         place once every file is on disk. Returns the checkpoint under its final name (None on
         processes other than the main one)."""
         staged = super().save_checkpoint(
-            meta=meta, end_of_epoch=end_of_epoch, name=name, verbosity=logging.DEBUG
+            meta=meta,
+            end_of_epoch=end_of_epoch,
+            name=name,
+            verbosity=logging.DEBUG,
         )
         ddp_barrier()  # every process has written its files
         if not if_main_process():
@@ -111,7 +121,9 @@ class AtomicCheckpointer(Checkpointer):
         kind = "end-of-epoch" if end_of_epoch else "intra-epoch"
         logger.log(verbosity, f"Saved an {kind} checkpoint in {final}")
         return Checkpoint(
-            final, staged.meta, {key: final / path.name for key, path in staged.paramfiles.items()}
+            final,
+            staged.meta,
+            {key: final / path.name for key, path in staged.paramfiles.items()},
         )
 
     def delete_checkpoints(
@@ -133,17 +145,23 @@ class AtomicCheckpointer(Checkpointer):
         keys += [{"importance_key": key} for key in importance_keys]
         candidates, protected = set(), set()
         for key in keys:
-            candidates.update(self.find_checkpoints(ckpt_predicate=ckpt_predicate, **key))
+            candidates.update(
+                self.find_checkpoints(ckpt_predicate=ckpt_predicate, **key)
+            )
             protected.update(
                 self.find_checkpoints(
-                    ckpt_predicate=ckpt_predicate, max_num_checkpoints=num_to_keep, **key
+                    ckpt_predicate=ckpt_predicate,
+                    max_num_checkpoints=num_to_keep,
+                    **key,
                 )
             )
         ddp_barrier()
         if if_main_process():
             for checkpoint in candidates - protected:
                 self._remove(checkpoint.path)
-                logger.log(verbosity, f"Deleted checkpoint in {checkpoint.path}")
+                logger.log(
+                    verbosity, f"Deleted checkpoint in {checkpoint.path}"
+                )
         ddp_barrier()
 
     def _remove(self, path):
@@ -159,15 +177,28 @@ class AtomicCheckpointer(Checkpointer):
         if not if_main_process() or not self.checkpoints_dir.is_dir():
             return
         for entry in sorted(self.checkpoints_dir.iterdir()):
-            if entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX)) and entry.is_dir():
-                what = "saved" if entry.name.startswith(STAGING_PREFIX) else "deleted"
+            if (
+                entry.name.startswith((STAGING_PREFIX, DELETING_PREFIX))
+                and entry.is_dir()
+            ):
+                what = (
+                    "saved"
+                    if entry.name.startswith(STAGING_PREFIX)
+                    else "deleted"
+                )
                 logger.warning(
-                    "removing %s, left by a run stopped while a checkpoint was %s", entry, what
+                    "removing %s, left by a run stopped while a checkpoint was %s",
+                    entry,
+                    what,
                 )
                 shutil.rmtree(entry)
 
     def recover_if_possible(
-        self, importance_key=None, max_key=None, min_key=None, ckpt_predicate=None
+        self,
+        importance_key=None,
+        max_key=None,
+        min_key=None,
+        ckpt_predicate=None,
     ):
         """Loads the checkpoint SpeechBrain would pick; if it cannot be loaded, the next one
         in the same order, and so on.
@@ -197,7 +228,9 @@ class AtomicCheckpointer(Checkpointer):
         for checkpoint in ranked:
             try:
                 self.load_checkpoint(checkpoint)
-            except Exception as error:  # whatever a damaged or foreign file raises
+            except (
+                Exception
+            ) as error:  # whatever a damaged or foreign file raises
                 failed.append((checkpoint, error))
                 logger.warning(
                     "checkpoint %s cannot be loaded (%s: %s); trying the one before",
@@ -210,14 +243,18 @@ class AtomicCheckpointer(Checkpointer):
             return checkpoint
         if failed:
             listing = "".join(
-                f"\n  {bad.path}: {type(error).__name__}: {_brief(error)}" for bad, error in failed
+                f"\n  {bad.path}: {type(error).__name__}: {_brief(error)}"
+                for bad, error in failed
             )
             raise CheckpointError(
                 f"no checkpoint in {self.checkpoints_dir} can be loaded:{listing}\n"
                 "Run with the settings (encoder, head) of the run that saved them, or move "
                 f"{self.checkpoints_dir} aside to start this run over."
             )
-        logger.info("No checkpoint in %s yet: starting from the beginning.", self.checkpoints_dir)
+        logger.info(
+            "No checkpoint in %s yet: starting from the beginning.",
+            self.checkpoints_dir,
+        )
         return None
 
     def _move_aside(self, checkpoints):
@@ -229,7 +266,9 @@ class AtomicCheckpointer(Checkpointer):
             for checkpoint in checkpoints:
                 os.replace(checkpoint.path, folder / checkpoint.path.name)
                 logger.warning(
-                    "moved checkpoint %s, which cannot be loaded, to %s", checkpoint.path, folder
+                    "moved checkpoint %s, which cannot be loaded, to %s",
+                    checkpoint.path,
+                    folder,
                 )
         ddp_barrier()
 
@@ -277,7 +316,9 @@ def trim_train_log(path, epochs_done):
     Example
     -------
     >>> log = getfixture("tmp_path") / "train_log.txt"
-    >>> _ = log.write_text("epoch: 1/3 - x\nepoch: 2/3 - x\ncondition: clean - x\n")
+    >>> _ = log.write_text(
+    ...     "epoch: 1/3 - x\nepoch: 2/3 - x\ncondition: clean - x\n"
+    ... )
     >>> trim_train_log(log, 1)
     >>> log.read_text()
     'epoch: 1/3 - x\n'

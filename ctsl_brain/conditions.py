@@ -17,7 +17,6 @@ import json
 import os
 
 import torch
-
 from ctsl_brain.dataio import (
     MANIFEST_COLUMNS,
     DataError,
@@ -50,7 +49,8 @@ def condition_names(snrs, recorded=None):
 def condition_manifest(manifest_folder, name, split="test"):
     """Path of the manifest of condition ``name`` of ``split`` (``test`` or ``dev``)."""
     return os.path.join(
-        manifest_folder, f"{split}.csv" if name == "clean" else f"{split}_{name}.csv"
+        manifest_folder,
+        f"{split}.csv" if name == "clean" else f"{split}_{name}.csv",
     )
 
 
@@ -122,7 +122,14 @@ def prepare_test_conditions(
     if recorded:
         for name, folder in recorded.items():
             manifests[name] = _recorded_condition(
-                rows, name, folder, manifest_folder, data_folder, min_duration, drop_bad_rows, split
+                rows,
+                name,
+                folder,
+                manifest_folder,
+                data_folder,
+                min_duration,
+                drop_bad_rows,
+                split,
             )
         return manifests
     if snrs and not (noise_csv and os.path.isfile(noise_csv)):
@@ -159,9 +166,13 @@ def _recorded_condition(
     for row in rows:
         clean = row["wav"].replace("$data_root", data_folder)
         path = os.path.join(folder, os.path.basename(clean))
-        duration, issue = inspect_audio(path, min_duration=min_duration, check_silence=False)
+        duration, issue = inspect_audio(
+            path, min_duration=min_duration, check_silence=False
+        )
         if issue is not None:
-            problems.append(Problem(f"condition {name}, {split} item {row['ID']}", *issue))
+            problems.append(
+                Problem(f"condition {name}, {split} item {row['ID']}", *issue)
+            )
             continue
         out.append(
             [row["ID"], os.path.abspath(path), f"{duration:.3f}"]
@@ -172,10 +183,14 @@ def _recorded_condition(
         total=len(rows),
         drop=drop,
         source=f"recorded {split} condition {name} ({folder})",
-        report_path=os.path.join(manifest_folder, f"{split}_{name}_problems.tsv"),
+        report_path=os.path.join(
+            manifest_folder, f"{split}_{name}_problems.tsv"
+        ),
     )
     if not out:
-        raise DataError(f"recorded {split} condition {name}: no usable file in {folder}")
+        raise DataError(
+            f"recorded {split} condition {name}: no usable file in {folder}"
+        )
     path = condition_manifest(manifest_folder, name, split)
     write_csv_atomic(path, MANIFEST_COLUMNS, out)
     return path
@@ -215,7 +230,9 @@ def _simulated_condition(
     speech_scale = 1 - 1 / (10 ** (snr / 20) + 1)
     out = []
     for row in rows:
-        clean = load_audio(row["wav"].replace("$data_root", data_folder), rate).unsqueeze(0)
+        clean = load_audio(
+            row["wav"].replace("$data_root", data_folder), rate
+        ).unsqueeze(0)
         with torch.no_grad():
             noisy = mixer(clean, torch.ones(1))
         speech = speech_scale * clean
@@ -223,7 +240,12 @@ def _simulated_condition(
         path = os.path.abspath(os.path.join(audio_folder, f"{row['ID']}.wav"))
         write_audio_atomic(path, noisy[0].numpy(), rate)
         out.append(
-            [row["ID"], path, row["duration"], *(row[c] for c in MANIFEST_COLUMNS[3:])]
+            [
+                row["ID"],
+                path,
+                row["duration"],
+                *(row[c] for c in MANIFEST_COLUMNS[3:]),
+            ]
             + [f"{achieved:.3f}"]
         )
     write_csv_atomic(manifest, (*MANIFEST_COLUMNS, "snr"), out)

@@ -112,7 +112,9 @@ def _own_message(error):
     for line in reversed(message.splitlines()):
         head, _, rest = line.partition(": ")
         if head.split(".")[-1] == name:
-            return message[message.rindex(line) + len(head) + 2 :].strip() or rest
+            return (
+                message[message.rindex(line) + len(head) + 2 :].strip() or rest
+            )
     return message
 
 
@@ -179,7 +181,10 @@ def _absent_file_problem(path):
     if os.path.isdir(path):
         return "not a file", f"{path} is a folder"
     if os.path.islink(path) and not os.path.exists(path):
-        return "broken link", f"{path} links to {os.readlink(path)}, which does not exist"
+        return (
+            "broken link",
+            f"{path} links to {os.readlink(path)}, which does not exist",
+        )
     if os.path.exists(path):
         return "not a file", f"{path} is not a regular file"
     return "missing audio", f"{path} does not exist"
@@ -218,7 +223,9 @@ class SampleCheck:
                 self.first_non_finite = self.frames + int(np.argmin(finite))
         elif len(block):
             self.peak = max(self.peak, float(np.abs(block).max()))
-            self.mono_peak = max(self.mono_peak, float(np.abs(block.mean(axis=1)).max()))
+            self.mono_peak = max(
+                self.mono_peak, float(np.abs(block.mean(axis=1)).max())
+            )
         self.frames += len(block)
 
     def problem(self, path):
@@ -235,7 +242,10 @@ class SampleCheck:
                 f"{path} is silent (peak {self.peak:.1e}, below {SILENCE_PEAK:g})",
             )
         if self.mono_peak < SILENCE_PEAK:
-            return "silent audio", f"{path} is silent once its channels are averaged to mono"
+            return (
+                "silent audio",
+                f"{path} is silent once its channels are averaged to mono",
+            )
         return None
 
 
@@ -243,7 +253,9 @@ def _samples_problem(path, samplerate):
     """Decodes the file block by block (float32, as the audio is loaded for the model; never
     more than one block in memory) and returns what :class:`SampleCheck` finds, or None."""
     check = SampleCheck(samplerate)
-    for block in soundfile.blocks(path, blocksize=65536, dtype="float32", always_2d=True):
+    for block in soundfile.blocks(
+        path, blocksize=65536, dtype="float32", always_2d=True
+    ):
         check.add(block)
         if check.non_finite:
             break
@@ -283,7 +295,10 @@ def inspect_audio(path, *, min_duration, check_silence=True):
     except (RuntimeError, OSError) as error:
         return None, ("unreadable audio", f"{path}: {error}")
     if shortfall:
-        return None, ("truncated audio", f"{path} ends {shortfall} bytes before its header says")
+        return None, (
+            "truncated audio",
+            f"{path} ends {shortfall} bytes before its header says",
+        )
     if info.frames == 0:
         return None, ("empty audio", f"{path} holds no samples")
     duration = info.frames / info.samplerate
@@ -327,7 +342,10 @@ def check_labels(values, *, low, high):
         except ValueError:
             return None, ("non-numeric label", f"{name} = {text!r}")
         if not (math.isfinite(value) and low <= value <= high):
-            return None, ("label out of range", f"{name} = {value} is outside {low}-{high}")
+            return None, (
+                "label out of range",
+                f"{name} = {value} is outside {low}-{high}",
+            )
         labels[name] = value
     return labels, None
 
@@ -345,7 +363,9 @@ def to_unit_scale(labels, *, low, high):
 def from_unit_scale(values, *, low, high):
     """Inverse of :func:`to_unit_scale`: the model's outputs on the corpus' scale.
 
-    >>> from_unit_scale(torch.tensor([0.0, 0.5, 1.0]), low=1.0, high=7.0).tolist()
+    >>> from_unit_scale(
+    ...     torch.tensor([0.0, 0.5, 1.0]), low=1.0, high=7.0
+    ... ).tolist()
     [1.0, 4.0, 7.0]
     """
     return values * (high - low) + low
@@ -375,7 +395,10 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
     if not problems:
         return
     os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-    write_text_atomic(report_path, "".join(f"{p.where}\t{p.kind}\t{p.detail}\n" for p in problems))
+    write_text_atomic(
+        report_path,
+        "".join(f"{p.where}\t{p.kind}\t{p.detail}\n" for p in problems),
+    )
     by_kind = collections.defaultdict(list)
     for problem in problems:
         by_kind[problem.kind].append(problem)
@@ -433,7 +456,11 @@ def remove_stale_staging(folder):
         return
     for entry in os.scandir(folder):
         match = _STAGING.fullmatch(entry.name)
-        if match and entry.is_file() and not process_running(int(match.group(1))):
+        if (
+            match
+            and entry.is_file()
+            and not process_running(int(match.group(1)))
+        ):
             os.remove(entry.path)
 
 

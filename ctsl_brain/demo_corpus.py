@@ -41,7 +41,6 @@ import math
 import os
 
 import numpy as np
-
 from ctsl_brain.dataio import (
     SettingsError,
     remove_stale_staging,
@@ -50,7 +49,12 @@ from ctsl_brain.dataio import (
     write_text_atomic,
 )
 from ctsl_brain.demo_noise import radio_recording
-from ctsl_brain.demo_speech import Voice, draw_labels, draw_voice, synthesize_speech
+from ctsl_brain.demo_speech import (
+    Voice,
+    draw_labels,
+    draw_voice,
+    synthesize_speech,
+)
 
 __all__ = [
     "CORPUS_VERSION",
@@ -63,7 +67,15 @@ __all__ = [
 # Bump whenever the synthesis changes, so that caches built by older code are regenerated.
 CORPUS_VERSION = 4
 
-MANIFEST_HEADER = ("ID", "wav", "duration", "arousal", "dominance", "valence", "spk_id")
+MANIFEST_HEADER = (
+    "ID",
+    "wav",
+    "duration",
+    "arousal",
+    "dominance",
+    "valence",
+    "spk_id",
+)
 NOISE_HEADER = ("ID", "duration", "wav")
 OPTIONS_FILE = "demo_corpus.json"
 
@@ -99,21 +111,28 @@ def _speakers(seed: int) -> dict[str, list[tuple[str, Voice]]]:
         for k in range(SPEAKERS_PER_SPLIT[split]):
             number += 1
             rng = _rng(seed, _STREAM_SPEAKER, _SPLIT_CODE[split], k)
-            speakers[split].append((f"spk{number:02d}", draw_voice(rng, female=k % 2 == 1)))
+            speakers[split].append(
+                (f"spk{number:02d}", draw_voice(rng, female=k % 2 == 1))
+            )
     return speakers
 
 
 def _babble_voices(seed: int, bank: str) -> list[Voice]:
     """A noise bank's babble talkers: voices of their own streams, outside every split."""
     return [
-        draw_voice(_rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k), female=k % 2 == 1)
+        draw_voice(
+            _rng(seed, _STREAM_BABBLE_VOICE, _BANK_CODE[bank], k),
+            female=k % 2 == 1,
+        )
         for k in range(_BABBLE_POOL)
     ]
 
 
 def _csv_paths(data_folder: str) -> dict[str, str]:
     names = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
-    names.update({"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"})
+    names.update(
+        {"noise_adapt": "noise_adapt.csv", "noise_test": "noise_test.csv"}
+    )
     return {key: os.path.join(data_folder, name) for key, name in names.items()}
 
 
@@ -154,10 +173,18 @@ def _write_split(
         rng = _rng(seed, _STREAM_UTTERANCE, _SPLIT_CODE[split], i)
         labels = draw_labels(rng)
         n = round(rng.uniform(min_duration, max_duration) * sample_rate)
-        wav = synthesize_speech(rng, voice, labels, n_samples=n, sample_rate=sample_rate)
+        wav = synthesize_speech(
+            rng, voice, labels, n_samples=n, sample_rate=sample_rate
+        )
         # Peak 0.5 avoids clipping; the gain is a loudness nuisance, weakly tied to arousal.
         a = (labels[0] - 4.0) / 3.0
-        gain = float(np.clip(0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0), 0.3, 1.0))
+        gain = float(
+            np.clip(
+                0.65 * 10.0 ** ((4.0 * a + rng.normal(0.0, 3.0)) / 20.0),
+                0.3,
+                1.0,
+            )
+        )
         wav = _peak_normalise(wav, 0.5 * gain)
         rel = _wav_relpath("wav", split, utt_id)
         _write_wav(os.path.join(data_folder, rel), wav, sample_rate)
@@ -188,10 +215,14 @@ def _write_noise_bank(
     os.makedirs(os.path.join(data_folder, "noise", bank), exist_ok=True)
     remove_stale_staging(os.path.join(data_folder, "noise", bank))
     voices = _babble_voices(seed, bank)
-    n_segments = max(1, math.ceil(minutes * 60.0 * sample_rate / seg_len - 1e-9))
+    n_segments = max(
+        1, math.ceil(minutes * 60.0 * sample_rate / seg_len - 1e-9)
+    )
     rows = []
     for rec in range(math.ceil(n_segments / _SEGMENTS_PER_RECORDING)):
-        n_here = min(_SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING)
+        n_here = min(
+            _SEGMENTS_PER_RECORDING, n_segments - rec * _SEGMENTS_PER_RECORDING
+        )
         rng = _rng(seed, _STREAM_RECORDING, _BANK_CODE[bank], rec)
         mix = radio_recording(rng, voices, n_here * seg_len, sample_rate)
         for s in range(n_here):
@@ -199,14 +230,20 @@ def _write_noise_bank(
             segment = _peak_normalise(mix[s * seg_len : (s + 1) * seg_len], 0.5)
             rel = _wav_relpath("noise", bank, noise_id)
             _write_wav(os.path.join(data_folder, rel), segment, sample_rate)
-            rows.append([noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"])
+            rows.append(
+                [noise_id, f"{seg_len / sample_rate:.3f}", f"$data_root/{rel}"]
+            )
     write_csv_atomic(csv_path, NOISE_HEADER, rows)
 
 
-def _is_up_to_date(data_folder: str, options: dict, paths: dict[str, str]) -> bool:
+def _is_up_to_date(
+    data_folder: str, options: dict, paths: dict[str, str]
+) -> bool:
     """True if the options file matches and every CSV and every wav it lists exists."""
     try:
-        with open(os.path.join(data_folder, OPTIONS_FILE), encoding="utf-8") as f:
+        with open(
+            os.path.join(data_folder, OPTIONS_FILE), encoding="utf-8"
+        ) as f:
             if json.load(f) != options:
                 return False
         for path in paths.values():
@@ -275,7 +312,9 @@ def prepare_demo_corpus(
     if noise_segment_seconds is None:
         noise_segment_seconds = max_duration + 1.0
     if seed < 0:
-        raise SettingsError("prepare_options of the demo corpus: seed must be non-negative")
+        raise SettingsError(
+            "prepare_options of the demo corpus: seed must be non-negative"
+        )
     if min(n_train, n_dev, n_test) < 1:
         raise SettingsError(
             "prepare_options of the demo corpus: every split needs at least one utterance"
@@ -350,5 +389,7 @@ def prepare_demo_corpus(
             sample_rate=sample_rate,
         )
 
-    write_text_atomic(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(
+        options_path, json.dumps(options, indent=2, sort_keys=True) + "\n"
+    )
     return paths

@@ -24,15 +24,24 @@ what is drawn or computed here changes the corpus' files, so it must come with a
 from __future__ import annotations
 
 import numpy as np
-
-from ctsl_brain.demo_speech import Voice, bandpass, draw_labels, rms, synthesize_speech, white
+from ctsl_brain.demo_speech import (
+    Voice,
+    bandpass,
+    draw_labels,
+    rms,
+    synthesize_speech,
+    white,
+)
 
 __all__ = ["radio_recording"]
 
 # Emotions of the babble talkers: half the corpus' spread around the neutral middle.
 _BABBLE_EMOTION_SPREAD = 0.5
 # One period of a harmonic tone for music and hum (see ``_tone``).
-_TONE_TABLE = sum(0.6**h * np.sin(2.0 * np.pi * (h + 1) * np.arange(4096) / 4096) for h in range(5))
+_TONE_TABLE = sum(
+    0.6**h * np.sin(2.0 * np.pi * (h + 1) * np.arange(4096) / 4096)
+    for h in range(5)
+)
 
 
 def _smooth_weights(
@@ -54,7 +63,10 @@ def _smooth_weights(
 
 
 def _babble(
-    rng: np.random.Generator, voices: list[Voice], n_samples: int, sample_rate: int
+    rng: np.random.Generator,
+    voices: list[Voice],
+    n_samples: int,
+    sample_rate: int,
 ) -> np.ndarray:
     """A crowd of simultaneous talkers of the corpus synthesiser, with random but moderate
     emotions (half the spread of the corpus' labels): a few full-range emotional talkers at the
@@ -69,7 +81,9 @@ def _babble(
         while pos < n_samples:
             n = int(rng.uniform(1.5, 4.0) * sr)
             labels = 4.0 + _BABBLE_EMOTION_SPREAD * (draw_labels(rng) - 4.0)
-            utt = synthesize_speech(rng, voices[idx], labels, n_samples=n, sample_rate=sr)
+            utt = synthesize_speech(
+                rng, voices[idx], labels, n_samples=n, sample_rate=sr
+            )
             utt *= level / rms(utt)
             lo, hi = max(pos, 0), min(pos + n, n_samples)
             if hi > lo:
@@ -81,10 +95,14 @@ def _babble(
 def _tone(phase: np.ndarray) -> np.ndarray:
     """A harmonic tone (5 harmonics, -4.4 dB each) read from a wavetable at ``phase`` (cycles,
     non-negative); a table lookup is an order of magnitude cheaper than summing sines."""
-    return _TONE_TABLE[(phase * _TONE_TABLE.size).astype(np.int64) & (_TONE_TABLE.size - 1)]
+    return _TONE_TABLE[
+        (phase * _TONE_TABLE.size).astype(np.int64) & (_TONE_TABLE.size - 1)
+    ]
 
 
-def _music(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.ndarray:
+def _music(
+    rng: np.random.Generator, n_samples: int, sample_rate: int
+) -> np.ndarray:
     """Chords of harmonic tones changing every 0.3-1 s over a bass line, with drums."""
     sr = sample_rate
     out = np.zeros(n_samples)
@@ -100,10 +118,17 @@ def _music(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.nda
             intervals.append(10)
         chord = np.zeros(n)
         for note in intervals:  # the chord sits an octave above the key
-            chord += _tone(440.0 * 2.0 ** ((root + 12 + note - 69) / 12.0) * t + rng.random())
+            chord += _tone(
+                440.0 * 2.0 ** ((root + 12 + note - 69) / 12.0) * t
+                + rng.random()
+            )
         bass = _tone(440.0 * 2.0 ** ((root - 12 - 69) / 12.0) * t)
-        env = np.minimum(1.0, t / 0.01) * np.minimum(1.0, (t[-1] - t + 1e-3) / 0.03)
-        out[pos : pos + n] += env * (0.35 * chord + 0.8 * bass * np.exp(-t / 0.4))
+        env = np.minimum(1.0, t / 0.01) * np.minimum(
+            1.0, (t[-1] - t + 1e-3) / 0.03
+        )
+        out[pos : pos + n] += env * (
+            0.35 * chord + 0.8 * bass * np.exp(-t / 0.4)
+        )
         pos += n
     # Drums on a steady beat: kick on beats 1 and 3, snare on 2 and 4, hi-hat off the beat.
     beat = 60.0 / rng.uniform(80.0, 140.0)
@@ -125,7 +150,9 @@ def _music(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.nda
     return out
 
 
-def _effects(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.ndarray:
+def _effects(
+    rng: np.random.Generator, n_samples: int, sample_rate: int
+) -> np.ndarray:
     """Sound effects: band-passed noise bursts, chirps, applause, and mains hum."""
     sr = sample_rate
     out = np.zeros(n_samples)
@@ -140,9 +167,17 @@ def _effects(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.n
             k = int(rng.uniform(0.1, 1.2) * sr)
             t = np.arange(k) / sr
             burst = bandpass(
-                white(rng, k), rng.uniform(200.0, 6000.0), rng.uniform(200.0, 2000.0), sr
+                white(rng, k),
+                rng.uniform(200.0, 6000.0),
+                rng.uniform(200.0, 2000.0),
+                sr,
             )
-            ev = burst / rms(burst) * np.minimum(1.0, t / 0.02) * np.exp(-t / (0.3 * t[-1]))
+            ev = (
+                burst
+                / rms(burst)
+                * np.minimum(1.0, t / 0.02)
+                * np.exp(-t / (0.3 * t[-1]))
+            )
         elif kind == 1:  # chirp / sweep with a few harmonics
             k = int(rng.uniform(0.2, 1.5) * sr)
             t = np.arange(k) / sr
@@ -150,15 +185,26 @@ def _effects(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.n
             inst = f1 * (f2 / f1) ** (t / t[-1])
             ph = 2.0 * np.pi * np.cumsum(inst) / sr
             partials = [h for h in range(1, 4) if h * max(f1, f2) < 0.45 * sr]
-            ev = sum(0.5**h * np.sin(h * ph) for h in partials) * np.sin(np.pi * t / t[-1])
+            ev = sum(0.5**h * np.sin(h * ph) for h in partials) * np.sin(
+                np.pi * t / t[-1]
+            )
         else:  # applause: a dense random train of short band-limited claps
             k = int(rng.uniform(1.5, 4.0) * sr)
             t = np.arange(k) / sr
             claps = np.zeros(k)
             n_claps = int(rng.uniform(30.0, 80.0) * k / sr)
-            claps[rng.integers(0, k, size=n_claps)] = rng.uniform(0.3, 1.0, size=n_claps)
-            kernel = white(rng, int(0.01 * sr)) * np.exp(-np.arange(int(0.01 * sr)) / 40)
-            ev = bandpass(np.convolve(claps, kernel)[:k], rng.uniform(1000.0, 3000.0), 2500.0, sr)
+            claps[rng.integers(0, k, size=n_claps)] = rng.uniform(
+                0.3, 1.0, size=n_claps
+            )
+            kernel = white(rng, int(0.01 * sr)) * np.exp(
+                -np.arange(int(0.01 * sr)) / 40
+            )
+            ev = bandpass(
+                np.convolve(claps, kernel)[:k],
+                rng.uniform(1000.0, 3000.0),
+                2500.0,
+                sr,
+            )
             ev = ev / rms(ev) * np.sqrt(np.abs(np.sin(np.pi * t / t[-1])))
         k = min(len(ev), n_samples - s)
         out[s : s + k] += ev[:k] * rng.uniform(0.3, 1.0)
@@ -167,7 +213,10 @@ def _effects(rng: np.random.Generator, n_samples: int, sample_rate: int) -> np.n
 
 
 def radio_recording(
-    rng: np.random.Generator, voices: list[Voice], n_samples: int, sample_rate: int
+    rng: np.random.Generator,
+    voices: list[Voice],
+    n_samples: int,
+    sample_rate: int,
 ) -> np.ndarray:
     """One synthetic radio-show "recording": babble, music and effects with moving weights.
 
@@ -190,7 +239,10 @@ def radio_recording(
     Example
     -------
     >>> from ctsl_brain.demo_speech import draw_voice
-    >>> voices = [draw_voice(np.random.default_rng(k), female=k % 2 == 1) for k in range(8)]
+    >>> voices = [
+    ...     draw_voice(np.random.default_rng(k), female=k % 2 == 1)
+    ...     for k in range(8)
+    ... ]
     >>> mix = radio_recording(np.random.default_rng(0), voices, 8000, 16000)
     >>> mix.shape, bool(np.all(np.isfinite(mix))), rms(mix) > 0.0
     ((8000,), True, True)
@@ -204,5 +256,9 @@ def radio_recording(
     limits = [(0.4, 1.0, 0.0), (0.0, 1.0, 0.35), (0.0, 1.0, 0.3)]
     mix = np.zeros(n_samples)
     for part, (low, high, p_off) in zip(parts, limits, strict=True):
-        mix += part / rms(part) * _smooth_weights(rng, n_samples, sample_rate, low, high, p_off)
+        mix += (
+            part
+            / rms(part)
+            * _smooth_weights(rng, n_samples, sample_rate, low, high, p_off)
+        )
     return mix

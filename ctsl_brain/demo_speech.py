@@ -228,7 +228,14 @@ def _formant_filter(
     r = np.exp(-np.pi * bandwidths / sample_rate)
     a = np.array([1.0])
     for r_k, f_k in zip(r, formants, strict=True):
-        a = np.convolve(a, [1.0, -2.0 * r_k * math.cos(2.0 * math.pi * f_k / sample_rate), r_k**2])
+        a = np.convolve(
+            a,
+            [
+                1.0,
+                -2.0 * r_k * math.cos(2.0 * math.pi * f_k / sample_rate),
+                r_k**2,
+            ],
+        )
     return np.array([a.sum()]), a
 
 
@@ -242,7 +249,9 @@ def _taper(n: int, fraction: float) -> np.ndarray:
     return w
 
 
-def bandpass(x: np.ndarray, centre: float, bandwidth: float, sample_rate: int) -> np.ndarray:
+def bandpass(
+    x: np.ndarray, centre: float, bandwidth: float, sample_rate: int
+) -> np.ndarray:
     """Constant-peak-gain two-pole band-pass (unit gain at ``centre`` Hz).
 
     Arguments
@@ -295,7 +304,10 @@ def vowel_probabilities(valence: float) -> np.ndarray:
     -------
     >>> vowel_probabilities(0.0).round(3).tolist()
     [0.143, 0.143, 0.143, 0.143, 0.143, 0.143, 0.143]
-    >>> int(np.argmax(vowel_probabilities(1.0))), int(np.argmax(vowel_probabilities(-1.0)))
+    >>> (
+    ...     int(np.argmax(vowel_probabilities(1.0))),
+    ...     int(np.argmax(vowel_probabilities(-1.0))),
+    ... )
     (0, 5)
     """
     p = np.exp(_LEXICAL_VALENCE * valence * _VOWEL_VALENCE)
@@ -334,7 +346,9 @@ def synthesize_speech(
     -------
     >>> rng = np.random.default_rng(0)
     >>> voice = draw_voice(rng, female=False)
-    >>> wav = synthesize_speech(rng, voice, draw_labels(rng), n_samples=8000, sample_rate=16000)
+    >>> wav = synthesize_speech(
+    ...     rng, voice, draw_labels(rng), n_samples=8000, sample_rate=16000
+    ... )
     >>> wav.shape, bool(np.all(np.isfinite(wav))), rms(wav) > 0.0
     ((8000,), True, True)
     """
@@ -345,7 +359,9 @@ def synthesize_speech(
 
     # --- Timing: arousal speeds up syllables and removes pauses; dominance lengthens stress.
     rate = voice.rate * math.exp(0.30 * a + rng.normal(0.0, 0.06))
-    pause_prob = float(np.clip(0.30 - 0.22 * a + rng.normal(0.0, 0.04), 0.03, 0.65))
+    pause_prob = float(
+        np.clip(0.30 - 0.22 * a + rng.normal(0.0, 0.04), 0.03, 0.65)
+    )
     pause_mean = 0.18 * (1.0 - 0.35 * a)
     stress_len = 1.10 + 0.22 * (d + 1.0)
     stress_amp = 1.25 + 0.85 * (d + 1.0)
@@ -359,7 +375,9 @@ def synthesize_speech(
         stressed = bool(rng.random() < 0.35)
         onset = rng.uniform(0.025, 0.07) if rng.random() < 0.5 else 0.0
         period = math.exp(rng.normal(0.0, 0.2)) / rate
-        nucleus = max(0.06, 0.82 * period - onset) * (stress_len if stressed else 1.0)
+        nucleus = max(0.06, 0.82 * period - onset) * (
+            stress_len if stressed else 1.0
+        )
         if t + onset + nucleus > end:
             if syllables:
                 break
@@ -375,7 +393,9 @@ def synthesize_speech(
     final = 4.0 * v + rng.normal(0.0, 1.0)
     knot_t, knot_st = [], []
     for k, (start, nuc, _, stressed) in enumerate(syllables):
-        peak = span * (rng.uniform(0.65, 1.0) if stressed else rng.uniform(0.0, 0.3))
+        peak = span * (
+            rng.uniform(0.65, 1.0) if stressed else rng.uniform(0.0, 0.3)
+        )
         if k == len(syllables) - 1:
             peak *= 0.5  # phrase-final syllables rarely carry a full accent
         pos = rng.uniform(0.3, 0.7)
@@ -385,20 +405,34 @@ def synthesize_speech(
     # falling for negative valence.
     knot_t, knot_st = np.array(knot_t), np.array(knot_st)
     ramp_start = syllables[max(0, len(syllables) - 2)][0]
-    knot_st += final * np.clip((knot_t - ramp_start) / (knot_t[-1] - ramp_start), 0.0, 1.0)
+    knot_st += final * np.clip(
+        (knot_t - ramp_start) / (knot_t[-1] - ramp_start), 0.0, 1.0
+    )
     # Micro-prosodic roughness at ~100 Hz: negative valence gives an irregular contour.
     rough = max(0.05, 0.12 + 0.22 * (1.0 - v) + rng.normal(0.0, 0.03))
     n_ctrl = int(duration * 100.0) + 2
-    wobble = np.convolve(rng.standard_normal(n_ctrl), [0.25, 0.5, 0.25], mode="same")
+    wobble = np.convolve(
+        rng.standard_normal(n_ctrl), [0.25, 0.5, 0.25], mode="same"
+    )
     wobble *= rough / 0.612  # the smoothing kernel shrinks the std by 0.612
     ctrl_t = np.arange(n_ctrl) / 100.0
 
     # --- Glottal source (Rosenberg pulses): arousal shortens the open and closing phases, which
     # raises high-frequency energy (flatter tilt); breathiness keeps the glottis open longer.
-    oq = float(np.clip(0.60 - 0.14 * a - 0.05 * d + 0.25 * breath + rng.normal(0, 0.02), 0.3, 0.9))
+    oq = float(
+        np.clip(
+            0.60 - 0.14 * a - 0.05 * d + 0.25 * breath + rng.normal(0, 0.02),
+            0.3,
+            0.9,
+        )
+    )
     tn = oq * float(np.clip(0.38 - 0.12 * a + rng.normal(0.0, 0.02), 0.15, 0.5))
     tp = oq - tn
-    tilt = float(np.clip(0.72 - 0.30 * a + 0.1 * breath + rng.normal(0.0, 0.03), 0.2, 0.93))
+    tilt = float(
+        np.clip(
+            0.72 - 0.30 * a + 0.1 * breath + rng.normal(0.0, 0.03), 0.2, 0.93
+        )
+    )
 
     # Only the syllables are synthesised (silence costs nothing): for each one, f0 contour ->
     # glottal excitation + aspiration -> vowel formants, then a fricative-like noise onset.
@@ -420,7 +454,9 @@ def synthesize_speech(
         # in a corner (the glottal closure, the main source of high-frequency energy).
         x = p * (1.0 / tp)
         y = (p - tp) * (1.0 / tn)
-        flow = np.where(p < tp, x * x * (3.0 - 2.0 * x), np.maximum(0.0, 1.0 - y * y))
+        flow = np.where(
+            p < tp, x * x * (3.0 - 2.0 * x), np.maximum(0.0, 1.0 - y * y)
+        )
         # Flow derivative = glottal excitation with lip radiation, plus aspiration noise
         # (stronger while the glottis is open). The tilt low-pass acts on both, as vocal
         # effort does, so that breathy low-arousal voices do not gain high frequencies.
@@ -429,10 +465,16 @@ def synthesize_speech(
         excitation = pulses + (1.2 * breath * rms(pulses)) * aspiration
         excitation = lfilter([1.0 - tilt], [1.0, -tilt], excitation)
 
-        amp = (stress_amp if stressed else 1.0) * math.exp(rng.normal(0.0, 0.15))
+        amp = (stress_amp if stressed else 1.0) * math.exp(
+            rng.normal(0.0, 0.15)
+        )
         vowel = VOWELS[rng.choice(len(VOWELS), p=vowel_p)]
-        formants = vowel * voice.tract * smile * np.exp(rng.normal(0.0, 0.03, size=4))
-        b, a_poly = _formant_filter(np.minimum(formants, 0.45 * sr), bandwidths, sr)
+        formants = (
+            vowel * voice.tract * smile * np.exp(rng.normal(0.0, 0.03, size=4))
+        )
+        b, a_poly = _formant_filter(
+            np.minimum(formants, 0.45 * sr), bandwidths, sr
+        )
         seg = np.zeros(e - s + tail)
         seg[: e - s] = excitation * _taper(e - s, 0.25) * amp
         seg = lfilter(b, a_poly, seg)
@@ -440,9 +482,15 @@ def synthesize_speech(
         k = min(int(onset * sr), s)
         if k > 8:
             fric = white(rng, k) * _taper(k, 0.35)
-            fric = bandpass(fric, rng.uniform(2500.0, 5500.0) * voice.tract, 1500.0, sr)
-            out[s - k : s] += fric * (rng.uniform(0.15, 0.35) * rms(seg) / rms(fric))
+            fric = bandpass(
+                fric, rng.uniform(2500.0, 5500.0) * voice.tract, 1500.0, sr
+            )
+            out[s - k : s] += fric * (
+                rng.uniform(0.15, 0.35) * rms(seg) / rms(fric)
+            )
     out = out[:n_samples]
     # A faint noise floor, as in any real recording (and no exact digital silence).
-    out += white(rng, n_samples) * (np.max(np.abs(out)) * 10.0 ** (-55.0 / 20.0))
+    out += white(rng, n_samples) * (
+        np.max(np.abs(out)) * 10.0 ** (-55.0 / 20.0)
+    )
     return out

@@ -10,7 +10,6 @@ import json
 import os
 
 import torch
-
 from ctsl_brain.dataio import (
     ATTRIBUTES,
     remove_stale_staging,
@@ -50,7 +49,9 @@ def write_evaluation(output_folder, *, rows, embedded, test_results, summary):
     evaluation_path = os.path.join(output_folder, "evaluation.json")
     if os.path.exists(evaluation_path):
         os.remove(evaluation_path)
-    write_csv_atomic(os.path.join(output_folder, "predictions.csv"), PREDICTION_COLUMNS, rows)
+    write_csv_atomic(
+        os.path.join(output_folder, "predictions.csv"), PREDICTION_COLUMNS, rows
+    )
     remove_stale_staging(output_folder)
     embeddings_folder = os.path.join(output_folder, "embeddings")
     os.makedirs(embeddings_folder, exist_ok=True)
@@ -58,8 +59,11 @@ def write_evaluation(output_folder, *, rows, embedded, test_results, summary):
     for name, content in embedded.items():
         buffer = io.BytesIO()
         torch.save(content, buffer)
-        write_bytes_atomic(os.path.join(embeddings_folder, f"dev_{name}.pt"), buffer.getvalue())
+        write_bytes_atomic(
+            os.path.join(embeddings_folder, f"dev_{name}.pt"), buffer.getvalue()
+        )
     write_text_atomic(
-        os.path.join(output_folder, "test_results.json"), json.dumps(test_results, indent=2)
+        os.path.join(output_folder, "test_results.json"),
+        json.dumps(test_results, indent=2),
     )
     write_text_atomic(evaluation_path, json.dumps(summary, indent=2))

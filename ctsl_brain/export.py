@@ -14,11 +14,8 @@ import os
 import re
 import shutil
 
-import speechbrain as sb
 import torch
 import yaml
-from hyperpyyaml import load_hyperpyyaml
-
 from ctsl_brain.checkpoints import end_of_epoch_checkpoints
 from ctsl_brain.dataio import (
     ATTRIBUTES,
@@ -31,6 +28,9 @@ from ctsl_brain.dataio import (
 )
 from ctsl_brain.models import encoder_hparams_path, load_encoder
 from ctsl_brain.statistics import select_checkpoints
+from hyperpyyaml import load_hyperpyyaml
+
+import speechbrain as sb
 
 __all__ = ["export_run", "WINDOW_SECONDS"]
 
@@ -41,7 +41,9 @@ class ExistingOutputError(UserError, FileExistsError):
     """The --out folder holds something an export must not replace."""
 
 
-WINDOW_SECONDS = 10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
+WINDOW_SECONDS = (
+    10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
+)
 # What an exported folder holds; --overwrite replaces only a folder holding nothing else.
 _EXPORTED = {"hyperparams.yaml", "encoder.ckpt", "head.ckpt", "encoder"}
 # Keys of the run's hyperparams.yaml the model is rebuilt from.
@@ -154,7 +156,9 @@ def _selected_checkpoint(run_folder, epoch):
     save_folder = os.path.join(run_folder, "save")
     checkpoints = {}
     if os.path.isdir(save_folder):
-        checkpoints = end_of_epoch_checkpoints(sb.utils.checkpoints.Checkpointer(save_folder))
+        checkpoints = end_of_epoch_checkpoints(
+            sb.utils.checkpoints.Checkpointer(save_folder)
+        )
     if not checkpoints:
         raise MissingInputError(
             f"{save_folder} holds no end-of-epoch checkpoint: train the run for at least one "
@@ -166,7 +170,9 @@ def _selected_checkpoint(run_folder, epoch):
             with open(evaluation) as fin:
                 epoch = json.load(fin)["checkpoints"][0]["epoch"]
         else:
-            scores = {number: ckpt.meta["ccc"] for number, ckpt in checkpoints.items()}
+            scores = {
+                number: ckpt.meta["ccc"] for number, ckpt in checkpoints.items()
+            }
             epoch = select_checkpoints(scores, 1)[0]
             logger.warning(
                 "%s has no evaluation.json (the run has not finished): exporting its best dev "
@@ -186,7 +192,9 @@ def _check_out_folder(out_folder, overwrite):
     if not os.path.exists(out_folder):
         return
     if not os.path.isdir(out_folder):
-        raise ExistingOutputError(f"{out_folder} is a file: choose a folder for --out")
+        raise ExistingOutputError(
+            f"{out_folder} is a file: choose a folder for --out"
+        )
     found = set(os.listdir(out_folder))
     if not found:
         return
@@ -204,7 +212,12 @@ def _check_out_folder(out_folder, overwrite):
 
 
 def export_run(
-    run_folder, out_folder, *, epoch=None, window_seconds=WINDOW_SECONDS, overwrite=False
+    run_folder,
+    out_folder,
+    *,
+    epoch=None,
+    window_seconds=WINDOW_SECONDS,
+    overwrite=False,
 ):
     """Writes a trained run's model as a self-contained folder.
 
@@ -262,7 +275,11 @@ def export_run(
         input_size=encoder.output_size,
         num_outputs=len(ATTRIBUTES),
         window_seconds=float(window_seconds),
-        **{key: settings[key] for key in _RUN_KEYS if not key.startswith("encoder_")},
+        **{
+            key: settings[key]
+            for key in _RUN_KEYS
+            if not key.startswith("encoder_")
+        },
     )
 
     parent = os.path.dirname(os.path.abspath(out_folder))
@@ -273,8 +290,12 @@ def export_run(
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
     try:
-        encoder.ssl.model.config.save_pretrained(os.path.join(staging, "encoder"))
-        encoder.ssl.feature_extractor.save_pretrained(os.path.join(staging, "encoder"))
+        encoder.ssl.model.config.save_pretrained(
+            os.path.join(staging, "encoder")
+        )
+        encoder.ssl.feature_extractor.save_pretrained(
+            os.path.join(staging, "encoder")
+        )
         for name in ("encoder", "head"):
             shutil.copyfile(
                 os.path.join(checkpoint.path, f"{name}.ckpt"),
@@ -283,13 +304,19 @@ def export_run(
         write_text_atomic(os.path.join(staging, "hyperparams.yaml"), text)
         _check_loadable(staging)
         earlier = _beside(out_folder, "old")
-        if os.path.isdir(out_folder):  # empty, or an earlier export (checked above)
+        if os.path.isdir(
+            out_folder
+        ):  # empty, or an earlier export (checked above)
             os.replace(out_folder, earlier)
         os.replace(staging, out_folder)
         shutil.rmtree(earlier, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"epoch": epoch, "dev_ccc": checkpoint.meta["ccc"], "out_folder": out_folder}
+    return {
+        "epoch": epoch,
+        "dev_ccc": checkpoint.meta["ccc"],
+        "out_folder": out_folder,
+    }
 
 
 def _beside(out_folder, kind):
@@ -303,7 +330,9 @@ def _remove_leftovers(out_folder):
     """Removes what an export killed while writing ``out_folder`` left beside it."""
     parent, name = os.path.split(os.path.abspath(out_folder))
     for entry in os.listdir(parent):
-        match = re.fullmatch(rf"\.{re.escape(name)}\.(\d+)\.(partial|old)", entry)
+        match = re.fullmatch(
+            rf"\.{re.escape(name)}\.(\d+)\.(partial|old)", entry
+        )
         if match is None or process_running(int(match.group(1))):
             continue
         logger.warning("removing %s, left by an export that was stopped", entry)
@@ -316,5 +345,7 @@ def _check_loadable(folder):
     with open(os.path.join(folder, "hyperparams.yaml")) as fin:
         hparams = load_hyperpyyaml(fin, {"model_folder": folder})
     for name, module in hparams["modules"].items():
-        state = torch.load(os.path.join(folder, f"{name}.ckpt"), map_location="cpu")
+        state = torch.load(
+            os.path.join(folder, f"{name}.ckpt"), map_location="cpu"
+        )
         module.load_state_dict(state, strict=True)

@@ -11,9 +11,6 @@ import os
 import pandas as pd
 import soundfile
 import torch
-from speechbrain.inference.interfaces import Pretrained
-from tqdm import tqdm
-
 from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
@@ -24,6 +21,9 @@ from ctsl_brain.dataio import (
     inspect_audio,
     load_audio,
 )
+from tqdm import tqdm
+
+from speechbrain.inference.interfaces import Pretrained
 
 __all__ = ["EmotionRegressor", "audio_files", "split_windows"]
 
@@ -41,7 +41,10 @@ def split_windows(signal, window):
     """
     count = max(1, math.ceil(len(signal) / window))
     bounds = [len(signal) * i // count for i in range(count + 1)]
-    return [signal[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+    return [
+        signal[start:end]
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 class EmotionRegressor(Pretrained):
@@ -72,20 +75,32 @@ class EmotionRegressor(Pretrained):
 
     Example
     -------
-    >>> model = EmotionRegressor.from_hparams(source="models/teacher")  # doctest: +SKIP
+    >>> model = EmotionRegressor.from_hparams(
+    ...     source="models/teacher"
+    ... )  # doctest: +SKIP
     >>> model.predict_file("call.wav")  # doctest: +SKIP
     arousal      4.12
     dominance    4.37
     valence      3.95
     Name: call.wav, dtype: float64
-    >>> model.predict_files(audio_files(["calls/"]), progress=True)  # doctest: +SKIP
+    >>> model.predict_files(
+    ...     audio_files(["calls/"]), progress=True
+    ... )  # doctest: +SKIP
     """
 
     MODULES_NEEDED = ["encoder", "head"]
-    HPARAMS_NEEDED = ["sample_rate", "label_min", "label_max", "min_duration", "window_seconds"]
+    HPARAMS_NEEDED = [
+        "sample_rate",
+        "label_min",
+        "label_max",
+        "min_duration",
+        "window_seconds",
+    ]
 
     @classmethod
-    def from_hparams(cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs):
+    def from_hparams(
+        cls, source, hparams_file="hyperparams.yaml", overrides=None, **kwargs
+    ):
         """Loads an exported model folder (``python -m ctsl_brain export``).
 
         Arguments
@@ -104,7 +119,9 @@ class EmotionRegressor(Pretrained):
         EmotionRegressor
         """
         source = str(source)
-        export = f"python -m ctsl_brain export --run <output_folder> --out {source}"
+        export = (
+            f"python -m ctsl_brain export --run <output_folder> --out {source}"
+        )
         if not os.path.isdir(source):
             raise MissingInputError(
                 f"model folder {source} does not exist: give the folder an export wrote, or "
@@ -116,8 +133,13 @@ class EmotionRegressor(Pretrained):
                 f"export wrote, or export a trained run there first ({export})"
             )
         # The file does not know where it is; its encoder config lives beside it.
-        overrides = {"model_folder": os.path.abspath(source), **(overrides or {})}
-        return super().from_hparams(source, hparams_file, overrides=overrides, **kwargs)
+        overrides = {
+            "model_folder": os.path.abspath(source),
+            **(overrides or {}),
+        }
+        return super().from_hparams(
+            source, hparams_file, overrides=overrides, **kwargs
+        )
 
     def load_audio(self, path):
         """Reads a file as the model hears it: a mono float32 waveform at its sample rate.
@@ -216,15 +238,26 @@ class EmotionRegressor(Pretrained):
         """
         signal = self.load_audio(path)
         ((_, embedding),) = self._embed_signals(
-            [(path, signal)], batch_size=batch_size, window_seconds=window_seconds
+            [(path, signal)],
+            batch_size=batch_size,
+            window_seconds=window_seconds,
         )
-        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
+        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[
+            0
+        ].tolist()
         problem = _prediction_problem(path, prediction)
         if problem is not None:
             raise DataError(problem)
         return pd.Series(prediction, index=list(ATTRIBUTES), name=str(path))
 
-    def predict_files(self, paths, *, window_seconds=None, batch_size=BATCH_SIZE, progress=False):
+    def predict_files(
+        self,
+        paths,
+        *,
+        window_seconds=None,
+        batch_size=BATCH_SIZE,
+        progress=False,
+    ):
         """Arousal, dominance and valence of many files; a file that cannot be used gets its
         error instead, and the others go on.
 
@@ -269,7 +302,9 @@ class EmotionRegressor(Pretrained):
             readable(), batch_size=batch_size, window_seconds=window_seconds
         )
         for path, embedding in embedded:
-            prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
+            prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[
+                0
+            ].tolist()
             problem = _prediction_problem(path, prediction)
             if problem is None:
                 rows[path].update(zip(ATTRIBUTES, prediction, strict=True))
@@ -281,7 +316,11 @@ class EmotionRegressor(Pretrained):
         return frame
 
     def _window_samples(self, window_seconds):
-        seconds = self.hparams.window_seconds if window_seconds is None else window_seconds
+        seconds = (
+            self.hparams.window_seconds
+            if window_seconds is None
+            else window_seconds
+        )
         shortest = 2 * self.hparams.min_duration
         if not seconds >= shortest:
             raise SettingsError(
@@ -321,8 +360,13 @@ class EmotionRegressor(Pretrained):
             if found[2] == 0:
                 del parts[key]
                 weights = torch.stack(found[1]).to(embedding.dtype)
-                weights = weights / weights.sum()  # one window: exactly 1, its own embedding
-                yield key, (torch.stack(found[0]) * weights.unsqueeze(1)).sum(dim=0)
+                weights = (
+                    weights / weights.sum()
+                )  # one window: exactly 1, its own embedding
+                yield (
+                    key,
+                    (torch.stack(found[0]) * weights.unsqueeze(1)).sum(dim=0),
+                )
 
 
 def _prediction_problem(path, prediction):
@@ -331,7 +375,8 @@ def _prediction_problem(path, prediction):
     if all(math.isfinite(value) for value in prediction):
         return None
     values = ", ".join(
-        f"{name} {value}" for name, value in zip(ATTRIBUTES, prediction, strict=True)
+        f"{name} {value}"
+        for name, value in zip(ATTRIBUTES, prediction, strict=True)
     )
     return (
         f"non-finite prediction: the model gives {values} for {path}; if other files get "
@@ -366,8 +411,16 @@ def audio_files(paths, *, extensions=None):
     """
     if extensions is None:
         formats = soundfile.available_formats()
-        wanted = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".opus": "OGG", ".mp3": "MP3"}
-        extensions = tuple(ending for ending, name in wanted.items() if name in formats)
+        wanted = {
+            ".wav": "WAV",
+            ".flac": "FLAC",
+            ".ogg": "OGG",
+            ".opus": "OGG",
+            ".mp3": "MP3",
+        }
+        extensions = tuple(
+            ending for ending, name in wanted.items() if name in formats
+        )
     found = []
     for path in paths:
         path = str(path)
@@ -377,7 +430,9 @@ def audio_files(paths, *, extensions=None):
         inside = []
         for folder, _, names in os.walk(path):
             inside += [
-                os.path.join(folder, name) for name in names if name.lower().endswith(extensions)
+                os.path.join(folder, name)
+                for name in names
+                if name.lower().endswith(extensions)
             ]
         if not inside:
             raise MissingInputError(

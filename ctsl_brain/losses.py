@@ -38,7 +38,9 @@ INFONCE_DENOMINATORS = ("with_positive", "negatives")
 
 def _choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}")
+        raise ValueError(
+            f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}"
+        )
 
 
 def _as_float(x):
@@ -77,7 +79,9 @@ def concordance_cc(prediction, target, *, eps=1e-12):
     dy = y - y.mean(dim=0)
     numerator = 2 * (dx * dy).mean(dim=0)
     denominator = (
-        dx.pow(2).mean(dim=0) + dy.pow(2).mean(dim=0) + (x.mean(dim=0) - y.mean(dim=0)).pow(2)
+        dx.pow(2).mean(dim=0)
+        + dy.pow(2).mean(dim=0)
+        + (x.mean(dim=0) - y.mean(dim=0)).pow(2)
     )
     return numerator / denominator.clamp_min(eps)
 
@@ -124,7 +128,9 @@ def transfer_loss(teacher, student, *, form="batch"):
     -------
     >>> teacher = torch.zeros(2, 4)
     >>> student = torch.tensor([[1.0, 1.0, 1.0, 1.0], [3.0, 3.0, 3.0, 3.0]])
-    >>> round(transfer_loss(teacher, student).item(), 4)  # sqrt((4 * 1 + 4 * 9) / 8)
+    >>> round(
+    ...     transfer_loss(teacher, student).item(), 4
+    ... )  # sqrt((4 * 1 + 4 * 9) / 8)
     2.2361
     >>> transfer_loss(teacher, student, form="utterance").item()  # (1 + 3) / 2
     2.0
@@ -137,7 +143,9 @@ def transfer_loss(teacher, student, *, form="batch"):
     return squared.mean(dim=-1).clamp_min(1e-12).sqrt().mean()
 
 
-def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance=1e-4):
+def negative_mask(
+    labels, *, margin, rule="all", boundary="more_than", tolerance=1e-4
+):
     """Which utterances are negatives of which: their labels differ by more than ``margin``.
 
     Arguments
@@ -169,7 +177,9 @@ def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance
 
     Example
     -------
-    >>> labels = torch.tensor([[4.2, 4.2, 4.2], [4.7, 4.7, 4.7], [5.0, 5.0, 5.0]])
+    >>> labels = torch.tensor(
+    ...     [[4.2, 4.2, 4.2], [4.7, 4.7, 4.7], [5.0, 5.0, 5.0]]
+    ... )
     >>> negative_mask(labels, margin=0.5)[0].tolist()
     [False, False, True]
     >>> negative_mask(labels, margin=0.5, boundary="at_least")[0].tolist()
@@ -183,7 +193,9 @@ def negative_mask(labels, *, margin, rule="all", boundary="more_than", tolerance
     else:
         differs = gap >= margin - tolerance
     mask = differs.all(dim=-1) if rule == "all" else differs.any(dim=-1)
-    return mask & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return mask & ~torch.eye(
+        len(labels), dtype=torch.bool, device=labels.device
+    )
 
 
 def info_nce(
@@ -237,22 +249,35 @@ def info_nce(
     >>> query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     >>> labels = torch.tensor([[1.0, 1.0, 1.0], [7.0, 7.0, 7.0]])
     >>> loss = info_nce(query, query, labels, margin=0.5, temperature=1.0)
-    >>> round(loss.item(), 4)  # -log(e / (e + 1)): cos 1 to the positive, 0 to the negative
+    >>> round(
+    ...     loss.item(), 4
+    ... )  # -log(e / (e + 1)): cos 1 to the positive, 0 to the negative
     0.3133
-    >>> info_nce(query, query, labels, margin=0.5, temperature=1.0, denominator="negatives")
+    >>> info_nce(
+    ...     query,
+    ...     query,
+    ...     labels,
+    ...     margin=0.5,
+    ...     temperature=1.0,
+    ...     denominator="negatives",
+    ... )
     tensor(-1.)
     """
     _choice("InfoNCE denominator", denominator, INFONCE_DENOMINATORS)
     q = torch.nn.functional.normalize(_as_float(query), dim=-1)
     p = torch.nn.functional.normalize(_as_float(positive), dim=-1)
-    mask = negative_mask(labels, margin=margin, rule=rule, boundary=boundary, tolerance=tolerance)
+    mask = negative_mask(
+        labels, margin=margin, rule=rule, boundary=boundary, tolerance=tolerance
+    )
     has_negative = mask.any(dim=1)
     if not has_negative.any():
         return q.sum() * 0.0
 
     # Only the queries with a negative: a row of -inf logits would give NaN gradients.
     queries, mask = q[has_negative], mask[has_negative]
-    positive_logit = (queries * p[has_negative]).sum(dim=-1, keepdim=True) / temperature
+    positive_logit = (queries * p[has_negative]).sum(
+        dim=-1, keepdim=True
+    ) / temperature
     logits = (queries @ q.T / temperature).masked_fill(~mask, float("-inf"))
     if denominator == "with_positive":
         logits = torch.cat([positive_logit, logits], dim=1)

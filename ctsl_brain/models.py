@@ -14,10 +14,10 @@ import shutil
 import tempfile
 
 import torch
-from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.dataio import length_to_mask
-
 from ctsl_brain.dataio import MissingInputError, SettingsError
+from hyperpyyaml import load_hyperpyyaml
+
+from speechbrain.dataio.dataio import length_to_mask
 
 __all__ = [
     "SSLEncoder",
@@ -47,7 +47,9 @@ def masked_mean(frames, lengths):
     torch.Tensor
         ``[B, D]``.
     """
-    mask = length_to_mask(lengths, frames.shape[1], frames.dtype, frames.device).unsqueeze(-1)
+    mask = length_to_mask(
+        lengths, frames.shape[1], frames.dtype, frames.device
+    ).unsqueeze(-1)
     return (frames * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
@@ -100,11 +102,19 @@ class SSLEncoder(torch.nn.Module):
         if not pretrained:
             hf_class = _built_from_config(hf_class)
         try:
-            self.ssl = hf_class(source=source, save_path=save_path, freeze=False)
-        except OSError as error:  # transformers: no such hub id or folder, or no network
+            self.ssl = hf_class(
+                source=source, save_path=save_path, freeze=False
+            )
+        except (
+            OSError
+        ) as error:  # transformers: no such hub id or folder, or no network
             if getattr(error, "errno", None) is not None:
                 raise  # a file system error, not the source
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else "not found"
+            reason = (
+                str(error).strip().splitlines()[0]
+                if str(error).strip()
+                else "not found"
+            )
             raise MissingInputError(
                 f"encoder source {source!r} cannot be loaded ({reason}): give a hub id that can "
                 "be downloaded here, or a local folder holding config.json, the weights and "
@@ -145,7 +155,9 @@ class SSLEncoder(torch.nn.Module):
 
     def frame_lengths(self, num_samples):
         """Number of encoder frames for inputs of ``num_samples`` samples (a LongTensor)."""
-        return self.ssl.model._get_feat_extract_output_lengths(num_samples).long()
+        return self.ssl.model._get_feat_extract_output_lengths(
+            num_samples
+        ).long()
 
     def forward(self, wavs, wav_lens):
         """Embeds a batch of waveforms.
@@ -162,7 +174,9 @@ class SSLEncoder(torch.nn.Module):
         torch.Tensor
             ``[B, D]`` mean-pooled embeddings.
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+        with torch.set_grad_enabled(
+            torch.is_grad_enabled() and not self.freeze
+        ):
             num_samples = torch.round(wav_lens * wavs.shape[1]).long()
             if self.normalize_wav:
                 wavs = normalize_waveforms(wavs, num_samples)
@@ -176,7 +190,9 @@ def _built_from_config(hf_class):
     weights, from the hub or a folder), so their loading step is replaced."""
 
     class BuiltFromConfig(hf_class):
-        def _from_pretrained(self, source, save_path, cache_dir, device=None, **kwargs):
+        def _from_pretrained(
+            self, source, save_path, cache_dir, device=None, **kwargs
+        ):
             self.model = self.auto_class.from_config(self.config)
             if device is not None:
                 self.model.to(device)
@@ -222,7 +238,13 @@ class RegressionHead(torch.nn.Sequential):
     """
 
     def __init__(
-        self, input_size, *, hidden_size=1024, num_hidden_layers=2, dropout=0.5, num_outputs=3
+        self,
+        input_size,
+        *,
+        hidden_size=1024,
+        num_hidden_layers=2,
+        dropout=0.5,
+        num_outputs=3,
     ):
         layers = []
         size = input_size
@@ -266,11 +288,17 @@ def encoder_hparams_path(path):
 
     Example
     -------
-    >>> os.path.isfile(encoder_hparams_path("hparams/encoders/tiny_wav2vec2.yaml"))
+    >>> os.path.isfile(
+    ...     encoder_hparams_path("hparams/encoders/tiny_wav2vec2.yaml")
+    ... )
     True
     """
     path = str(path)
-    candidates = [path] if os.path.isabs(path) else [os.path.join(RECIPE_FOLDER, path), path]
+    candidates = (
+        [path]
+        if os.path.isabs(path)
+        else [os.path.join(RECIPE_FOLDER, path), path]
+    )
     for candidate in candidates:
         if os.path.isfile(candidate):
             return candidate
@@ -280,7 +308,9 @@ def encoder_hparams_path(path):
     )
 
 
-def load_encoder(hparams_file, *, save_path, source=None, num_layers=None, freeze=False):
+def load_encoder(
+    hparams_file, *, save_path, source=None, num_layers=None, freeze=False
+):
     """Builds the encoder described by one file of ``hparams/encoders/``.
 
     The recipe's YAML calls this with ``!apply`` so that the encoder is swapped by one override
@@ -360,7 +390,9 @@ def tiny_encoder_folder(
     import transformers
 
     if model_type not in _TINY_FAMILIES:
-        raise ValueError(f"model_type must be one of {sorted(_TINY_FAMILIES)}, got {model_type!r}")
+        raise ValueError(
+            f"model_type must be one of {sorted(_TINY_FAMILIES)}, got {model_type!r}"
+        )
     settings = dict(
         model_type=model_type,
         hidden_size=hidden_size,
@@ -369,12 +401,16 @@ def tiny_encoder_folder(
         conv_channels=conv_channels,
         seed=seed,
     )
-    digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    digest = hashlib.sha1(
+        json.dumps(settings, sort_keys=True).encode()
+    ).hexdigest()[:10]
     folder = os.path.join(str(save_path), f"tiny_{model_type}_{digest}")
     if os.path.isfile(os.path.join(folder, "config.json")):
         return folder
 
-    config_class, model_class = (getattr(transformers, n) for n in _TINY_FAMILIES[model_type])
+    config_class, model_class = (
+        getattr(transformers, n) for n in _TINY_FAMILIES[model_type]
+    )
     config = config_class(
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
@@ -439,7 +475,9 @@ class TeacherEmbeddingCache:
     >>> cache = TeacherEmbeddingCache(teacher)
     >>> cache(["a", "b"], torch.ones(2, 3), torch.ones(2)).tolist()
     [[2.0, 2.0], [2.0, 2.0]]
-    >>> cache(["b"], torch.zeros(1, 3), torch.ones(1)).tolist()  # cached, not recomputed
+    >>> cache(
+    ...     ["b"], torch.zeros(1, 3), torch.ones(1)
+    ... ).tolist()  # cached, not recomputed
     [[2.0, 2.0]]
     >>> len(cache), cache.nbytes
     (2, 16)
@@ -455,7 +493,10 @@ class TeacherEmbeddingCache:
     @property
     def nbytes(self):
         """Memory held by the cached embeddings, in bytes."""
-        return sum(value.numel() * value.element_size() for value in self.store.values())
+        return sum(
+            value.numel() * value.element_size()
+            for value in self.store.values()
+        )
 
     @torch.no_grad()
     def __call__(self, ids, wavs, wav_lens):

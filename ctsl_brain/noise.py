@@ -9,10 +9,14 @@ stays silent.
 """
 
 import torch
-from speechbrain.augment.time_domain import AddNoise
-from speechbrain.dataio.dataio import length_to_mask, load_data_csv, read_audio_info
-
 from ctsl_brain.dataio import DataError, load_audio
+
+from speechbrain.augment.time_domain import AddNoise
+from speechbrain.dataio.dataio import (
+    length_to_mask,
+    load_data_csv,
+    read_audio_info,
+)
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 
@@ -81,7 +85,9 @@ class UtteranceAddNoise(AddNoise):
         # manual_seed also seeds CUDA, so its state is forked and restored too.
         devices = [waveforms.device] if waveforms.is_cuda else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=self.generator)))
+            torch.manual_seed(
+                int(torch.randint(2**62, (1,), generator=self.generator))
+            )
             return super().forward(waveforms, lengths)
 
     def _noise_bank(self):
@@ -89,7 +95,9 @@ class UtteranceAddNoise(AddNoise):
         if self._bank is None:
             rows = load_data_csv(self.csv_file, replacements=self.replacements)
             if not rows:
-                raise DataError(f"noise bank {self.csv_file} lists no noise file")
+                raise DataError(
+                    f"noise bank {self.csv_file} lists no noise file"
+                )
             bank = []
             for noise_id, row in rows.items():
                 info = read_audio_info(row["wav"])
@@ -101,7 +109,9 @@ class UtteranceAddNoise(AddNoise):
                     )
                 audio = load_audio(row["wav"], self.sample_rate)
                 if audio.numel() == 0:
-                    raise DataError(f"noise bank {self.csv_file}, row {noise_id}: empty file")
+                    raise DataError(
+                        f"noise bank {self.csv_file}, row {noise_id}: empty file"
+                    )
                 bank.append(audio)
             self._bank = bank
         return self._bank
@@ -117,9 +127,15 @@ class UtteranceAddNoise(AddNoise):
         # rounded, not truncated, or the last sample would get no noise.
         lengths = torch.round(lengths).long().clamp(max=max_length).squeeze(1)
         batch = torch.zeros(len(lengths), max_length)
-        picks = (self._rand(len(lengths)) * len(bank)).long().clamp(max=len(bank) - 1)
+        picks = (
+            (self._rand(len(lengths)) * len(bank))
+            .long()
+            .clamp(max=len(bank) - 1)
+        )
         offsets = self._rand(len(lengths))
-        for i, (length, pick) in enumerate(zip(lengths.tolist(), picks.tolist(), strict=True)):
+        for i, (length, pick) in enumerate(
+            zip(lengths.tolist(), picks.tolist(), strict=True)
+        ):
             noise = bank[pick]
             if len(noise) < length:
                 # A segment shorter than the utterance is looped rather than zero-padded, so

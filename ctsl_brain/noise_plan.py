@@ -23,7 +23,14 @@ another crossfade.
 
 from dataclasses import dataclass
 
-__all__ = ["CROSSFADE_SECONDS", "Bank", "Part", "bank_boundary", "plan_bank", "spans_between"]
+__all__ = [
+    "CROSSFADE_SECONDS",
+    "Bank",
+    "Part",
+    "bank_boundary",
+    "plan_bank",
+    "spans_between",
+]
 
 # Length of the crossfade that joins two pieces of noise (see the module's docstring).
 CROSSFADE_SECONDS = 0.01
@@ -118,7 +125,9 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
     >>> sizes = {"seg_len": 10, "fade_len": 2}
     >>> bank_boundary([23, 40], adapt_len=40, **sizes, test_bank=True)
     40
-    >>> bank_boundary([23], adapt_len=40, **sizes, test_bank=True)  # 10 left to test
+    >>> bank_boundary(
+    ...     [23], adapt_len=40, **sizes, test_bank=True
+    ... )  # 10 left to test
     13
     >>> bank_boundary([23], adapt_len=40, **sizes, test_bank=False)
     23
@@ -130,7 +139,9 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
     if test_bank:
 
         def test_noise(boundary):
-            return plan_bank(spans_between(lengths, boundary, total), seg_len, fade_len).length
+            return plan_bank(
+                spans_between(lengths, boundary, total), seg_len, fade_len
+            ).length
 
         if test_noise(0) < seg_len:
             return None
@@ -140,11 +151,16 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
             low, high = 0, end
             while high - low > 1:
                 middle = (low + high) // 2
-                low, high = (middle, high) if test_noise(middle) >= seg_len else (low, middle)
+                low, high = (
+                    (middle, high)
+                    if test_noise(middle) >= seg_len
+                    else (low, middle)
+                )
             end = low
     if (
         end < adapt_len
-        and plan_bank(spans_between(lengths, 0, end), seg_len, fade_len).length < seg_len
+        and plan_bank(spans_between(lengths, 0, end), seg_len, fade_len).length
+        < seg_len
     ):
         return None
     return end
@@ -199,16 +215,22 @@ def plan_bank(spans, seg_len, fade_len):
     Example
     -------
     >>> bank = plan_bank([(0, 0, 23), (1, 0, 17)], seg_len=10, fade_len=2)
-    >>> [length for length, _ in bank.segments]  # 3 + 7 samples joined, overlapping by 1
+    >>> [
+    ...     length for length, _ in bank.segments
+    ... ]  # 3 + 7 samples joined, overlapping by 1
     [10, 10, 9, 10]
     >>> bank.fades, bank.recorded, bank.length
     ([1], 40, 39)
     """
     wholes, pieces = _pieces(spans, seg_len)
     fades = _fades(pieces, fade_len)
-    segments = [(seg_len, [Part(index, start, seg_len, 0)]) for index, start in wholes]
+    segments = [
+        (seg_len, [Part(index, start, seg_len, 0)]) for index, start in wholes
+    ]
     segments += _joined(pieces, fades, seg_len)
-    segments.sort(key=lambda segment: (segment[1][0].recording, segment[1][0].start))
+    segments.sort(
+        key=lambda segment: (segment[1][0].recording, segment[1][0].start)
+    )
     return Bank(
         segments,
         recordings=len({index for index, _, _ in spans}),
@@ -225,7 +247,9 @@ def _pieces(spans, seg_len):
         count = (stop - start) // seg_len
         wholes += [(index, start + k * seg_len) for k in range(count)]
         if start + count * seg_len < stop:
-            pieces.append((index, start + count * seg_len, stop - start - count * seg_len))
+            pieces.append(
+                (index, start + count * seg_len, stop - start - count * seg_len)
+            )
     return wholes, pieces
 
 
@@ -256,7 +280,16 @@ def _joined(pieces, fades, seg_len):
             (length - tail, tail, "out", tail),
         ):
             if count > 0:
-                runs.append((position + offset, index, start + offset, count, ramp, fade))
+                runs.append(
+                    (
+                        position + offset,
+                        index,
+                        start + offset,
+                        count,
+                        ramp,
+                        fade,
+                    )
+                )
         position += length - tail
     count = -(-position // seg_len)
     if count > 1 and 2 * (position - (count - 1) * seg_len) < seg_len:
@@ -272,6 +305,8 @@ def _joined(pieces, fades, seg_len):
             offset = at + done - number * seg_len
             take = min(length - done, ends[number] - (at + done))
             ramp_start = done if ramp else 0
-            parts[number].append(Part(index, start + done, take, offset, ramp, fade, ramp_start))
+            parts[number].append(
+                Part(index, start + done, take, offset, ramp, fade, ramp_start)
+            )
             done += take
     return [(ends[k] - k * seg_len, segment) for k, segment in enumerate(parts)]

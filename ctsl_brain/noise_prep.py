@@ -40,7 +40,12 @@ from ctsl_brain.dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
-from ctsl_brain.noise_plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
+from ctsl_brain.noise_plan import (
+    CROSSFADE_SECONDS,
+    bank_boundary,
+    plan_bank,
+    spans_between,
+)
 from ctsl_brain.noise_reading import list_inputs, scan
 from ctsl_brain.noise_report import (
     adapt_minutes_message,
@@ -146,10 +151,17 @@ def prepare_noise_banks(
     segment_seconds = float(segment_seconds)
     adapt_minutes = float(adapt_minutes)
     if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive whole number of Hz, got {sample_rate}")
+        raise ValueError(
+            f"sample_rate must be a positive whole number of Hz, got {sample_rate}"
+        )
     sample_rate = int(sample_rate)
-    if not math.isfinite(segment_seconds) or round(segment_seconds * sample_rate) < 1:
-        raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
+    if (
+        not math.isfinite(segment_seconds)
+        or round(segment_seconds * sample_rate) < 1
+    ):
+        raise ValueError(
+            f"segment_seconds must be positive, got {segment_seconds}"
+        )
     seg_len = round(segment_seconds * sample_rate)
     if not math.isfinite(adapt_minutes) or adapt_minutes <= 0:
         raise SettingsError(adapt_minutes_message(adapt_minutes))
@@ -170,12 +182,19 @@ def prepare_noise_banks(
     }
     inputs = list_inputs(noise_folder)
     csv_paths = {
-        bank: os.path.join(output_folder, f"{folder}.csv") for bank, folder in _BANK_FOLDERS.items()
+        bank: os.path.join(output_folder, f"{folder}.csv")
+        for bank, folder in _BANK_FOLDERS.items()
     }
     stamp_path = os.path.join(output_folder, STAMP_FILE)
     stamped = _up_to_date(stamp_path, options, inputs, csv_paths)
     if stamped is not None:
-        _log(stamped, noise_folder, output_folder, seg_len / sample_rate, up_to_date=True)
+        _log(
+            stamped,
+            noise_folder,
+            output_folder,
+            seg_len / sample_rate,
+            up_to_date=True,
+        )
         return _result(csv_paths, stamped, test_bank=test_bank)
 
     # Every file is read through before anything is decided, so that all problems come at once.
@@ -187,27 +206,48 @@ def prepare_noise_banks(
         else:
             problems.append(problem)
     if not recordings:
-        raise DataError(no_recording_message(noise_folder, len(inputs), problems))
+        raise DataError(
+            no_recording_message(noise_folder, len(inputs), problems)
+        )
     lengths = [r.length for r in recordings]
     boundary = bank_boundary(
-        lengths, adapt_len=adapt_len, seg_len=seg_len, fade_len=fade_len, test_bank=test_bank
+        lengths,
+        adapt_len=adapt_len,
+        seg_len=seg_len,
+        fade_len=fade_len,
+        test_bank=test_bank,
     )
     shortage = None
     if boundary is None:
         shortage = shortage_message(
-            noise_folder, lengths, seg_len=seg_len, sample_rate=sample_rate, test_bank=test_bank
+            noise_folder,
+            lengths,
+            seg_len=seg_len,
+            sample_rate=sample_rate,
+            test_bank=test_bank,
         )
     if problems and not drop_bad_files:
-        raise DataError(unusable_files_message(noise_folder, problems, shortage))
+        raise DataError(
+            unusable_files_message(noise_folder, problems, shortage)
+        )
     if shortage:
         raise DataError(shortage)
 
     total = sum(lengths)
-    banks = {"adapt": plan_bank(spans_between(lengths, 0, boundary), seg_len, fade_len)}
+    banks = {
+        "adapt": plan_bank(
+            spans_between(lengths, 0, boundary), seg_len, fade_len
+        )
+    }
     if test_bank:
-        banks["test"] = plan_bank(spans_between(lengths, boundary, total), seg_len, fade_len)
+        banks["test"] = plan_bank(
+            spans_between(lengths, boundary, total), seg_len, fade_len
+        )
     report = {
-        "banks": {name: bank_figures(bank, sample_rate) for name, bank in banks.items()},
+        "banks": {
+            name: bank_figures(bank, sample_rate)
+            for name, bank in banks.items()
+        },
         "unused_seconds": (0 if test_bank else total - boundary) / sample_rate,
         "dropped": problems,
         "warnings": warning_messages(
@@ -229,20 +269,34 @@ def prepare_noise_banks(
     for path in (stamp_path, *csv_paths.values()):
         if os.path.exists(path):
             os.remove(path)
-    folders = {bank: os.path.join(output_folder, name) for bank, name in _BANK_FOLDERS.items()}
+    folders = {
+        bank: os.path.join(output_folder, name)
+        for bank, name in _BANK_FOLDERS.items()
+    }
     rows = write_segments(recordings, banks, folders, sample_rate)
-    remove_stale_segments(folders, {bank: len(rows.get(bank, ())) for bank in folders})
+    remove_stale_segments(
+        folders, {bank: len(rows.get(bank, ())) for bank in folders}
+    )
     for bank, bank_rows in rows.items():
         write_csv_atomic(csv_paths[bank], NOISE_HEADER, bank_rows)
     stamp = {"options": options, "inputs": inputs, "result": report}
     write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
-    _log(report, noise_folder, output_folder, seg_len / sample_rate, up_to_date=False)
+    _log(
+        report,
+        noise_folder,
+        output_folder,
+        seg_len / sample_rate,
+        up_to_date=False,
+    )
     return _result(csv_paths, report, test_bank=test_bank)
 
 
 def _check_folders(noise_folder, output_folder):
     """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
-    real_noise, real_output = os.path.realpath(noise_folder), os.path.realpath(output_folder)
+    real_noise, real_output = (
+        os.path.realpath(noise_folder),
+        os.path.realpath(output_folder),
+    )
     if _inside(real_output, real_noise):
         raise DataError(
             f"output folder {output_folder} lies inside noise folder {noise_folder}: the noise "
@@ -275,9 +329,18 @@ def _up_to_date(stamp_path, options, inputs, csv_paths):
                 if tuple(next(reader)) != NOISE_HEADER:
                     return None
                 wavs = [row[2] for row in reader]
-            if len(wavs) != count or not all(os.path.isfile(wav) for wav in wavs):
+            if len(wavs) != count or not all(
+                os.path.isfile(wav) for wav in wavs
+            ):
                 return None
-    except (OSError, ValueError, KeyError, IndexError, TypeError, StopIteration):
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        StopIteration,
+    ):
         return None
     return result
 
@@ -288,7 +351,13 @@ def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
         logger.warning("%s", message)
     logger.info(
         "%s",
-        report_text(report, noise_folder, output_folder, segment_seconds, up_to_date=up_to_date),
+        report_text(
+            report,
+            noise_folder,
+            output_folder,
+            segment_seconds,
+            up_to_date=up_to_date,
+        ),
     )
 
 

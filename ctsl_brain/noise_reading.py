@@ -14,12 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
-from torchaudio.functional import resample
-
 from ctsl_brain.dataio import SampleCheck
 from ctsl_brain.noise_report import duration_text
+from torchaudio.functional import resample
 
-__all__ = ["Recording", "downmix", "list_inputs", "read_blocks", "resample_stream", "scan"]
+__all__ = [
+    "Recording",
+    "downmix",
+    "list_inputs",
+    "read_blocks",
+    "resample_stream",
+    "scan",
+]
 
 # Frames decoded at a time.
 _READ_FRAMES = 1 << 19
@@ -125,7 +131,10 @@ def scan(path, sample_rate):
                     break
         except Exception as err:
             at = duration_text(check.frames / sound.samplerate)
-            return None, f"{path}: corrupt, decoding failed after {at} ({_reason(err)})"
+            return (
+                None,
+                f"{path}: corrupt, decoding failed after {at} ({_reason(err)})",
+            )
         orig, channels = sound.samplerate, sound.channels
     frames = check.frames
     if frames == 0:
@@ -134,7 +143,9 @@ def scan(path, sample_rate):
     if problem is not None:  # the same verdicts as for the corpus' audio
         return None, f"{path}: {problem[1].removeprefix(path).strip()}"
     g = math.gcd(orig, sample_rate)
-    length = -(-frames * (sample_rate // g) // (orig // g))  # ceil, as torchaudio's resample
+    length = -(
+        -frames * (sample_rate // g) // (orig // g)
+    )  # ceil, as torchaudio's resample
     return Recording(path, orig, channels, frames, length), None
 
 
@@ -176,7 +187,11 @@ def downmix(block):
     >>> downmix(np.array([[0.5, 0.25], [1.0, 0.0]], np.float32)).tolist()
     [0.375, 0.5]
     """
-    return block[:, 0] if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+    return (
+        block[:, 0]
+        if block.shape[1] == 1
+        else block.mean(axis=1, dtype=np.float32)
+    )
 
 
 def resample_stream(blocks, orig_freq, new_freq):
@@ -204,7 +219,9 @@ def resample_stream(blocks, orig_freq, new_freq):
     Example
     -------
     >>> blocks = [np.ones(1000, np.float32), np.ones(600, np.float32)]
-    >>> sum(len(chunk) for chunk in resample_stream(blocks, 48000, 16000))  # ceil(1600 / 3)
+    >>> sum(
+    ...     len(chunk) for chunk in resample_stream(blocks, 48000, 16000)
+    ... )  # ceil(1600 / 3)
     534
     """
     if orig_freq == new_freq:
@@ -213,16 +230,27 @@ def resample_stream(blocks, orig_freq, new_freq):
     g = math.gcd(orig_freq, new_freq)
     step_in, step_out = orig_freq // g, new_freq // g
     # How far the filter reaches beyond a group's own input (torchaudio's kernel width, + 1).
-    reach = math.ceil(_LOWPASS_WIDTH * step_in / (min(step_in, step_out) * _ROLLOFF)) + 1
+    reach = (
+        math.ceil(
+            _LOWPASS_WIDTH * step_in / (min(step_in, step_out) * _ROLLOFF)
+        )
+        + 1
+    )
     # Context before a call's first group, whole groups so that the calls stay on the grid.
     left = math.ceil(reach / step_in) * step_in
 
     def groups(buf, buf_start, first, stop):
         """Output of the groups from ``first`` on, computed from input up to ``stop``."""
         start = max(0, first * step_in - left)
-        x = torch.from_numpy(np.ascontiguousarray(buf[start - buf_start : stop - buf_start]))
+        x = torch.from_numpy(
+            np.ascontiguousarray(buf[start - buf_start : stop - buf_start])
+        )
         y = resample(
-            x, orig_freq, new_freq, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF
+            x,
+            orig_freq,
+            new_freq,
+            lowpass_filter_width=_LOWPASS_WIDTH,
+            rolloff=_ROLLOFF,
         ).numpy()
         return y[(first * step_in - start) // step_in * step_out :]
 
@@ -230,9 +258,13 @@ def resample_stream(blocks, orig_freq, new_freq):
     for block in blocks:
         buf = np.concatenate([buf, block])
         total += len(block)
-        ready = (total - reach) // step_in  # groups whose whole input has arrived
+        ready = (
+            total - reach
+        ) // step_in  # groups whose whole input has arrived
         if ready > done:
-            yield groups(buf, buf_start, done, ready * step_in + reach)[: (ready - done) * step_out]
+            yield groups(buf, buf_start, done, ready * step_in + reach)[
+                : (ready - done) * step_out
+            ]
             done = ready
             keep = max(0, done * step_in - left)
             buf, buf_start = buf[keep - buf_start :], keep

@@ -125,7 +125,11 @@ def unusable_files_message(folder, problems, shortage):
 
     Example
     -------
-    >>> print(unusable_files_message("noise", ["noise/a.wav: empty (0 frames)"], None))
+    >>> print(
+    ...     unusable_files_message(
+    ...         "noise", ["noise/a.wav: empty (0 frames)"], None
+    ...     )
+    ... )
     1 file(s) in noise folder noise cannot be used:
       - noise/a.wav: empty (0 frames)
     Fix or remove them, or run with --drop_bad_rows True to skip them.
@@ -170,7 +174,9 @@ def shortage_message(folder, lengths, *, seg_len, sample_rate, test_bank):
         else f"the adaptation bank needs a {seg} noise segment"
     )
     more = (
-        f"at least {duration_text((needed - total) / sample_rate)} more; " if total < needed else ""
+        f"at least {duration_text((needed - total) / sample_rate)} more; "
+        if total < needed
+        else ""
     )
     message = (
         f"noise folder {folder} holds {duration_text(total / sample_rate)} of usable audio in "
@@ -179,9 +185,7 @@ def shortage_message(folder, lengths, *, seg_len, sample_rate, test_bank):
         f"({more}one recording of {duration_text(needed / sample_rate)} or more always does)"
     )
     if test_bank:
-        message += (
-            f"; with recorded noisy test sets ({_RECORDED_OPTION}), no held-out test bank is needed"
-        )
+        message += f"; with recorded noisy test sets ({_RECORDED_OPTION}), no held-out test bank is needed"
     return message
 
 
@@ -213,7 +217,16 @@ def bank_figures(bank, sample_rate):
 
 
 def warning_messages(
-    folder, problems, banks, *, total, boundary, adapt_minutes, adapt_len, seg_len, sample_rate
+    folder,
+    problems,
+    banks,
+    *,
+    total,
+    boundary,
+    adapt_minutes,
+    adapt_len,
+    seg_len,
+    sample_rate,
 ):
     """The warnings about a preparation: skipped files, banks smaller than they should be.
 
@@ -291,7 +304,9 @@ def warning_messages(
     return messages
 
 
-def report_text(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
+def report_text(
+    report, noise_folder, output_folder, segment_seconds, *, up_to_date
+):
     """The report of what each bank holds and what was left out.
 
     Arguments
@@ -315,9 +330,19 @@ def report_text(report, noise_folder, output_folder, segment_seconds, *, up_to_d
 
     Example
     -------
-    >>> figures = {"recordings": 1, "segments": 2, "recorded_seconds": 2.0, "crossfades": 0,
-    ...            "crossfade_seconds": 0.0, "seconds": 2.0}
-    >>> report = {"banks": {"adapt": figures}, "unused_seconds": 0.0, "dropped": []}
+    >>> figures = {
+    ...     "recordings": 1,
+    ...     "segments": 2,
+    ...     "recorded_seconds": 2.0,
+    ...     "crossfades": 0,
+    ...     "crossfade_seconds": 0.0,
+    ...     "seconds": 2.0,
+    ... }
+    >>> report = {
+    ...     "banks": {"adapt": figures},
+    ...     "unused_seconds": 0.0,
+    ...     "dropped": [],
+    ... }
     >>> print(report_text(report, "noise", "out", 1.0, up_to_date=True))
     noise banks from noise in out (up to date), segments of 1 s:
       adaptation bank: 2 s of audio from 1 recording(s), 2 segment(s), 2 s of noise
@@ -368,7 +393,10 @@ def _formats_text():
     common = ["WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64"]
     names = [name for name in common if name in available]
     names = ["OGG (Vorbis, Opus)" if name == "OGG" else name for name in names]
-    return ", ".join(names) + " and the other formats of soundfile.available_formats()"
+    return (
+        ", ".join(names)
+        + " and the other formats of soundfile.available_formats()"
+    )
 
 
 def _listing(lines, indent="  ", limit=_MAX_LISTED):

@@ -13,8 +13,11 @@ import re
 
 import numpy as np
 import soundfile as sf
-
-from ctsl_brain.dataio import DataError, remove_stale_staging, write_audio_atomic
+from ctsl_brain.dataio import (
+    DataError,
+    remove_stale_staging,
+    write_audio_atomic,
+)
 from ctsl_brain.noise_reading import downmix, read_blocks, resample_stream
 from ctsl_brain.noise_report import duration_text
 
@@ -59,14 +62,20 @@ def write_segments(recordings, banks, folders, sample_rate):
         for number, (length, parts) in enumerate(plan.segments):
             segment_id = f"{bank}_{number:04d}"
             path = os.path.join(folder, f"{segment_id}.wav")
-            rows[bank].append([segment_id, _csv_seconds(length / sample_rate), path])
+            rows[bank].append(
+                [segment_id, _csv_seconds(length / sample_rate), path]
+            )
             segment = _Segment(path, length, len(parts), sample_rate)
             for part in parts:
                 jobs.setdefault(part.recording, []).append((part, segment))
     # In the order of the recordings, so that a segment joining pieces of several recordings
     # is written as soon as the last of them is read, and few segments are held at a time.
     for index, parts in sorted(jobs.items()):
-        _cut_recording(recordings[index], sorted(parts, key=lambda job: job[0].start), sample_rate)
+        _cut_recording(
+            recordings[index],
+            sorted(parts, key=lambda job: job[0].start),
+            sample_rate,
+        )
     return rows
 
 
@@ -98,8 +107,12 @@ class _Segment:
 def _ramp(part, begin, end):
     """Gains of the samples ``begin`` to ``end`` of a part in a crossfade: sine for the piece
     fading in, cosine for the one fading out, so that their squares sum to 1 at every sample."""
-    angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (np.pi / 2 / part.fade)
-    return (np.sin(angle) if part.ramp == "in" else np.cos(angle)).astype(np.float32)
+    angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (
+        np.pi / 2 / part.fade
+    )
+    return (np.sin(angle) if part.ramp == "in" else np.cos(angle)).astype(
+        np.float32
+    )
 
 
 def _cut_recording(recording, jobs, sample_rate):
@@ -112,10 +125,17 @@ def _cut_recording(recording, jobs, sample_rate):
         for chunk in resample_stream(mono, recording.sample_rate, sample_rate):
             chunk_end = position + len(chunk)
             while part is not None:
-                begin, end = max(part.start, position), min(part.start + part.length, chunk_end)
+                begin, end = (
+                    max(part.start, position),
+                    min(part.start + part.length, chunk_end),
+                )
                 if end <= begin:
                     break
-                segment.add(part, begin - part.start, chunk[begin - position : end - position])
+                segment.add(
+                    part,
+                    begin - part.start,
+                    chunk[begin - position : end - position],
+                )
                 if end < part.start + part.length:
                     break
                 part, segment = next(pending, (None, None))

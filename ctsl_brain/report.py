@@ -1,7 +1,16 @@
 """Test results of finished runs as a table.
 
->>> table = results_table({"Original": {"clean": {"ccc_arousal": 0.5, "ccc_dominance": 0.4,
-...     "ccc_valence": 0.3}}})
+>>> table = results_table(
+...     {
+...         "Original": {
+...             "clean": {
+...                 "ccc_arousal": 0.5,
+...                 "ccc_dominance": 0.4,
+...                 "ccc_valence": 0.3,
+...             }
+...         }
+...     }
+... )
 >>> print(table)
 | system   |   clean Aro. |   clean Dom. |   clean Val. |
 |:---------|-------------:|-------------:|-------------:|
@@ -14,7 +23,6 @@ import os
 import sys
 
 import pandas as pd
-
 from ctsl_brain.dataio import ATTRIBUTES, MissingInputError, run_command
 
 __all__ = ["load_results", "results_table"]
@@ -27,7 +35,9 @@ def load_results(output_folder):
     """Reads ``test_results.json`` of a run: condition -> statistics."""
     path = os.path.join(output_folder, "test_results.json")
     if not os.path.isfile(path):
-        raise MissingInputError(f"{path} does not exist: has this run finished its evaluation?")
+        raise MissingInputError(
+            f"{path} does not exist: has this run finished its evaluation?"
+        )
     with open(path) as fin:
         return json.load(fin)
 
@@ -49,7 +59,9 @@ def results_table(runs, *, digits=3):
     rows = {}
     for system, results in runs.items():
         rows[system] = {
-            f"{condition} {SHORT_NAMES[name]}": round(stats[f"ccc_{name}"], digits)
+            f"{condition} {SHORT_NAMES[name]}": round(
+                stats[f"ccc_{name}"], digits
+            )
             for condition, stats in results.items()
             for name in ATTRIBUTES
         }
@@ -61,7 +73,9 @@ def results_table(runs, *, digits=3):
 def main(argv=None):
     """``python -m ctsl_brain.report NAME=OUTPUT_FOLDER ...`` prints the runs' test CCC."""
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("runs", nargs="+", help="NAME=OUTPUT_FOLDER of a finished run")
+    parser.add_argument(
+        "runs", nargs="+", help="NAME=OUTPUT_FOLDER of a finished run"
+    )
     args = parser.parse_args(argv)
     runs = {}
     for item in args.runs:

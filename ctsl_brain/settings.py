@@ -12,11 +12,11 @@ import logging
 import numbers
 import os
 
-import speechbrain as sb
+from ctsl_brain.dataio import MissingInputError, SettingsError
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAMLError
 
-from ctsl_brain.dataio import MissingInputError, SettingsError
+import speechbrain as sb
 
 __all__ = [
     "check_prepare_options",
@@ -29,7 +29,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # What an OSError says when a folder cannot be made or written.
-UNWRITABLE = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EROFS, errno.ENOSPC}
+UNWRITABLE = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EROFS,
+    errno.ENOSPC,
+}
 
 
 def load_hparams(hparams_file, overrides):
@@ -65,7 +72,9 @@ def load_hparams(hparams_file, overrides):
             return load_hyperpyyaml(fin, overrides)
     except KeyError as error:
         text = str(error.args[0]) if error.args else ""
-        if not text.startswith("Override '"):  # HyperPyYAML: "Override 'x' not found in: ..."
+        if not text.startswith(
+            "Override '"
+        ):  # HyperPyYAML: "Override 'x' not found in: ..."
             raise
         key = text.split("'")[1]
         raise SettingsError(
@@ -114,8 +123,11 @@ def check_settings(hparams, *, choices=None, at_least=None, above=None):
 
     Example
     -------
-    >>> check_settings({"lr": 0.1, "sorting": "random"}, choices={"sorting": ("random",)},
-    ...                above={"lr": 0})
+    >>> check_settings(
+    ...     {"lr": 0.1, "sorting": "random"},
+    ...     choices={"sorting": ("random",)},
+    ...     above={"lr": 0},
+    ... )
     >>> check_settings({"lr": 0}, above={"lr": 0})
     Traceback (most recent call last):
     ...
@@ -123,16 +135,22 @@ def check_settings(hparams, *, choices=None, at_least=None, above=None):
     """
     for key, allowed in (choices or {}).items():
         if key in hparams and hparams[key] not in allowed:
-            raise SettingsError(f"{key} must be one of {', '.join(allowed)}; got {hparams[key]!r}")
+            raise SettingsError(
+                f"{key} must be one of {', '.join(allowed)}; got {hparams[key]!r}"
+            )
     for bounds, strict in ((at_least or {}, False), (above or {}, True)):
         for key, low in bounds.items():
             if key not in hparams:
                 continue
             value = hparams[key]
-            number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+            number = isinstance(value, numbers.Real) and not isinstance(
+                value, bool
+            )
             if not number or value < low or (strict and value == low):
                 relation = "above" if strict else "at least"
-                raise SettingsError(f"{key} must be a number {relation} {low}; got {value!r}")
+                raise SettingsError(
+                    f"{key} must be a number {relation} {low}; got {value!r}"
+                )
 
 
 def create_output_folder(hparams_file, output_folder, overrides):
@@ -192,7 +210,11 @@ def float32_on_cpu(run_opts):
     if str(device).startswith("cpu"):
         for key in ("precision", "eval_precision"):
             if run_opts.get(key, "fp32") != "fp32":
-                logger.warning("--%s %s ignored on CPU: training in float32", key, run_opts[key])
+                logger.warning(
+                    "--%s %s ignored on CPU: training in float32",
+                    key,
+                    run_opts[key],
+                )
                 run_opts[key] = "fp32"
     return run_opts
 
@@ -213,7 +235,9 @@ def check_prepare_options(prepare, options, corpus, taken=()):
     """
     parameters = inspect.signature(prepare).parameters
     known = [name for name, p in parameters.items() if p.kind == p.KEYWORD_ONLY]
-    known = [name for name in known if name not in taken and name != "skip_prep"]
+    known = [
+        name for name in known if name not in taken and name != "skip_prep"
+    ]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise SettingsError(

@@ -5,7 +5,9 @@ test set is split into 30 fixed groups, the same for every system and condition;
 attribute, group and checkpoint gives 90 values per system, attribute and condition; each
 system is compared with a reference system by a one-tailed Welch's t-test.
 
->>> select_checkpoints({1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3)
+>>> select_checkpoints(
+...     {1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3
+... )
 [4, 2, 6]
 >>> groups = fixed_groups([f"utt{i}" for i in range(10)], n_groups=3, seed=0)
 >>> sorted(groups.value_counts().tolist())
@@ -18,7 +20,6 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 import torch
-
 from ctsl_brain.dataio import ATTRIBUTES, DataError
 from ctsl_brain.losses import concordance_cc
 
@@ -156,7 +157,9 @@ def group_ccc(predictions, groups):
 
 def welch_greater(values, reference):
     """One-tailed Welch's t-test: p-value of "mean of ``values`` > mean of ``reference``"."""
-    result = scipy.stats.ttest_ind(values, reference, equal_var=False, alternative="greater")
+    result = scipy.stats.ttest_ind(
+        values, reference, equal_var=False, alternative="greater"
+    )
     return float(result.pvalue)
 
 
@@ -182,7 +185,9 @@ def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
     systems = list(dict.fromkeys(values["system"]))
     references = [ref for ref in references if ref in systems]
     rows = []
-    for (system, condition), part in values.groupby(["system", "condition"], sort=False):
+    for (system, condition), part in values.groupby(
+        ["system", "condition"], sort=False
+    ):
         for attribute in ATTRIBUTES:
             sample = part[attribute].to_numpy()
             row = {
@@ -190,16 +195,21 @@ def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
                 "condition": condition,
                 "attribute": attribute,
                 "mean": float(sample.mean()),
-                "std": float(sample.std(ddof=1)) if len(sample) > 1 else float("nan"),
+                "std": float(sample.std(ddof=1))
+                if len(sample) > 1
+                else float("nan"),
                 "n": len(sample),
             }
             for ref in references:
                 p_value = float("nan")
                 if ref != system:
                     ref_part = values[
-                        (values["system"] == ref) & (values["condition"] == condition)
+                        (values["system"] == ref)
+                        & (values["condition"] == condition)
                     ]
-                    p_value = welch_greater(sample, ref_part[attribute].to_numpy())
+                    p_value = welch_greater(
+                        sample, ref_part[attribute].to_numpy()
+                    )
                 row[f"p_vs_{ref}"] = p_value
                 row[f"better_than_{ref}"] = bool(p_value <= alpha)
             rows.append(row)

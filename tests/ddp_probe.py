@@ -30,6 +30,11 @@ if __name__ == "__main__":
     state = {
         f"{name}.{key}": value.detach().cpu()
         for name in ("encoder", "head")
-        for key, value in getattr(modules[name], "module", modules[name]).state_dict().items()
+        for key, value in getattr(modules[name], "module", modules[name])
+        .state_dict()
+        .items()
     }
-    torch.save(state, os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.pt"))
+    torch.save(
+        state,
+        os.path.join(sys.argv[1], f"rank{os.environ.get('RANK', '0')}.pt"),
+    )

@@ -50,7 +50,9 @@ def demo_arguments(*, n_train=12, n_dev=4, n_test=4):
 def run_checked(command, cwd=ROOT):
     """Runs ``command`` in ``cwd`` (the repository by default); fails the test if it fails,
     showing the end of its output."""
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -62,7 +64,10 @@ def run_train(hparams_file, results, *overrides, cwd=ROOT, **replace):
     are given by their absolute paths, as a user elsewhere would."""
     script = "train.py"
     if os.path.abspath(cwd) != ROOT:
-        script, hparams_file = os.path.join(ROOT, script), os.path.join(ROOT, hparams_file)
+        script, hparams_file = (
+            os.path.join(ROOT, script),
+            os.path.join(ROOT, hparams_file),
+        )
     return run_checked(
         [
             sys.executable,

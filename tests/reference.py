@@ -38,7 +38,9 @@ def transfer_rmse(teacher, student, form):
     if form == "batch":
         return math.sqrt(sum(sum(row) for row in squares) / teacher.size)
     if form == "utterance":
-        return sum(math.sqrt(sum(row) / len(row)) for row in squares) / len(squares)
+        return sum(math.sqrt(sum(row) / len(row)) for row in squares) / len(
+            squares
+        )
     raise ValueError(form)
 
 
@@ -48,14 +50,25 @@ def is_negative(label_i, label_j, margin, rule, boundary, tolerance):
     for a, b in zip(label_i, label_j, strict=True):
         gap = abs(float(a) - float(b))
         if abs(gap - margin) <= tolerance:
-            verdicts.append(boundary == "at_least")  # equal to the margin, up to rounding
+            verdicts.append(
+                boundary == "at_least"
+            )  # equal to the margin, up to rounding
         else:
             verdicts.append(gap > margin)
     return all(verdicts) if rule == "all" else any(verdicts)
 
 
 def info_nce(
-    query, positive, labels, *, margin, rule, boundary, tolerance, temperature, denominator
+    query,
+    positive,
+    labels,
+    *,
+    margin,
+    rule,
+    boundary,
+    tolerance,
+    temperature,
+    denominator,
 ):
     """Equation 3 query by query: ``-log(exp(cos(q_i, p_i) / tau) / D_i)``, ``D_i`` the sum of
     ``exp(cos(q_i, q_j) / tau)`` over the negatives ``j`` of ``i`` (``denominator="negatives"``)
@@ -71,7 +84,8 @@ def info_nce(
         negatives = [
             j
             for j in range(len(q))
-            if j != i and is_negative(y[i], y[j], margin, rule, boundary, tolerance)
+            if j != i
+            and is_negative(y[i], y[j], margin, rule, boundary, tolerance)
         ]
         if not negatives:
             continue
@@ -110,11 +124,15 @@ def student_objective(prediction, labels, student, teacher, settings):
     """
     labels = _array(labels)
     low, high = settings["label_min"], settings["label_max"]
-    unit = np.array([[(value - low) / (high - low) for value in row] for row in labels])
+    unit = np.array(
+        [[(value - low) / (high - low) for value in row] for row in labels]
+    )
     terms = {"ccc_loss": ccc_loss(prediction, unit)}
     if teacher is None:
         return {**terms, "loss": terms["ccc_loss"]}
-    terms["tl_loss"] = transfer_rmse(teacher, student, settings["transfer_rmse"])
+    terms["tl_loss"] = transfer_rmse(
+        teacher, student, settings["transfer_rmse"]
+    )
     terms["cl_loss"] = info_nce(
         student,
         teacher,

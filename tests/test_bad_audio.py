@@ -8,7 +8,6 @@ verdicts on whole corpora and folders; here are the training loader and the verd
 import numpy as np
 import pytest
 import soundfile
-
 from ctsl_brain.dataio import (
     AUDIO_ADVICE,
     MANIFEST_COLUMNS,
@@ -41,16 +40,23 @@ def _hparams(folder):
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
-def test_training_refuses_a_non_finite_waveform_of_a_hand_written_manifest(tmp_path, value):
+def test_training_refuses_a_non_finite_waveform_of_a_hand_written_manifest(
+    tmp_path, value
+):
     """A manifest written by hand is not inspected: loading the item names the file, its item
     and manifest, and what to do, instead of a non-finite loss naming nothing."""
     broken = _tone()
     broken[100] = value
     soundfile.write(tmp_path / "good.wav", _tone(), RATE)
     soundfile.write(tmp_path / "broken.wav", broken, RATE, subtype="FLOAT")
-    rows = ["good,$data_root/good.wav,0.5,3,4,5,s1", "utt7,$data_root/broken.wav,0.5,3,4,5,s1"]
+    rows = [
+        "good,$data_root/good.wav,0.5,3,4,5,s1",
+        "utt7,$data_root/broken.wav,0.5,3,4,5,s1",
+    ]
     for name in ("train", "dev", "test"):
-        (tmp_path / f"{name}.csv").write_text("\n".join([",".join(MANIFEST_COLUMNS), *rows]))
+        (tmp_path / f"{name}.csv").write_text(
+            "\n".join([",".join(MANIFEST_COLUMNS), *rows])
+        )
     train = dataio_prepare(_hparams(tmp_path))["train"]
     assert train[0]["sig"].shape == (len(_tone()),)
     with pytest.raises(DataError) as caught:
@@ -64,16 +70,27 @@ def test_training_refuses_a_non_finite_waveform_of_a_hand_written_manifest(tmp_p
 
 def test_channels_that_cancel_out_are_silent(tmp_path):
     """The model hears the channels' average: opposite channels are silence to it."""
-    soundfile.write(tmp_path / "opposite.wav", np.stack([_tone(), -_tone()], 1), RATE)
-    soundfile.write(tmp_path / "stereo.wav", np.stack([_tone(), -0.5 * _tone()], 1), RATE)
+    soundfile.write(
+        tmp_path / "opposite.wav", np.stack([_tone(), -_tone()], 1), RATE
+    )
+    soundfile.write(
+        tmp_path / "stereo.wav", np.stack([_tone(), -0.5 * _tone()], 1), RATE
+    )
     _, problem = inspect_audio(str(tmp_path / "opposite.wav"), min_duration=0.1)
     assert problem == (
         "silent audio",
         f"{tmp_path / 'opposite.wav'} is silent once its channels are averaged to mono",
     )
-    assert inspect_audio(str(tmp_path / "stereo.wav"), min_duration=0.1) == (0.5, None)
+    assert inspect_audio(str(tmp_path / "stereo.wav"), min_duration=0.1) == (
+        0.5,
+        None,
+    )
     # Without decoding, only the header is judged.
     assert (
-        inspect_audio(str(tmp_path / "opposite.wav"), min_duration=0.1, check_silence=False)[1]
+        inspect_audio(
+            str(tmp_path / "opposite.wav"),
+            min_duration=0.1,
+            check_silence=False,
+        )[1]
         is None
     )

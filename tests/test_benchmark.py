@@ -24,5 +24,8 @@ def test_benchmark_prints_both_paths_and_their_ratio():
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| (a) straightforward |" in done.stdout and "| (b) recipe |" in done.stdout
+    assert (
+        "| (a) straightforward |" in done.stdout
+        and "| (b) recipe |" in done.stdout
+    )
     assert "ratio b/a" in done.stdout and "matmul peak" in done.stdout

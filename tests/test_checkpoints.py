@@ -6,10 +6,14 @@ import shutil
 
 import pytest
 import torch
-from speechbrain.utils.checkpoints import Checkpointer
-
 from ctsl_brain import checkpoints as module
-from ctsl_brain.checkpoints import AtomicCheckpointer, CheckpointError, trim_train_log
+from ctsl_brain.checkpoints import (
+    AtomicCheckpointer,
+    CheckpointError,
+    trim_train_log,
+)
+
+from speechbrain.utils.checkpoints import Checkpointer
 
 
 def _checkpointer(folder, seed=0, size=3):
@@ -34,13 +38,19 @@ def test_a_checkpoint_is_written_then_renamed_into_place(tmp_path, monkeypatch):
     monkeypatch.setattr(module.os, "replace", watching_replace)
     saved = checkpointer.save_checkpoint(meta={"ccc": 0.25})
     # Renamed from the staging name once every file was there.
-    assert seen == [(".staging+" + saved.path.name, ["CKPT.yaml", "layer.ckpt"])]
+    assert seen == [
+        (".staging+" + saved.path.name, ["CKPT.yaml", "layer.ckpt"])
+    ]
     assert _names(tmp_path) == [saved.path.name]
     assert saved.paramfiles["layer"] == saved.path / "layer.ckpt"
-    assert Checkpointer(tmp_path).find_checkpoint(max_key="ccc").path == saved.path
+    assert (
+        Checkpointer(tmp_path).find_checkpoint(max_key="ccc").path == saved.path
+    )
 
 
-def test_a_save_cut_short_leaves_no_checkpoint_and_its_leftover_goes(tmp_path, caplog):
+def test_a_save_cut_short_leaves_no_checkpoint_and_its_leftover_goes(
+    tmp_path, caplog
+):
     checkpointer, layer = _checkpointer(tmp_path)
     first = checkpointer.save_checkpoint(meta={"ccc": 0.1})
 
@@ -61,14 +71,18 @@ def test_a_save_cut_short_leaves_no_checkpoint_and_its_leftover_goes(tmp_path, c
     assert _names(tmp_path) == [first.path.name]
 
 
-def test_a_delete_cut_short_never_leaves_a_partial_checkpoint(tmp_path, monkeypatch, caplog):
+def test_a_delete_cut_short_never_leaves_a_partial_checkpoint(
+    tmp_path, monkeypatch, caplog
+):
     checkpointer, _ = _checkpointer(tmp_path)
     old = checkpointer.save_checkpoint(meta={"ccc": 0.1})
     new = checkpointer.save_checkpoint(meta={"ccc": 0.2})
     real_rmtree = shutil.rmtree
 
     def cut_rmtree(path, *args, **kwargs):
-        os.remove(os.path.join(path, "CKPT.yaml"))  # part of the files, then the kill
+        os.remove(
+            os.path.join(path, "CKPT.yaml")
+        )  # part of the files, then the kill
         raise KeyboardInterrupt
 
     monkeypatch.setattr(module.shutil, "rmtree", cut_rmtree)
@@ -86,18 +100,25 @@ def test_a_delete_cut_short_never_leaves_a_partial_checkpoint(tmp_path, monkeypa
 
 def test_delete_keeps_what_speechbrain_keeps(tmp_path):
     ours, _ = _checkpointer(tmp_path / "ours")
-    theirs = Checkpointer(tmp_path / "theirs", recoverables={"layer": torch.nn.Linear(3, 2)})
+    theirs = Checkpointer(
+        tmp_path / "theirs", recoverables={"layer": torch.nn.Linear(3, 2)}
+    )
     scores = [0.3, 0.9, 0.1, 0.5, 0.7]
     for checkpointer in (ours, theirs):
         for score in scores:
             checkpointer.save_checkpoint(meta={"ccc": score, "end": True})
         checkpointer.save_checkpoint(meta={"intra": True}, end_of_epoch=False)
         checkpointer.delete_checkpoints(num_to_keep=2, max_keys=["ccc"])
-    kept = [sorted(str(c.meta.get("ccc")) for c in x.list_checkpoints()) for x in (ours, theirs)]
+    kept = [
+        sorted(str(c.meta.get("ccc")) for c in x.list_checkpoints())
+        for x in (ours, theirs)
+    ]
     assert kept[0] == kept[1] == ["0.7", "0.9", "None"]
 
 
-def test_an_unloadable_newest_checkpoint_falls_back_and_is_moved_aside(tmp_path, caplog):
+def test_an_unloadable_newest_checkpoint_falls_back_and_is_moved_aside(
+    tmp_path, caplog
+):
     checkpointer, layer = _checkpointer(tmp_path)
     good = checkpointer.save_checkpoint(meta={"step": 1})
     expected = layer.weight.detach().clone()
@@ -111,7 +132,9 @@ def test_an_unloadable_newest_checkpoint_falls_back_and_is_moved_aside(tmp_path,
     assert torch.equal(layer.weight, expected)
     assert f"checkpoint {broken.path} cannot be loaded" in caplog.text
     moved = tmp_path / "unloadable" / broken.path.name
-    assert moved.is_dir() and (moved / "layer.ckpt").read_bytes().endswith(b"cut short")
+    assert moved.is_dir() and (moved / "layer.ckpt").read_bytes().endswith(
+        b"cut short"
+    )
     assert [c.path for c in checkpointer.list_checkpoints()] == [good.path]
 
 
@@ -120,11 +143,17 @@ def test_when_no_checkpoint_loads_the_run_stops_and_nothing_moves(tmp_path):
     checkpointer.save_checkpoint(meta={"step": 1})
     checkpointer.save_checkpoint(meta={"step": 2})
     before = _names(tmp_path)
-    other, _ = _checkpointer(tmp_path, size=5)  # another model: no checkpoint fits it
-    with pytest.raises(CheckpointError, match="no checkpoint in .* can be loaded") as caught:
+    other, _ = _checkpointer(
+        tmp_path, size=5
+    )  # another model: no checkpoint fits it
+    with pytest.raises(
+        CheckpointError, match="no checkpoint in .* can be loaded"
+    ) as caught:
         other.recover_if_possible()
     assert caught.value.args[0].count("size mismatch") == 2
-    assert "move" in str(caught.value) and "aside to start this run over" in str(caught.value)
+    assert "move" in str(
+        caught.value
+    ) and "aside to start this run over" in str(caught.value)
     assert _names(tmp_path) == before
 
 
@@ -144,6 +173,8 @@ def test_the_train_log_keeps_the_epochs_of_the_recovered_checkpoint(tmp_path):
     log.write_text("".join(lines))
     trim_train_log(log, 3)  # evaluation redone: its test lines go
     assert log.read_text() == "".join(lines[:3])
-    trim_train_log(log, 1)  # epoch 2 ended after its log line, before its checkpoint
+    trim_train_log(
+        log, 1
+    )  # epoch 2 ended after its log line, before its checkpoint
     assert log.read_text() == lines[0]
     trim_train_log(tmp_path / "absent.txt", 1)

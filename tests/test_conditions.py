@@ -7,7 +7,6 @@ import shutil
 import numpy as np
 import pytest
 import soundfile
-
 from ctsl_brain.conditions import condition_names, prepare_test_conditions
 from ctsl_brain.dataio import DataError, MissingInputError, load_audio
 from ctsl_brain.demo_corpus import prepare_demo_corpus
@@ -17,7 +16,12 @@ from ctsl_brain.demo_corpus import prepare_demo_corpus
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("demo")
     paths = prepare_demo_corpus(
-        str(folder), n_train=1, n_dev=1, n_test=6, adapt_noise_minutes=0.1, test_noise_minutes=0.2
+        str(folder),
+        n_train=1,
+        n_dev=1,
+        n_test=6,
+        adapt_noise_minutes=0.1,
+        test_noise_minutes=0.2,
     )
     return str(folder), paths
 
@@ -43,17 +47,25 @@ def test_simulated_conditions_store_their_snr(tmp_path, corpus):
         noise_csv=paths["noise_test"],
         seed=3,
     )
-    assert list(manifests) == ["clean", "10dB", "5dB", "0dB"] == condition_names([10, 5, 0])
+    assert (
+        list(manifests)
+        == ["clean", "10dB", "5dB", "0dB"]
+        == condition_names([10, 5, 0])
+    )
     clean = _rows(manifests["clean"])
     for name, snr in (("10dB", 10), ("5dB", 5), ("0dB", 0)):
         rows = _rows(manifests[name])
         assert [r["ID"] for r in rows] == [r["ID"] for r in clean]
         for row, reference in zip(rows, clean, strict=True):
             assert abs(float(row["snr"]) - snr) < 0.5
-            assert row["arousal"] == reference["arousal"] and os.path.isabs(row["wav"])
+            assert row["arousal"] == reference["arousal"] and os.path.isabs(
+                row["wav"]
+            )
             info = soundfile.info(row["wav"])
             assert info.samplerate == 16000 and info.channels == 1
-            assert info.frames / 16000 == pytest.approx(float(row["duration"]), abs=1e-3)
+            assert info.frames / 16000 == pytest.approx(
+                float(row["duration"]), abs=1e-3
+            )
 
 
 def test_a_saved_mixture_meets_the_documented_definition(tmp_path, corpus):
@@ -73,19 +85,27 @@ def test_a_saved_mixture_meets_the_documented_definition(tmp_path, corpus):
     for name, snr in (("5dB", 5), ("0dB", 0)):
         for row in _rows(manifests[name]):
             mixture, rate = soundfile.read(row["wav"], dtype="float64")
-            speech = load_audio(clean[row["ID"]].replace("$data_root", data_folder), rate)
+            speech = load_audio(
+                clean[row["ID"]].replace("$data_root", data_folder), rate
+            )
             speech = speech.double().numpy()
             assert len(mixture) == len(speech)
             f = 1 / (10 ** (snr / 20) + 1)
             noise = mixture - (1 - f) * speech
-            achieved = 10 * np.log10(np.sum(((1 - f) * speech) ** 2) / np.sum(noise**2))
+            achieved = 10 * np.log10(
+                np.sum(((1 - f) * speech) ** 2) / np.sum(noise**2)
+            )
             assert abs(achieved - snr) < 4e-4
             assert abs(float(row["snr"]) - achieved) < 1e-3
-            naive = 10 * np.log10(np.sum(speech**2) / np.sum((mixture - speech) ** 2))
+            naive = 10 * np.log10(
+                np.sum(speech**2) / np.sum((mixture - speech) ** 2)
+            )
             assert abs(naive - snr) > 0.5
 
 
-def test_conditions_share_the_noise_excerpt_and_are_deterministic(tmp_path, corpus):
+def test_conditions_share_the_noise_excerpt_and_are_deterministic(
+    tmp_path, corpus
+):
     data_folder, paths = corpus
     first = prepare_test_conditions(
         _manifest_folder(tmp_path / "a", corpus),
@@ -109,7 +129,9 @@ def test_conditions_share_the_noise_excerpt_and_are_deterministic(tmp_path, corp
     # The noise of 10 dB is the noise of 0 dB, scaled.
     noise_0 = a - 0.5 * speech
     f10 = 1 / (10 ** (10 / 20) + 1)
-    noise_10 = soundfile.read(_rows(first["10dB"])[0]["wav"])[0] - (1 - f10) * speech
+    noise_10 = (
+        soundfile.read(_rows(first["10dB"])[0]["wav"])[0] - (1 - f10) * speech
+    )
     correlation = np.corrcoef(noise_0, noise_10)[0, 1]
     assert correlation > 0.999
 
@@ -117,7 +139,9 @@ def test_conditions_share_the_noise_excerpt_and_are_deterministic(tmp_path, corp
 def test_simulated_conditions_are_written_once(tmp_path, corpus):
     data_folder, paths = corpus
     folder = _manifest_folder(tmp_path, corpus)
-    kwargs = dict(data_folder=data_folder, snrs=[0], noise_csv=paths["noise_test"], seed=1)
+    kwargs = dict(
+        data_folder=data_folder, snrs=[0], noise_csv=paths["noise_test"], seed=1
+    )
     manifest = prepare_test_conditions(folder, **kwargs)["0dB"]
     wav = _rows(manifest)[0]["wav"]
     stamps = os.stat(manifest).st_mtime_ns, os.stat(wav).st_mtime_ns
@@ -129,7 +153,8 @@ def test_simulated_conditions_are_written_once(tmp_path, corpus):
 
 def test_missing_test_noise_is_a_clear_error(tmp_path, corpus):
     with pytest.raises(
-        MissingInputError, match="noise bank .* does not exist: the noisy test conditions"
+        MissingInputError,
+        match="noise bank .* does not exist: the noisy test conditions",
     ):
         prepare_test_conditions(
             _manifest_folder(tmp_path, corpus),
@@ -151,7 +176,9 @@ def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
     manifests = prepare_test_conditions(
         folder, data_folder=data_folder, recorded={"0dB": str(recorded)}
     )
-    assert list(manifests) == ["clean", "0dB"] == condition_names([], {"0dB": "x"})
+    assert (
+        list(manifests) == ["clean", "0dB"] == condition_names([], {"0dB": "x"})
+    )
     rows = _rows(manifests["0dB"])
     assert [r["ID"] for r in rows] == [r["ID"] for r in clean]
     assert all(r["wav"].startswith(str(recorded)) for r in rows)
@@ -160,15 +187,26 @@ def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
     # A folder where a recording should be is not a missing file.
     os.remove(recorded / os.path.basename(clean[3]["wav"]))
     os.mkdir(recorded / os.path.basename(clean[3]["wav"]))
-    with pytest.raises(DataError, match=r"missing audio: 1; check the path\n") as caught:
-        prepare_test_conditions(folder, data_folder=data_folder, recorded={"0dB": str(recorded)})
-    assert "not a file: 1; put the audio file itself at this path\n" in str(caught.value)
+    with pytest.raises(
+        DataError, match=r"missing audio: 1; check the path\n"
+    ) as caught:
+        prepare_test_conditions(
+            folder, data_folder=data_folder, recorded={"0dB": str(recorded)}
+        )
+    assert "not a file: 1; put the audio file itself at this path\n" in str(
+        caught.value
+    )
     manifests = prepare_test_conditions(
-        folder, data_folder=data_folder, recorded={"0dB": str(recorded)}, drop_bad_rows=True
+        folder,
+        data_folder=data_folder,
+        recorded={"0dB": str(recorded)},
+        drop_bad_rows=True,
     )
     assert len(_rows(manifests["0dB"])) == len(clean) - 2
     with pytest.raises(MissingInputError, match="in --recorded_test_folders"):
-        prepare_test_conditions(folder, data_folder=data_folder, recorded={"0dB": "absent"})
+        prepare_test_conditions(
+            folder, data_folder=data_folder, recorded={"0dB": "absent"}
+        )
 
 
 def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, corpus):
@@ -177,8 +215,12 @@ def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, corpus):
     folder = _manifest_folder(tmp_path, corpus)
     shutil.copy(paths["dev"], os.path.join(folder, "dev.csv"))
     kwargs = dict(data_folder=data_folder, snrs=[0], seed=5)
-    test = prepare_test_conditions(folder, noise_csv=paths["noise_test"], **kwargs)
-    dev = prepare_test_conditions(folder, noise_csv=paths["noise_adapt"], split="dev", **kwargs)
+    test = prepare_test_conditions(
+        folder, noise_csv=paths["noise_test"], **kwargs
+    )
+    dev = prepare_test_conditions(
+        folder, noise_csv=paths["noise_adapt"], split="dev", **kwargs
+    )
     assert os.path.basename(dev["clean"]) == "dev.csv"
     assert os.path.basename(dev["0dB"]) == "dev_0dB.csv"
     assert os.path.basename(test["0dB"]) == "test_0dB.csv"

@@ -7,7 +7,12 @@ import re
 import sys
 
 import torch
-from recipe_run import demo_arguments, run_checked, run_train, tiny_run_arguments
+from recipe_run import (
+    demo_arguments,
+    run_checked,
+    run_train,
+    tiny_run_arguments,
+)
 
 DEMO = demo_arguments(n_train=16)
 
@@ -15,7 +20,9 @@ DEMO = demo_arguments(n_train=16)
 def test_two_gloo_processes_end_with_identical_student_weights(tmp_path):
     results = tmp_path / "results"
     data_folder = str(tmp_path / "demo")
-    run_train("hparams/teacher.yaml", results, "--data_folder", data_folder, *DEMO)
+    run_train(
+        "hparams/teacher.yaml", results, "--data_folder", data_folder, *DEMO
+    )
 
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     command = [
@@ -41,9 +48,14 @@ def test_two_gloo_processes_end_with_identical_student_weights(tmp_path):
     assert all(torch.equal(ranks[0][key], ranks[1][key]) for key in ranks[0])
 
     # The student did train, and one process wrote the checkpoints and the log.
-    teacher_ckpt = glob.glob(str(results / "demo/teacher/1986/save/CKPT+*/encoder.ckpt"))[0]
+    teacher_ckpt = glob.glob(
+        str(results / "demo/teacher/1986/save/CKPT+*/encoder.ckpt")
+    )[0]
     teacher = torch.load(teacher_ckpt)
-    assert any(not torch.equal(ranks[0][f"encoder.{key}"], teacher[key]) for key in teacher)
+    assert any(
+        not torch.equal(ranks[0][f"encoder.{key}"], teacher[key])
+        for key in teacher
+    )
     run = results / "demo" / "rm_tl_cl" / "1986"
     assert len(glob.glob(str(run / "save" / "CKPT+*"))) == 2
     log = (run / "train_log.txt").read_text()

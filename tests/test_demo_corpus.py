@@ -15,8 +15,11 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-
-from ctsl_brain.demo_corpus import MANIFEST_HEADER, NOISE_HEADER, prepare_demo_corpus
+from ctsl_brain.demo_corpus import (
+    MANIFEST_HEADER,
+    NOISE_HEADER,
+    prepare_demo_corpus,
+)
 
 SMALL = {
     "n_train": 24,
@@ -54,7 +57,9 @@ def all_files(data_folder):
     """Relative paths of every regular file under ``data_folder``."""
     found = []
     for root, _, files in os.walk(data_folder):
-        found += [os.path.relpath(os.path.join(root, f), data_folder) for f in files]
+        found += [
+            os.path.relpath(os.path.join(root, f), data_folder) for f in files
+        ]
     return sorted(found)
 
 
@@ -138,7 +143,9 @@ def test_noise_banks(small_corpus):
         assert header == NOISE_HEADER
         banks[bank] = [row["ID"] for row in rows]
         assert len(set(banks[bank])) == len(rows)
-        assert sum(float(row["duration"]) for row in rows) >= minutes * 60 - 1e-6
+        assert (
+            sum(float(row["duration"]) for row in rows) >= minutes * 60 - 1e-6
+        )
         for row in rows:
             assert row["wav"] == f"$data_root/noise/{bank}/{row['ID']}.wav"
             info = sf.info(resolve(row["wav"], folder))
@@ -149,7 +156,10 @@ def test_noise_banks(small_corpus):
     assert not set(banks["adapt"]) & set(banks["test"])
     # Different recordings: no segment of one bank shares audio with a segment of the other.
     audio = {
-        bank: [sf.read(resolve(f"$data_root/noise/{bank}/{i}.wav", folder))[0] for i in ids]
+        bank: [
+            sf.read(resolve(f"$data_root/noise/{bank}/{i}.wav", folder))[0]
+            for i in ids
+        ]
         for bank, ids in banks.items()
     }
     for x in audio["adapt"]:
@@ -185,7 +195,9 @@ def test_deterministic(tmp_path):
     assert (a / "train.csv").read_bytes() != (c / "train.csv").read_bytes()
 
 
-def test_a_generation_stopped_half_way_ends_with_the_same_files(tmp_path, monkeypatch):
+def test_a_generation_stopped_half_way_ends_with_the_same_files(
+    tmp_path, monkeypatch
+):
     """Stopped while it writes its audio (a kill), the same call finishes it: the folder then
     holds exactly the files of an uninterrupted generation, byte for byte, and no temporary
     file."""
@@ -207,10 +219,14 @@ def test_a_generation_stopped_half_way_ends_with_the_same_files(tmp_path, monkey
     with pytest.raises(KeyboardInterrupt):
         prepare_demo_corpus(cut, **options)
     monkeypatch.undo()
-    assert not os.path.exists(cut / "demo_corpus.json"), "a stopped generation looked complete"
+    assert not os.path.exists(cut / "demo_corpus.json"), (
+        "a stopped generation looked complete"
+    )
     # What a kill during a write leaves: the temporary file of a process that is gone.
     dead = 2**22 + 12345  # above Linux' default pid_max: no process has this id
-    (cut / "wav" / "train" / f".train_00003.wav.{dead}.tmp").write_bytes(b"RIFF cut sh")
+    (cut / "wav" / "train" / f".train_00003.wav.{dead}.tmp").write_bytes(
+        b"RIFF cut sh"
+    )
     prepare_demo_corpus(cut, **options)
     assert all_files(cut) == all_files(whole)
     for rel in all_files(whole):
@@ -280,8 +296,12 @@ def acoustic_features(audio, sr=16000):
     win_len, n_fft, hop = 600, 1024, 160
     x = np.pad(x, (0, max(0, win_len - len(x))))
     window = np.hanning(win_len)
-    frames = np.lib.stride_tricks.sliding_window_view(x, win_len)[::hop] * window
-    power = np.abs(np.fft.rfft(frames, n=n_fft)) ** 2  # zero-padded: linear autocorrelation
+    frames = (
+        np.lib.stride_tricks.sliding_window_view(x, win_len)[::hop] * window
+    )
+    power = (
+        np.abs(np.fft.rfft(frames, n=n_fft)) ** 2
+    )  # zero-padded: linear autocorrelation
     freqs = np.fft.rfftfreq(n_fft, 1 / sr)
     energy_db = 10 * np.log10(power.sum(axis=1) + 1e-9)
     active = energy_db > energy_db.max() - 30
@@ -289,7 +309,9 @@ def acoustic_features(audio, sr=16000):
     # Pitch by normalised autocorrelation in 70-450 Hz, corrected for the window's own
     # autocorrelation so that long lags (low voices) are not penalised (Boersma, 1993).
     acf = np.fft.irfft(power, axis=1)[:, :win_len]
-    window_acf = np.fft.irfft(np.abs(np.fft.rfft(window, n=n_fft)) ** 2)[:win_len]
+    window_acf = np.fft.irfft(np.abs(np.fft.rfft(window, n=n_fft)) ** 2)[
+        :win_len
+    ]
     acf = acf / (acf[:, :1] + 1e-9) / (window_acf / window_acf[0])
     lo, hi = sr // 450, sr // 70
     # A small octave cost favours the shortest period among near-equal peaks (subharmonics).
@@ -324,7 +346,9 @@ def acoustic_features(audio, sr=16000):
     mod_f = np.fft.rfftfreq(1024, hop / sr)
     sel = (mod_f > 1) & (mod_f < 12)
     mod_centroid = (mod[sel] * mod_f[sel]).sum() / (mod[sel].sum() + 1e-9)
-    rising = np.sum(np.diff((env > 0.5 * env.max()).astype(int)) == 1) / (len(env) * hop / sr)
+    rising = np.sum(np.diff((env > 0.5 * env.max()).astype(int)) == 1) / (
+        len(env) * hop / sr
+    )
 
     zcr = np.mean(np.abs(np.diff(np.sign(x))) > 0)
     e_voiced = energy_db[voiced]
@@ -367,7 +391,9 @@ def mix_at_snr(speech, noise, snr_db, rng):
     """Add a random excerpt of ``noise`` at ``snr_db`` (RMS over the utterance's own samples)."""
     start = rng.integers(0, len(noise) - len(speech) + 1)
     excerpt = noise[start : start + len(speech)]
-    gain = np.sqrt(np.mean(speech**2) / (np.mean(excerpt**2) + 1e-12) / 10 ** (snr_db / 10))
+    gain = np.sqrt(
+        np.mean(speech**2) / (np.mean(excerpt**2) + 1e-12) / 10 ** (snr_db / 10)
+    )
     return speech + gain * excerpt
 
 
@@ -375,19 +401,27 @@ def learnability(folder, paths, snr_db=0.0, seed=0):
     """CCCs per attribute of the feature baseline: clean, and 0 dB test (clean-trained and
     noisy-trained)."""
     rng = np.random.default_rng(seed)
-    noises = [sf.read(resolve(r["wav"], folder))[0] for r in read_csv(paths["noise_test"])[1]]
+    noises = [
+        sf.read(resolve(r["wav"], folder))[0]
+        for r in read_csv(paths["noise_test"])[1]
+    ]
     data = {}
     for split in ("train", "test"):
         rows = read_csv(paths[split])[1]
         feats, noisy, labels = [], [], []
         for row in rows:
             audio = sf.read(resolve(row["wav"], folder))[0]
-            mixed = mix_at_snr(audio, noises[rng.integers(len(noises))], snr_db, rng)
+            mixed = mix_at_snr(
+                audio, noises[rng.integers(len(noises))], snr_db, rng
+            )
             feats.append(acoustic_features(audio))
             noisy.append(acoustic_features(mixed))
             labels.append([float(row[a]) for a in ATTRIBUTES])
         data[split] = (np.array(feats), np.array(noisy), np.array(labels))
-    (tr_clean, tr_noisy, tr_y), (te_clean, te_noisy, te_y) = data["train"], data["test"]
+    (tr_clean, tr_noisy, tr_y), (te_clean, te_noisy, te_y) = (
+        data["train"],
+        data["test"],
+    )
     result = {}
     for name, train_x, test_x in (
         ("clean", tr_clean, te_clean),
@@ -395,15 +429,26 @@ def learnability(folder, paths, snr_db=0.0, seed=0):
         ("noisy_matched", tr_noisy, te_noisy),
     ):
         pred = fit_predict(train_x, tr_y, test_x)
-        result[name] = {a: ccc(pred[:, i], te_y[:, i]) for i, a in enumerate(ATTRIBUTES)}
+        result[name] = {
+            a: ccc(pred[:, i], te_y[:, i]) for i, a in enumerate(ATTRIBUTES)
+        }
     return result
 
 
 def test_labels_are_learnable_and_masked_by_noise(learn_corpus):
     folder, paths = learn_corpus
     result = learnability(folder, paths)
-    clean, noisy, matched = result["clean"], result["noisy"], result["noisy_matched"]
-    print({k: {a: round(float(v), 3) for a, v in r.items()} for k, r in result.items()})
+    clean, noisy, matched = (
+        result["clean"],
+        result["noisy"],
+        result["noisy_matched"],
+    )
+    print(
+        {
+            k: {a: round(float(v), 3) for a, v in r.items()}
+            for k, r in result.items()
+        }
+    )
     assert clean["arousal"] >= 0.7
     assert clean["dominance"] >= 0.3
     assert clean["valence"] >= 0.3
@@ -415,7 +460,9 @@ def test_labels_are_learnable_and_masked_by_noise(learn_corpus):
 
 def test_label_distribution(learn_corpus):
     _, paths = learn_corpus
-    y = np.array([[float(r[a]) for a in ATTRIBUTES] for r in read_csv(paths["train"])[1]])
+    y = np.array(
+        [[float(r[a]) for a in ATTRIBUTES] for r in read_csv(paths["train"])[1]]
+    )
     assert np.all(np.abs(y.mean(axis=0) - 4.0) < 0.4)
     assert np.all((y.std(axis=0) > 0.8) & (y.std(axis=0) < 1.4))
     # Arousal and dominance are correlated, as in annotated corpora.
@@ -427,7 +474,9 @@ def test_what_is_said_follows_valence():
     positive the utterance, back vowels the more negative."""
     from ctsl_brain.demo_speech import VOWELS, vowel_probabilities
 
-    np.testing.assert_allclose(vowel_probabilities(0.0), np.full(len(VOWELS), 1 / len(VOWELS)))
+    np.testing.assert_allclose(
+        vowel_probabilities(0.0), np.full(len(VOWELS), 1 / len(VOWELS))
+    )
     valences = np.linspace(-1.0, 1.0, 9)
     probs = np.array([vowel_probabilities(v) for v in valences])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)

@@ -15,8 +15,6 @@ import pytest
 import soundfile
 import torch
 import torchaudio
-from recipe_run import ROOT, demo_arguments, run_checked, run_train
-
 from ctsl_brain.__main__ import main
 from ctsl_brain.conditions import condition_manifest
 from ctsl_brain.dataio import (
@@ -29,6 +27,7 @@ from ctsl_brain.dataio import (
 )
 from ctsl_brain.export import export_run
 from ctsl_brain.inference import EmotionRegressor, audio_files
+from recipe_run import ROOT, demo_arguments, run_checked, run_train
 
 RATE = 16000
 
@@ -41,19 +40,42 @@ def runs(tmp_path_factory):
     results, data_folder = base / "results", str(base / "demo")
     demo = demo_arguments(n_train=8)
     run_train(
-        "hparams/teacher.yaml", results, "--data_folder", data_folder, *demo, number_of_epochs=2
+        "hparams/teacher.yaml",
+        results,
+        "--data_folder",
+        data_folder,
+        *demo,
+        number_of_epochs=2,
     )
-    run_train("hparams/student.yaml", results, "--data_folder", data_folder, *demo)
+    run_train(
+        "hparams/student.yaml", results, "--data_folder", data_folder, *demo
+    )
     teacher_run = str(results / "demo" / "teacher" / "1986")
     student_run = str(results / "demo" / "rm_tl_cl" / "1986")
-    other_epoch = 3 - _evaluated_epoch(teacher_run)  # the one the evaluation did not choose
+    other_epoch = 3 - _evaluated_epoch(
+        teacher_run
+    )  # the one the evaluation did not choose
 
     out = str(base / "export" / "teacher")
-    run_checked([sys.executable, "-m", "ctsl_brain", "export", "--run", teacher_run, "--out", out])
+    run_checked(
+        [
+            sys.executable,
+            "-m",
+            "ctsl_brain",
+            "export",
+            "--run",
+            teacher_run,
+            "--out",
+            out,
+        ]
+    )
     export_run(student_run, base / "export" / "student")
     export_run(teacher_run, base / "export" / "other", epoch=other_epoch)
     shutil.move(base / "export", base / "moved")
-    models = {name: str(base / "moved" / name) for name in ("teacher", "student", "other")}
+    models = {
+        name: str(base / "moved" / name)
+        for name in ("teacher", "student", "other")
+    }
     return {
         "results": results,
         "data_folder": data_folder,
@@ -82,9 +104,13 @@ def _run_predictions(runs, system, epoch):
     table = table[table["checkpoint"] == epoch]
     found = {}
     for condition, rows in table.groupby("condition"):
-        manifest = pd.read_csv(condition_manifest(runs["manifests"], condition)).set_index("ID")
+        manifest = pd.read_csv(
+            condition_manifest(runs["manifests"], condition)
+        ).set_index("ID")
         for _, row in rows.iterrows():
-            path = manifest.loc[row["ID"], "wav"].replace("$data_root", runs["data_folder"])
+            path = manifest.loc[row["ID"], "wav"].replace(
+                "$data_root", runs["data_folder"]
+            )
             found[path] = np.array([row[f"{name}_pred"] for name in ATTRIBUTES])
     return found
 
@@ -111,8 +137,12 @@ def test_exported_model_predicts_what_the_run_evaluated(runs, system):
 
 def test_checkpoint_option_exports_that_epoch(runs):
     other = EmotionRegressor.from_hparams(source=runs["models"]["other"])
-    expected = _run_predictions(runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"]))
-    assert _largest_difference(other, expected, 2) > 1e-3, "the other epoch predicts the same"
+    expected = _run_predictions(
+        runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"])
+    )
+    assert _largest_difference(other, expected, 2) > 1e-3, (
+        "the other epoch predicts the same"
+    )
     with open(os.path.join(runs["models"]["other"], "hyperparams.yaml")) as fin:
         assert f"the checkpoint of epoch {runs['other_epoch']}," in fin.read()
 
@@ -146,7 +176,9 @@ def test_exported_folder_is_self_contained_and_lint_clean(runs):
     os.rename(cache, f"{cache}.away")
     try:
         model = EmotionRegressor.from_hparams(source=folder)
-        expected = _run_predictions(runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"]))
+        expected = _run_predictions(
+            runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"])
+        )
         assert _largest_difference(model, expected, 1) < 1e-4
     finally:
         os.rename(f"{cache}.away", cache)
@@ -175,10 +207,31 @@ def test_export_refusals_name_the_path_and_the_way_out(runs, tmp_path, capsys):
     no_checkpoint = tmp_path / "fresh_run"
     no_checkpoint.mkdir()
     shutil.copy(os.path.join(teacher_run, "hyperparams.yaml"), no_checkpoint)
-    assert main(["export", "--run", str(no_checkpoint), "--out", str(tmp_path / "m")]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(no_checkpoint),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 1
+    )
     assert "no end-of-epoch checkpoint" in capsys.readouterr().err
 
-    assert main(["export", "--run", teacher_run, "--out", str(tmp_path / "m"), "--checkpoint", "9"])
+    assert main(
+        [
+            "export",
+            "--run",
+            teacher_run,
+            "--out",
+            str(tmp_path / "m"),
+            "--checkpoint",
+            "9",
+        ]
+    )
     assert "its epochs are 1, 2" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "m")
 
@@ -186,7 +239,12 @@ def test_export_refusals_name_the_path_and_the_way_out(runs, tmp_path, capsys):
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
     for extra in ([], ["--overwrite"]):
-        assert main(["export", "--run", teacher_run, "--out", str(occupied), *extra]) == 1
+        assert (
+            main(
+                ["export", "--run", teacher_run, "--out", str(occupied), *extra]
+            )
+            == 1
+        )
         error = capsys.readouterr().err
         assert str(occupied) in error and ("--overwrite" in error)
     assert os.listdir(occupied) == ["notes.txt"]
@@ -203,10 +261,14 @@ def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
         export_run(runs["runs"]["teacher"], out)
     done = export_run(runs["runs"]["teacher"], out, overwrite=True)
     assert done["epoch"] == _evaluated_epoch(runs["runs"]["teacher"])
-    assert sorted(os.listdir(tmp_path)) == ["model"], "a staging folder was left behind"
+    assert sorted(os.listdir(tmp_path)) == ["model"], (
+        "a staging folder was left behind"
+    )
 
 
-def test_an_export_killed_half_way_is_redone_by_the_same_command(runs, tmp_path):
+def test_an_export_killed_half_way_is_redone_by_the_same_command(
+    runs, tmp_path
+):
     """What a killed export leaves beside its --out folder (the model being written, or an
     earlier export being replaced) is removed by the next export, which then succeeds."""
     out = tmp_path / "model"
@@ -224,7 +286,9 @@ def test_an_export_killed_half_way_is_redone_by_the_same_command(runs, tmp_path)
 
 
 def _speech(runs, index=0):
-    path = os.path.join(runs["data_folder"], "wav", "test", f"test_{index:05d}.wav")
+    path = os.path.join(
+        runs["data_folder"], "wav", "test", f"test_{index:05d}.wav"
+    )
     data, rate = soundfile.read(path, dtype="float32")
     assert rate == RATE
     return data
@@ -236,7 +300,9 @@ def _write(path, data, rate=RATE, subtype="FLOAT"):
 
 
 def _batch(model, signal):
-    return model.predict_batch(torch.as_tensor(signal, dtype=torch.float32)[None])[0].numpy()
+    return model.predict_batch(
+        torch.as_tensor(signal, dtype=torch.float32)[None]
+    )[0].numpy()
 
 
 def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
@@ -245,7 +311,9 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
     assert list(prediction.index) == list(ATTRIBUTES)
     assert prediction.arousal == prediction["arousal"]
     # Shorter than the window: one window, exactly the waveform's prediction.
-    assert np.array_equal(prediction.to_numpy(), _batch(model, speech).astype(np.float64))
+    assert np.array_equal(
+        prediction.to_numpy(), _batch(model, speech).astype(np.float64)
+    )
     embedding = model.encode_batch(torch.as_tensor(speech)[None])
     assert embedding.shape == (1, model.mods.encoder.output_size)
 
@@ -253,12 +321,18 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
 def test_channels_are_averaged(model, runs, tmp_path):
     speech, other = _speech(runs, 0), _speech(runs, 1)
     mono = model.predict_file(_write(tmp_path / "mono.wav", speech)).to_numpy()
-    twice = model.predict_file(_write(tmp_path / "twice.wav", np.stack([speech, speech], 1)))
+    twice = model.predict_file(
+        _write(tmp_path / "twice.wav", np.stack([speech, speech], 1))
+    )
     assert np.array_equal(twice.to_numpy(), mono)
 
     other = np.resize(other, len(speech))
-    stereo = model.predict_file(_write(tmp_path / "stereo.wav", np.stack([speech, other], 1)))
-    assert np.allclose(stereo.to_numpy(), _batch(model, (speech + other) / 2), atol=1e-5)
+    stereo = model.predict_file(
+        _write(tmp_path / "stereo.wav", np.stack([speech, other], 1))
+    )
+    assert np.allclose(
+        stereo.to_numpy(), _batch(model, (speech + other) / 2), atol=1e-5
+    )
     assert not np.allclose(stereo.to_numpy(), mono, atol=1e-3)
 
 
@@ -266,15 +340,23 @@ def test_channels_are_averaged(model, runs, tmp_path):
 def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
     speech = torch.as_tensor(_speech(runs))
     recorded = torchaudio.functional.resample(speech, RATE, rate).numpy()
-    prediction = model.predict_file(_write(tmp_path / f"{rate}.wav", recorded, rate))
-    heard = torchaudio.functional.resample(torch.as_tensor(recorded), rate, RATE)
+    prediction = model.predict_file(
+        _write(tmp_path / f"{rate}.wav", recorded, rate)
+    )
+    heard = torchaudio.functional.resample(
+        torch.as_tensor(recorded), rate, RATE
+    )
     assert np.allclose(prediction.to_numpy(), _batch(model, heard), atol=1e-5)
 
 
 def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
     quantised = np.round(_speech(runs) * 32767).astype(np.int16)
-    as_int = model.predict_file(_write(tmp_path / "int16.wav", quantised, subtype="PCM_16"))
-    as_float = model.predict_file(_write(tmp_path / "float.wav", quantised / 32768.0))
+    as_int = model.predict_file(
+        _write(tmp_path / "int16.wav", quantised, subtype="PCM_16")
+    )
+    as_float = model.predict_file(
+        _write(tmp_path / "float.wav", quantised / 32768.0)
+    )
     assert np.array_equal(as_int.to_numpy(), as_float.to_numpy())
 
 
@@ -285,10 +367,16 @@ def _manual_windows(model, signal, count, *, by_frames=True):
     bounds = [len(signal) * i // count for i in range(count + 1)]
     embeddings, frames = [], []
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        embeddings.append(model.encode_batch(torch.as_tensor(signal[start:end])[None])[0])
-        frames.append(float(model.mods.encoder.frame_lengths(torch.tensor(end - start))))
+        embeddings.append(
+            model.encode_batch(torch.as_tensor(signal[start:end])[None])[0]
+        )
+        frames.append(
+            float(model.mods.encoder.frame_lengths(torch.tensor(end - start)))
+        )
     frames = torch.tensor(frames) if by_frames else torch.ones(count)
-    embedding = (torch.stack(embeddings) * (frames / frames.sum())[:, None]).sum(0)
+    embedding = (
+        torch.stack(embeddings) * (frames / frames.sum())[:, None]
+    ).sum(0)
     return (model.mods.head(embedding[None])[0] * 6 + 1).numpy()
 
 
@@ -299,9 +387,12 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
 
     # Exactly three windows of one second: the plain mean of their embeddings.
     exact = speech[: 3 * RATE]
-    by_window = model.predict_file(_write(tmp_path / "three.wav", exact), window_seconds=1.0)
+    by_window = model.predict_file(
+        _write(tmp_path / "three.wav", exact), window_seconds=1.0
+    )
     windows = [
-        model.encode_batch(torch.as_tensor(exact[i * RATE : (i + 1) * RATE])) for i in range(3)
+        model.encode_batch(torch.as_tensor(exact[i * RATE : (i + 1) * RATE]))
+        for i in range(3)
     ]
     mean = torch.cat(windows).mean(0, keepdim=True)
     expected = (model.mods.head(mean)[0] * 6 + 1).numpy()
@@ -310,28 +401,42 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     count = int(np.ceil(seconds / 2.0))
     assert count >= 3
     windowed = model.predict_file(path, window_seconds=2.0, batch_size=2)
-    assert np.allclose(windowed.to_numpy(), _manual_windows(model, speech, count), atol=1e-5)
-    assert not np.allclose(windowed.to_numpy(), _batch(model, speech), atol=1e-3)
+    assert np.allclose(
+        windowed.to_numpy(), _manual_windows(model, speech, count), atol=1e-5
+    )
+    assert not np.allclose(
+        windowed.to_numpy(), _batch(model, speech), atol=1e-3
+    )
 
     # Two windows a frame apart (one sample apart, across a frame boundary): weighted by their
     # frame counts, not equally.
     frames = model.mods.encoder.frame_lengths
     edge = next(
-        n for n in range(4000, 5000) if frames(torch.tensor(n)) > frames(torch.tensor(n - 1))
+        n
+        for n in range(4000, 5000)
+        if frames(torch.tensor(n)) > frames(torch.tensor(n - 1))
     )
     pair = speech[RATE : RATE + 2 * edge - 1]
-    uneven = model.predict_file(_write(tmp_path / "pair.wav", pair), window_seconds=edge / RATE)
+    uneven = model.predict_file(
+        _write(tmp_path / "pair.wav", pair), window_seconds=edge / RATE
+    )
     weighted = _manual_windows(model, pair, 2)
-    assert not np.allclose(weighted, _manual_windows(model, pair, 2, by_frames=False), atol=1e-5)
+    assert not np.allclose(
+        weighted, _manual_windows(model, pair, 2, by_frames=False), atol=1e-5
+    )
     assert np.allclose(uneven.to_numpy(), weighted, atol=1e-6)
 
     # The window is a key of the model too, and a window as long as the file is the file.
     shorter = EmotionRegressor.from_hparams(
         source=runs["models"]["teacher"], overrides={"window_seconds": 2.0}
     )
-    assert np.allclose(shorter.predict_file(path).to_numpy(), windowed.to_numpy(), atol=1e-6)
+    assert np.allclose(
+        shorter.predict_file(path).to_numpy(), windowed.to_numpy(), atol=1e-6
+    )
     whole = model.predict_file(path, window_seconds=seconds)
-    assert np.array_equal(whole.to_numpy(), _batch(model, speech).astype(np.float64))
+    assert np.array_equal(
+        whole.to_numpy(), _batch(model, speech).astype(np.float64)
+    )
     with pytest.raises(ValueError, match="window_seconds=0.1"):
         model.predict_file(path, window_seconds=0.1)
 
@@ -360,13 +465,19 @@ def test_unusable_files_are_clear_errors(model, tmp_path):
 
 
 def test_model_folder_must_exist_and_be_an_export(tmp_path):
-    with pytest.raises(MissingInputError, match="model folder .*absent does not exist: give"):
+    with pytest.raises(
+        MissingInputError, match="model folder .*absent does not exist: give"
+    ):
         EmotionRegressor.from_hparams(source=str(tmp_path / "absent"))
-    with pytest.raises(MissingInputError, match="is not a model folder .* export a trained run"):
+    with pytest.raises(
+        MissingInputError, match="is not a model folder .* export a trained run"
+    ):
         EmotionRegressor.from_hparams(source=str(tmp_path))
 
 
-def test_silent_and_non_finite_files_are_refused_as_in_training(model, runs, tmp_path):
+def test_silent_and_non_finite_files_are_refused_as_in_training(
+    model, runs, tmp_path
+):
     """The verdict, kind and advice of the training data preparation, word for word."""
     speech = _speech(runs)
     with_nan, with_inf = speech.copy(), speech.copy()
@@ -386,14 +497,18 @@ def test_silent_and_non_finite_files_are_refused_as_in_training(model, runs, tmp
     assert str(error.value).endswith(AUDIO_ADVICE["non-finite audio"])
 
 
-def test_a_prediction_that_is_not_a_number_is_an_error(model, runs, tmp_path, monkeypatch):
+def test_a_prediction_that_is_not_a_number_is_an_error(
+    model, runs, tmp_path, monkeypatch
+):
     path = _write(tmp_path / "speech.wav", _speech(runs))
     monkeypatch.setattr(
         model,
         "predict_from_embeddings",
         lambda embeddings: torch.full((len(embeddings), 3), np.nan),
     )
-    with pytest.raises(DataError, match="non-finite prediction: the model gives arousal nan"):
+    with pytest.raises(
+        DataError, match="non-finite prediction: the model gives arousal nan"
+    ):
         model.predict_file(path)
     frame = model.predict_files([path])
     assert frame.loc[path, "error"].startswith("non-finite prediction")
@@ -403,13 +518,20 @@ def test_a_prediction_that_is_not_a_number_is_an_error(model, runs, tmp_path, mo
 # ----- The command line -----
 
 
-def test_predict_command_reports_a_broken_file_and_predicts_the_rest(model, runs, tmp_path):
+def test_predict_command_reports_a_broken_file_and_predicts_the_rest(
+    model, runs, tmp_path
+):
     folder = tmp_path / "calls"
     (folder / "day2").mkdir(parents=True)
     speech = _speech(runs, 2)
     good = [
         _write(folder / "a.wav", _speech(runs, 0), subtype="PCM_16"),
-        _write(folder / "b.flac", np.stack([speech, speech * 0.5], 1), 44100, subtype="PCM_24"),
+        _write(
+            folder / "b.flac",
+            np.stack([speech, speech * 0.5], 1),
+            44100,
+            subtype="PCM_24",
+        ),
         _write(folder / "day2" / "c.wav", _speech(runs, 3)),
     ]
     broken = folder / "broken.wav"
@@ -448,7 +570,9 @@ def test_predict_command_reports_a_broken_file_and_predicts_the_rest(model, runs
     for path in good:
         assert table.loc[path, "error"] == ""
         expected = model.predict_file(path).to_numpy()
-        assert np.allclose(table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4)
+        assert np.allclose(
+            table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
+        )
     duration = float(table.loc[good[0], "duration"])
     assert duration == pytest.approx(len(_speech(runs, 0)) / RATE, abs=1e-3)
 
@@ -480,7 +604,9 @@ def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
     (tmp_path / "x" / "y").mkdir(parents=True)
     for name in ("x/b.WAV", "x/y/a.flac", "x/readme.md", "x/c.ogg"):
         (tmp_path / name).write_bytes(b"")
-    found = audio_files([str(tmp_path / "x"), str(tmp_path / "x" / "readme.md"), "missing.wav"])
+    found = audio_files(
+        [str(tmp_path / "x"), str(tmp_path / "x" / "readme.md"), "missing.wav"]
+    )
     assert found == [
         str(tmp_path / "x" / "b.WAV"),
         str(tmp_path / "x" / "c.ogg"),
@@ -490,7 +616,9 @@ def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
     ]
 
 
-def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, capsys):
+def test_predict_reports_bad_audio_and_never_writes_nan(
+    model, runs, tmp_path, capsys
+):
     """NaN, infinite and silent files are error rows with the reason, the good files are
     predicted, a folder named like a file is searched, and no number in the CSV is NaN."""
     folder = tmp_path / "calls"
@@ -499,7 +627,10 @@ def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, c
     with_nan, with_inf = speech.copy(), speech.copy()
     with_nan[::1000] = np.nan
     with_inf[RATE // 4] = -np.inf
-    good = [_write(folder / "good.wav", speech), _write(folder / "take2.wav" / "in.wav", speech)]
+    good = [
+        _write(folder / "good.wav", speech),
+        _write(folder / "take2.wav" / "in.wav", speech),
+    ]
     bad = {
         _write(folder / "nan.wav", with_nan): "non-finite audio: ",
         _write(folder / "inf.wav", with_inf): "non-finite audio: ",
@@ -507,7 +638,15 @@ def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, c
     }
     out = tmp_path / "predictions.csv"
     model_folder = runs["models"]["teacher"]
-    arguments = ["predict", "--model", model_folder, "--out", str(out), "--device", "cpu"]
+    arguments = [
+        "predict",
+        "--model",
+        model_folder,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     assert main([*arguments, str(folder), "--noprogressbar"]) == 1
     assert "2 of 5 files predicted, 3 failed" in capsys.readouterr().err
     table = pd.read_csv(out, keep_default_na=False, dtype=str).set_index("file")
@@ -523,7 +662,9 @@ def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, c
     for path in good:
         assert table.loc[path, "error"] == ""
         expected = model.predict_file(path).to_numpy()
-        assert np.allclose(table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4)
+        assert np.allclose(
+            table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
+        )
 
     # A folder named like a file that holds no audio: said at once, nothing is predicted.
     empty = tmp_path / "take1.wav"
@@ -531,5 +672,8 @@ def test_predict_reports_bad_audio_and_never_writes_nan(model, runs, tmp_path, c
     os.remove(out)
     assert main([*arguments, str(empty), good[0], "--noprogressbar"]) == 1
     error = capsys.readouterr().err
-    assert f"{empty} is a folder and holds no audio file (searched for .wav" in error
+    assert (
+        f"{empty} is a folder and holds no audio file (searched for .wav"
+        in error
+    )
     assert not out.exists()

@@ -17,9 +17,17 @@ SCRIPTS = {"train", "study", "msp_podcast_prepare", "inspect_encoder"}
 
 def _tracked(suffix):
     files = subprocess.run(
-        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["git", "ls-files"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
-    return [f for f in files if f.endswith(suffix) and os.path.isfile(os.path.join(ROOT, f))]
+    return [
+        f
+        for f in files
+        if f.endswith(suffix) and os.path.isfile(os.path.join(ROOT, f))
+    ]
 
 
 def _imports(path):
@@ -30,7 +38,9 @@ def _imports(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
+        ):
             found.add(node.module)
             # "from ctsl_brain import noise" imports ctsl_brain.noise
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -58,7 +68,9 @@ def test_the_library_has_no_import_circle():
         state[module] = "open"
         for imported in sorted(graph[module]):
             if state.get(imported) == "open":
-                circles.append(" -> ".join([*path[path.index(imported) :], imported]))
+                circles.append(
+                    " -> ".join([*path[path.index(imported) :], imported])
+                )
             elif imported not in state:
                 visit(imported, [*path, imported])
         state[module] = "done"

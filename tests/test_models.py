@@ -4,8 +4,6 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from speechbrain.integrations.huggingface import Wav2Vec2
-
 from ctsl_brain.models import (
     RegressionHead,
     SSLEncoder,
@@ -13,6 +11,8 @@ from ctsl_brain.models import (
     masked_mean,
     tiny_encoder_folder,
 )
+
+from speechbrain.integrations.huggingface import Wav2Vec2
 
 FAMILIES = ["wav2vec2", "wavlm", "hubert"]
 
@@ -32,7 +32,9 @@ def test_masked_mean_ignores_padding():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_embedding_alone_equals_embedding_padded_in_a_batch(model_folder, family):
+def test_embedding_alone_equals_embedding_padded_in_a_batch(
+    model_folder, family
+):
     encoder = load_encoder(
         f"hparams/encoders/tiny_{family}.yaml", save_path=str(model_folder)
     ).eval()
@@ -49,12 +51,20 @@ def test_embedding_alone_equals_embedding_padded_in_a_batch(model_folder, family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_pruned_encoder_equals_full_encoder_with_top_layers_deleted(model_folder, family):
-    folder = tiny_encoder_folder(model_folder, model_type=family, num_layers=4, seed=3)
-    hf_class = {"wav2vec2": "Wav2Vec2", "wavlm": "WavLM", "hubert": "HuBERT"}[family]
+def test_pruned_encoder_equals_full_encoder_with_top_layers_deleted(
+    model_folder, family
+):
+    folder = tiny_encoder_folder(
+        model_folder, model_type=family, num_layers=4, seed=3
+    )
+    hf_class = {"wav2vec2": "Wav2Vec2", "wavlm": "WavLM", "hubert": "HuBERT"}[
+        family
+    ]
     import speechbrain.integrations.huggingface as sb_hf
 
-    pruned = SSLEncoder(getattr(sb_hf, hf_class), folder, save_path=folder, num_layers=2).eval()
+    pruned = SSLEncoder(
+        getattr(sb_hf, hf_class), folder, save_path=folder, num_layers=2
+    ).eval()
     assert len(pruned.ssl.model.encoder.layers) == 2
 
     # Reference: the full model straight from transformers, its top two layers deleted, fed
@@ -64,7 +74,9 @@ def test_pruned_encoder_equals_full_encoder_with_top_layers_deleted(model_folder
     del full.encoder.layers[2:]
     extractor = transformers.AutoFeatureExtractor.from_pretrained(folder)
     rng = np.random.default_rng(1)
-    utterances = [rng.normal(0, 0.3, n).astype(np.float32) + 0.1 for n in (12000, 7000)]
+    utterances = [
+        rng.normal(0, 0.3, n).astype(np.float32) + 0.1 for n in (12000, 7000)
+    ]
 
     wavs = torch.zeros(2, 12000)
     for i, u in enumerate(utterances):
@@ -73,7 +85,9 @@ def test_pruned_encoder_equals_full_encoder_with_top_layers_deleted(model_folder
         ours = pruned(wavs, torch.tensor([1.0, 7000 / 12000]))
         for i, u in enumerate(utterances):
             inputs = extractor(u, sampling_rate=16000, return_tensors="pt")
-            expected = full(inputs.input_values).last_hidden_state.mean(dim=1)[0]
+            expected = full(inputs.input_values).last_hidden_state.mean(dim=1)[
+                0
+            ]
             torch.testing.assert_close(ours[i], expected, atol=2e-5, rtol=1e-4)
 
 
@@ -93,13 +107,18 @@ def test_too_many_layers_is_a_clear_error(model_folder):
 
 def test_feature_extractor_is_frozen_and_transformer_trains(model_folder):
     folder = tiny_encoder_folder(model_folder)
-    encoder = SSLEncoder(Wav2Vec2, folder, save_path=folder, freeze_feature_extractor=True)
+    encoder = SSLEncoder(
+        Wav2Vec2, folder, save_path=folder, freeze_feature_extractor=True
+    )
     cnn = encoder.ssl.model.feature_extractor
     assert not any(p.requires_grad for p in cnn.parameters())
     assert all(p.requires_grad for p in encoder.ssl.model.encoder.parameters())
     encoder(torch.randn(2, 8000), torch.ones(2)).sum().backward()
     assert all(p.grad is None for p in cnn.parameters())
-    assert encoder.ssl.model.encoder.layers[0].attention.k_proj.weight.grad is not None
+    assert (
+        encoder.ssl.model.encoder.layers[0].attention.k_proj.weight.grad
+        is not None
+    )
 
 
 def test_frozen_encoder_stays_in_eval_mode_and_has_no_gradient(model_folder):
@@ -113,20 +132,32 @@ def test_frozen_encoder_stays_in_eval_mode_and_has_no_gradient(model_folder):
 
 @pytest.mark.parametrize("family", ["wavlm", "hubert"])
 def test_other_families_load_through_the_same_path(model_folder, family):
-    encoder = load_encoder(f"hparams/encoders/tiny_{family}.yaml", save_path=str(model_folder))
-    expected = {"wavlm": transformers.WavLMModel, "hubert": transformers.HubertModel}[family]
+    encoder = load_encoder(
+        f"hparams/encoders/tiny_{family}.yaml", save_path=str(model_folder)
+    )
+    expected = {
+        "wavlm": transformers.WavLMModel,
+        "hubert": transformers.HubertModel,
+    }[family]
     assert isinstance(encoder.ssl.model, expected)
-    assert encoder(torch.randn(2, 8000), torch.ones(2)).shape == (2, encoder.output_size)
+    assert encoder(torch.randn(2, 8000), torch.ones(2)).shape == (
+        2,
+        encoder.output_size,
+    )
 
 
 def test_source_override_and_missing_file(model_folder):
     folder = tiny_encoder_folder(model_folder, hidden_size=48, num_heads=4)
     encoder = load_encoder(
-        "hparams/encoders/tiny_wav2vec2.yaml", save_path=str(model_folder), source=folder
+        "hparams/encoders/tiny_wav2vec2.yaml",
+        save_path=str(model_folder),
+        source=folder,
     )
     assert encoder.output_size == 48
     pruned = load_encoder(
-        "hparams/encoders/tiny_wav2vec2.yaml", save_path=str(model_folder), num_layers=1
+        "hparams/encoders/tiny_wav2vec2.yaml",
+        save_path=str(model_folder),
+        num_layers=1,
     )
     assert len(pruned.ssl.model.encoder.layers) == 1
     with pytest.raises(FileNotFoundError, match="encoder_hparams"):

@@ -8,10 +8,14 @@ import os
 import numpy as np
 import pytest
 import soundfile
-from recipe_run import run_train
-
-from ctsl_brain.dataio import AUDIO_ADVICE, DataError, MissingInputError, load_audio
+from ctsl_brain.dataio import (
+    AUDIO_ADVICE,
+    DataError,
+    MissingInputError,
+    load_audio,
+)
 from msp_podcast_prepare import prepare_msp_podcast, write_manifests
+from recipe_run import run_train
 from train import prepare_corpus
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -20,7 +24,9 @@ HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 def _speech(seconds, rate=16000, channels=1, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
-    mono = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(len(t))
+    mono = 0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(
+        len(t)
+    )
     return np.stack([mono] * channels, axis=1) if channels > 1 else mono
 
 
@@ -36,10 +42,14 @@ def _release(root, extra_rows=(), extra_files=None):
         for _ in range(count):
             name = f"MSP-PODCAST_0001_{n:04d}.wav"
             soundfile.write(audios / name, _speech(1.0 + n / 10, seed=n), 16000)
-            rows.append(f"{name},N,{3 + n % 3},{4.2},{2.6},{100 + n % 2},Female,{split}")
+            rows.append(
+                f"{name},N,{3 + n % 3},{4.2},{2.6},{100 + n % 2},Female,{split}"
+            )
             n += 1
     # Sample rate and channel count other than the recipe's are fine: resampled, downmixed.
-    soundfile.write(audios / "stereo_44k.wav", _speech(1.5, rate=44100, channels=2), 44100)
+    soundfile.write(
+        audios / "stereo_44k.wav", _speech(1.5, rate=44100, channels=2), 44100
+    )
     rows.append("stereo_44k.wav,N,5.0,3.0,4.4,7,Male,Train")
     for name, writer in (extra_files or {}).items():
         writer(audios / name)
@@ -145,13 +155,29 @@ def test_clean_release_gives_the_recipes_manifests(tmp_path):
     root = _release(tmp_path / "MSP")
     paths = write_manifests(str(root), str(tmp_path / "manifests"))
     train, dev, test = (_rows(paths[s]) for s in ("train", "dev", "test"))
-    assert [len(train), len(dev), len(test)] == [5, 2, 2]  # Test2 is not the test set
-    assert list(train[0]) == ["ID", "wav", "duration", "arousal", "dominance", "valence", "spk_id"]
+    assert [len(train), len(dev), len(test)] == [
+        5,
+        2,
+        2,
+    ]  # Test2 is not the test set
+    assert list(train[0]) == [
+        "ID",
+        "wav",
+        "duration",
+        "arousal",
+        "dominance",
+        "valence",
+        "spk_id",
+    ]
     first = train[0]
     assert first["ID"] == "MSP-PODCAST_0001_0000"
     assert first["wav"] == "$data_root/Audios/MSP-PODCAST_0001_0000.wav"
     # arousal = EmoAct, dominance = EmoDom, valence = EmoVal
-    assert (first["arousal"], first["dominance"], first["valence"]) == ("3", "2.6", "4.2")
+    assert (first["arousal"], first["dominance"], first["valence"]) == (
+        "3",
+        "2.6",
+        "4.2",
+    )
     assert first["spk_id"] == "100"
     assert float(first["duration"]) == pytest.approx(1.0, abs=1e-3)
     stereo = next(r for r in train if r["ID"] == "stereo_44k")
@@ -177,14 +203,31 @@ def test_every_problem_is_reported_before_training(tmp_path):
         assert f"{kind}: {count}; {advice}\n" in message, kind
     assert "15 of 26 rows" in message
     assert "line 12 (missing.wav)" in message
-    assert message.endswith("or run again with --drop_bad_rows True to leave those rows out.")
+    assert message.endswith(
+        "or run again with --drop_bad_rows True to leave those rows out."
+    )
     assert "ok_dup.wav is also on line" in message
     audios = root / "Audios"
-    assert f"line 18 (nan.wav): {audios / 'nan.wav'} holds NaN or infinite samples" in message
-    assert f"line 19 (inf.wav): {audios / 'inf.wav'} holds NaN or infinite samples" in message
-    assert "(the first at 0.500 s)" in message and "(the first at 0.250 s)" in message
-    assert f"line 20 (folder.wav): {audios / 'folder.wav'} is a folder\n" in message
-    assert f"{audios / 'link.wav'} links to {audios / 'moved.wav'}, which does not" in message
+    assert (
+        f"line 18 (nan.wav): {audios / 'nan.wav'} holds NaN or infinite samples"
+        in message
+    )
+    assert (
+        f"line 19 (inf.wav): {audios / 'inf.wav'} holds NaN or infinite samples"
+        in message
+    )
+    assert (
+        "(the first at 0.500 s)" in message
+        and "(the first at 0.250 s)" in message
+    )
+    assert (
+        f"line 20 (folder.wav): {audios / 'folder.wav'} is a folder\n"
+        in message
+    )
+    assert (
+        f"{audios / 'link.wav'} links to {audios / 'moved.wav'}, which does not"
+        in message
+    )
     report = (tmp_path / "manifests" / "msp_podcast_problems.tsv").read_text()
     assert len(report.splitlines()) == 15
     assert not (tmp_path / "manifests" / "train.csv").exists()
@@ -193,12 +236,25 @@ def test_every_problem_is_reported_before_training(tmp_path):
 
 def test_drop_bad_rows_leaves_them_out_and_says_how_many(tmp_path, caplog):
     root = _release(tmp_path / "MSP", BAD_ROWS, BAD_FILES)
-    paths = write_manifests(str(root), str(tmp_path / "manifests"), drop_bad_rows=True)
+    paths = write_manifests(
+        str(root), str(tmp_path / "manifests"), drop_bad_rows=True
+    )
     ids = {row["ID"] for split in paths.values() for row in _rows(split)}
     assert "ok_dup" in ids  # the first of the duplicates stays
-    bad = {"missing", "unreadable", "truncated", "empty", "silent", "short", "nan", "inf"}
+    bad = {
+        "missing",
+        "unreadable",
+        "truncated",
+        "empty",
+        "silent",
+        "short",
+        "nan",
+        "inf",
+    }
     assert not ids & (bad | {"folder", "link", "ok_a", "ok_b", "ok_c", "ok_d"})
-    assert len(ids) == 10  # 8 good rows, the stereo one, the first ok_dup (Test2 is not used)
+    assert (
+        len(ids) == 10
+    )  # 8 good rows, the stereo one, the first ok_dup (Test2 is not used)
     assert "dropped 15 of 26 rows" in caplog.text
 
 
@@ -216,10 +272,14 @@ def test_skips_when_up_to_date_and_redoes_when_labels_change(tmp_path):
 
 
 def test_layout_errors_name_what_to_do(tmp_path):
-    with pytest.raises(MissingInputError, match="--data_folder must be the root of an MSP-Podc"):
+    with pytest.raises(
+        MissingInputError, match="--data_folder must be the root of an MSP-Podc"
+    ):
         write_manifests(str(tmp_path), str(tmp_path / "m"))
     (tmp_path / "Labels").mkdir()
-    (tmp_path / "Labels" / "labels_consensus.csv").write_text("FileName,EmoAct\nx.wav,3\n")
+    (tmp_path / "Labels" / "labels_consensus.csv").write_text(
+        "FileName,EmoAct\nx.wav,3\n"
+    )
     with pytest.raises(DataError, match="lacks the column.*EmoVal"):
         write_manifests(str(tmp_path), str(tmp_path / "m"))
     with pytest.raises(ValueError, match="test_set"):
@@ -233,7 +293,9 @@ def _noise_folder(folder, seconds=(25.0, 20.0, 15.0)):
     for i, length in enumerate(seconds):
         rate = 44100 if i % 2 == 0 else 22050
         audio = 0.1 * rng.standard_normal((int(length * rate), 2))
-        soundfile.write(folder / f"rec{i}.{'wav' if i % 2 == 0 else 'flac'}", audio, rate)
+        soundfile.write(
+            folder / f"rec{i}.{'wav' if i % 2 == 0 else 'flac'}", audio, rate
+        )
     return folder
 
 
@@ -254,11 +316,23 @@ def test_train_py_prepares_and_trains_on_an_msp_podcast_release(tmp_path):
         "[5, 0]",
     )
     manifests = results / "msp_podcast" / "manifests"
-    for name in ("train", "dev", "test", "noise_adapt", "noise_test", "test_5dB", "test_0dB"):
+    for name in (
+        "train",
+        "dev",
+        "test",
+        "noise_adapt",
+        "noise_test",
+        "test_5dB",
+        "test_0dB",
+    ):
         assert (manifests / f"{name}.csv").is_file(), name
     adapt = _rows(manifests / "noise_adapt.csv")
-    assert sum(float(r["duration"]) for r in adapt) == pytest.approx(30.0, abs=3.0)
-    with open(results / "msp_podcast" / "teacher" / "1986" / "test_results.json") as fin:
+    assert sum(float(r["duration"]) for r in adapt) == pytest.approx(
+        30.0, abs=3.0
+    )
+    with open(
+        results / "msp_podcast" / "teacher" / "1986" / "test_results.json"
+    ) as fin:
         assert list(json.load(fin)) == ["clean", "5dB", "0dB"]
 
 
@@ -306,7 +380,9 @@ def test_noise_problems_stop_the_preparation(tmp_path):
 def test_less_noise_than_asked_is_used_with_a_warning(tmp_path, caplog):
     root = _release(tmp_path / "MSP")
     little = _noise_folder(tmp_path / "little", seconds=(3.0, 2.0, 2.0))
-    prepare_corpus(_hparams(tmp_path, root, str(little)))  # 7 s where 12 s are asked
+    prepare_corpus(
+        _hparams(tmp_path, root, str(little))
+    )  # 7 s where 12 s are asked
     assert "less than the 0.2 min asked for the adaptation bank" in caplog.text
     assert "--adapt_noise_minutes" in caplog.text
 
@@ -318,6 +394,9 @@ def test_skip_prep_prepares_nothing(tmp_path):
     prepare_corpus(hparams)
     assert not (tmp_path / "manifests").exists()
     skipped = prepare_msp_podcast(
-        str(tmp_path / "no_release"), str(tmp_path / "m"), noise_folder=None, skip_prep=True
+        str(tmp_path / "no_release"),
+        str(tmp_path / "m"),
+        noise_folder=None,
+        skip_prep=True,
     )
     assert skipped is None and not (tmp_path / "m").exists()

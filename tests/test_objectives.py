@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import reference
 import soundfile
-import speechbrain as sb
 import torch
 from hyperpyyaml import load_hyperpyyaml
-from speechbrain.dataio.batch import PaddedBatch
-
 from train import EmotionBrain
+
+import speechbrain as sb
+from speechbrain.dataio.batch import PaddedBatch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +53,10 @@ CASES = {
     "wide_margin": {"negative_margin": 2.0},
     "at_least": {"negative_boundary": "at_least"},
     "tolerance": {"negative_margin_tolerance": 0.3},
-    "typeset": {"transfer_rmse": "utterance", "infonce_denominator": "negatives"},
+    "typeset": {
+        "transfer_rmse": "utterance",
+        "infonce_denominator": "negatives",
+    },
     "all_changed": {
         "lambda_tl": 7,
         "lambda_cl": 2,
@@ -88,12 +91,16 @@ def workspace(tmp_path_factory):
     rng = np.random.default_rng(0)
     noise = (0.1 * rng.standard_normal(32000)).astype(np.float32)
     soundfile.write(folder / "noise.wav", noise, 16000)
-    (folder / "noise.csv").write_text(f"ID,duration,wav\nnoise,2.0,{folder / 'noise.wav'}\n")
+    (folder / "noise.csv").write_text(
+        f"ID,duration,wav\nnoise,2.0,{folder / 'noise.wav'}\n"
+    )
     items = []
     for i, labels in enumerate(LABELS):
         n = 8000 + 1500 * i
         t = np.arange(n) / 16000
-        wav = 0.3 * np.sin(2 * np.pi * (120 + 20 * i) * t) + 0.05 * rng.standard_normal(n)
+        wav = 0.3 * np.sin(
+            2 * np.pi * (120 + 20 * i) * t
+        ) + 0.05 * rng.standard_normal(n)
         items.append(
             {
                 "id": f"utt{i}",
@@ -108,7 +115,9 @@ def _load_stage(stage, folder, overrides):
     base = {
         "data_folder": str(folder),
         "results_folder": str(folder / "results"),
-        "encoder_hparams": os.path.join(ROOT, "hparams/encoders/tiny_wav2vec2.yaml"),
+        "encoder_hparams": os.path.join(
+            ROOT, "hparams/encoders/tiny_wav2vec2.yaml"
+        ),
         "encoder_cache": str(folder / "encoders"),
         "head_hidden_size": 16,
     }
@@ -152,10 +161,14 @@ RTOL, ATOL = 2e-5, 1e-6  # float32 against float64
 
 
 def _assert_matches(expected, loss, logged):
-    assert set(logged) == set(expected) - {"loss"}, "other loss terms were logged"
+    assert set(logged) == set(expected) - {"loss"}, (
+        "other loss terms were logged"
+    )
     for name, value in logged.items():
         assert value == pytest.approx(expected[name], rel=RTOL, abs=ATOL), name
-    assert loss.item() == pytest.approx(expected["loss"], rel=RTOL, abs=ATOL), "total loss"
+    assert loss.item() == pytest.approx(expected["loss"], rel=RTOL, abs=ATOL), (
+        "total loss"
+    )
 
 
 def _far_apart(a, b):
@@ -163,7 +176,9 @@ def _far_apart(a, b):
     return abs(a - b) > 100 * (RTOL * abs(b) + ATOL)
 
 
-@pytest.mark.parametrize("stage", [sb.Stage.TRAIN, sb.Stage.VALID], ids=["train", "dev"])
+@pytest.mark.parametrize(
+    "stage", [sb.Stage.TRAIN, sb.Stage.VALID], ids=["train", "dev"]
+)
 @pytest.mark.parametrize("case", list(CASES))
 def test_student_objective_matches_the_paper(workspace, case, stage):
     folder, batch = workspace
@@ -173,12 +188,20 @@ def test_student_objective_matches_the_paper(workspace, case, stage):
 
     teacher = outputs["teacher_embedding"]
     # In training the teacher runs only where its embedding enters the loss (not for RH, RM).
-    needs_teacher = stage != sb.Stage.TRAIN or settings["lambda_tl"] or settings["lambda_cl"]
+    needs_teacher = (
+        stage != sb.Stage.TRAIN
+        or settings["lambda_tl"]
+        or settings["lambda_cl"]
+    )
     assert (teacher is not None) == bool(needs_teacher)
     if teacher is not None:
         assert not torch.allclose(teacher, outputs["embedding"], atol=1e-3)
     expected = reference.student_objective(
-        outputs["prediction"], batch.labels.data, outputs["embedding"], teacher, settings
+        outputs["prediction"],
+        batch.labels.data,
+        outputs["embedding"],
+        teacher,
+        settings,
     )
     _assert_matches(expected, loss, logged)
 
@@ -196,7 +219,9 @@ def test_the_cases_tell_the_settings_apart(workspace):
     for case, overrides in CASES.items():
         if case == "paper":
             continue
-        other = reference.student_objective(*args, teacher, {**PAPER, **overrides})
+        other = reference.student_objective(
+            *args, teacher, {**PAPER, **overrides}
+        )
         assert any(_far_apart(other[name], paper[name]) for name in paper), case
     # A margin of 0.5 on the [0, 1] training scale is 3 points: other negatives.
     unit = (batch.labels.data - 1) / 6
@@ -204,7 +229,12 @@ def test_the_cases_tell_the_settings_apart(workspace):
         outputs["embedding"],
         teacher,
         unit,
-        **{"margin": 0.5, "rule": "all", "boundary": "more_than", "tolerance": 1e-4},
+        **{
+            "margin": 0.5,
+            "rule": "all",
+            "boundary": "more_than",
+            "tolerance": 1e-4,
+        },
         temperature=0.1,
         denominator="with_positive",
     )
@@ -214,25 +244,42 @@ def test_the_cases_tell_the_settings_apart(workspace):
         teacher,
         outputs["embedding"],
         batch.labels.data,
-        **{"margin": 0.5, "rule": "all", "boundary": "more_than", "tolerance": 1e-4},
+        **{
+            "margin": 0.5,
+            "rule": "all",
+            "boundary": "more_than",
+            "tolerance": 1e-4,
+        },
         temperature=0.1,
         denominator="with_positive",
     )
     assert _far_apart(swapped, paper["cl_loss"])
 
 
-@pytest.mark.parametrize("stage", [sb.Stage.TRAIN, sb.Stage.VALID], ids=["train", "dev"])
+@pytest.mark.parametrize(
+    "stage", [sb.Stage.TRAIN, sb.Stage.VALID], ids=["train", "dev"]
+)
 def test_teacher_stage_objective_is_ccc_alone(workspace, stage):
     """The teacher stage (the paper's Original) has no teacher, no noise and no TL or CL term,
     whatever the student's settings would be."""
     folder, batch = workspace
     brain = _brain("teacher", folder)
-    for key in ("teacher_folder", "lambda_tl", "lambda_cl", "train_noise", "dev_noise"):
+    for key in (
+        "teacher_folder",
+        "lambda_tl",
+        "lambda_cl",
+        "train_noise",
+        "dev_noise",
+    ):
         assert not hasattr(brain.hparams, key), f"teacher.yaml defines {key}"
     outputs, loss, logged = _objective(brain, batch, stage)
     assert outputs["teacher_embedding"] is None
-    assert brain.noise_for(stage) is None, "the teacher stage trains on clean speech"
-    if stage == sb.Stage.VALID:  # without dropout: the embedding is the clean audio's
+    assert brain.noise_for(stage) is None, (
+        "the teacher stage trains on clean speech"
+    )
+    if (
+        stage == sb.Stage.VALID
+    ):  # without dropout: the embedding is the clean audio's
         with torch.no_grad():
             clean = brain.modules.encoder(batch.sig.data, batch.sig.lengths)
         assert torch.allclose(outputs["embedding"], clean, atol=1e-5)

@@ -7,9 +7,8 @@ override or a new YAML, not here: the shipped stage files reproduce the paper.
 import os
 
 import pytest
-import yaml
-
 import study
+import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,11 +16,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_SETTINGS = [
     ("student.yaml", "lambda_tl", 100, "section 3.3: lambda_TL = 100"),
     ("student.yaml", "lambda_cl", 10, "section 3.3: lambda_CL = 10"),
-    ("student.yaml", "temperature", 0.1, "section 2, after equation 3: tau = 0.1"),
-    ("student.yaml", "negative_margin", 0.5, "section 2: labels differ by more than 0.5"),
-    ("student.yaml", "negative_boundary", "more_than", "section 2: 'larger than 0.5'"),
-    ("student.yaml", "negative_rule", "all", "section 2: different values for all attributes"),
-    ("student.yaml", "transfer_rmse", "batch", "the authors' code (equation 2 as typeset: option)"),
+    (
+        "student.yaml",
+        "temperature",
+        0.1,
+        "section 2, after equation 3: tau = 0.1",
+    ),
+    (
+        "student.yaml",
+        "negative_margin",
+        0.5,
+        "section 2: labels differ by more than 0.5",
+    ),
+    (
+        "student.yaml",
+        "negative_boundary",
+        "more_than",
+        "section 2: 'larger than 0.5'",
+    ),
+    (
+        "student.yaml",
+        "negative_rule",
+        "all",
+        "section 2: different values for all attributes",
+    ),
+    (
+        "student.yaml",
+        "transfer_rmse",
+        "batch",
+        "the authors' code (equation 2 as typeset: option)",
+    ),
     (
         "student.yaml",
         "infonce_denominator",
@@ -29,10 +53,30 @@ PAPER_SETTINGS = [
         "the authors' code (equation 3 as typeset: option)",
     ),
     ("student.yaml", "adapt_snr", 0, "section 3.3: adaptation at 0 dB"),
-    ("teacher.yaml", "adapt_noise_minutes", 30.0, "section 3.1: 30 minutes of target noise"),
-    ("student.yaml", "adapt_noise_minutes", 30.0, "section 3.1: 30 minutes of target noise"),
-    ("teacher.yaml", "test_snrs", [10, 5, 0], "section 3.1: 10, 5 and 0 dB test sets"),
-    ("student.yaml", "test_snrs", [10, 5, 0], "section 3.1: 10, 5 and 0 dB test sets"),
+    (
+        "teacher.yaml",
+        "adapt_noise_minutes",
+        30.0,
+        "section 3.1: 30 minutes of target noise",
+    ),
+    (
+        "student.yaml",
+        "adapt_noise_minutes",
+        30.0,
+        "section 3.1: 30 minutes of target noise",
+    ),
+    (
+        "teacher.yaml",
+        "test_snrs",
+        [10, 5, 0],
+        "section 3.1: 10, 5 and 0 dB test sets",
+    ),
+    (
+        "student.yaml",
+        "test_snrs",
+        [10, 5, 0],
+        "section 3.1: 10, 5 and 0 dB test sets",
+    ),
 ]
 # Section 3.2 for the fine-tuning; section 3.3: the student uses "the same optimizer and
 # hyper-parameters". The margin is on the labels' seven-point scale (section 3.1).
@@ -46,7 +90,12 @@ for _stage in ("teacher.yaml", "student.yaml"):
         (_stage, "head_dropout", 0.5, "section 3.2: dropout p = 0.5"),
         (_stage, "label_min", 1.0, "section 3.1: seven-point Likert scale"),
         (_stage, "label_max", 7.0, "section 3.1: seven-point Likert scale"),
-        (_stage, "eval_checkpoints", 3, "section 4.1: three best non-consecutive models"),
+        (
+            _stage,
+            "eval_checkpoints",
+            3,
+            "section 4.1: three best non-consecutive models",
+        ),
         (
             _stage,
             "encoder_hparams",
@@ -54,7 +103,12 @@ for _stage in ("teacher.yaml", "student.yaml"):
             "section 3.2: wav2vec2-large-robust",
         ),
         (_stage, "encoder_layers", None, "the encoder file's layer count"),
-        (_stage, "freeze_encoder", False, "section 3.2: the encoder is fine-tuned"),
+        (
+            _stage,
+            "freeze_encoder",
+            False,
+            "section 3.2: the encoder is fine-tuned",
+        ),
     ]
 PAPER_SETTINGS += [
     (
@@ -77,7 +131,9 @@ class _PlainLoader(yaml.SafeLoader):
     tag, so that nothing is built or downloaded."""
 
 
-_PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: f"!{suffix}")
+_PlainLoader.add_multi_constructor(
+    "!", lambda loader, suffix, node: f"!{suffix}"
+)
 
 
 def _plain(path):
@@ -93,7 +149,9 @@ def _plain(path):
 def test_the_stage_files_hold_the_papers_setting(path, key, value, source):
     found = _plain(path)
     assert key in found, f"{path} has no {key} ({source})"
-    same_kind = isinstance(found[key], bool) == isinstance(value, bool)  # False == 0
+    same_kind = isinstance(found[key], bool) == isinstance(
+        value, bool
+    )  # False == 0
     assert found[key] == value and same_kind, (
         f"{path}: {key} is {found[key]!r}, the paper's is {value!r} ({source})"
     )
@@ -126,5 +184,7 @@ def test_the_baselines_are_the_papers_switches():
         assert hparams_file == "hparams/student.yaml"
         pairs = dict(zip(overrides[::2], overrides[1::2], strict=True))
         pairs.pop("--experiment_name")
-        assert pairs == {f"--{key}": value for key, value in settings.items()}, system
+        assert pairs == {
+            f"--{key}": value for key, value in settings.items()
+        }, system
     assert study.SYSTEMS["Original"] == ("hparams/teacher.yaml", [])

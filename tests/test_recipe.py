@@ -11,15 +11,15 @@ import subprocess
 import sys
 
 import pytest
-import speechbrain as sb
 import torch
-from recipe_run import demo_arguments, run_train
-from speechbrain.dataio.batch import PaddedBatch
-
 from ctsl_brain.demo_corpus import prepare_demo_corpus
 from ctsl_brain.models import RegressionHead, load_encoder
 from ctsl_brain.noise import UtteranceAddNoise
+from recipe_run import demo_arguments, run_train
 from train import EmotionBrain
+
+import speechbrain as sb
+from speechbrain.dataio.batch import PaddedBatch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The script SpeechBrain's check_yaml_vs_script reads a stage's keys in: train.py alone.
@@ -30,11 +30,17 @@ ENCODER_LOADER_KEYS = {"encoder", "save_path", "freeze", "source", "num_layers"}
 
 def _top_level_keys(path):
     with open(path) as fin:
-        return [m.group(1) for m in re.finditer(r"^([A-Za-z_]\w*):", fin.read(), re.M)]
+        return [
+            m.group(1)
+            for m in re.finditer(r"^([A-Za-z_]\w*):", fin.read(), re.M)
+        ]
 
 
 @pytest.mark.parametrize(
-    "yaml_file", sorted(glob.glob(os.path.join(ROOT, "hparams", "**", "*.yaml"), recursive=True))
+    "yaml_file",
+    sorted(
+        glob.glob(os.path.join(ROOT, "hparams", "**", "*.yaml"), recursive=True)
+    ),
 )
 def test_every_top_level_yaml_key_is_used(yaml_file):
     """SpeechBrain's recipe rule: each key is read by the training script (not only by the
@@ -49,10 +55,18 @@ def test_every_top_level_yaml_key_is_used(yaml_file):
         if key.startswith("__"):
             continue
         referenced = re.search(rf"<{key}[>\[]", text)
-        read = re.search(rf"hparams\[\"{key}\"\]|hparams\.{key}\b|hparams, \"{key}\"", code)
-        if not (referenced or read or (is_encoder_file and key in ENCODER_LOADER_KEYS)):
+        read = re.search(
+            rf"hparams\[\"{key}\"\]|hparams\.{key}\b|hparams, \"{key}\"", code
+        )
+        if not (
+            referenced
+            or read
+            or (is_encoder_file and key in ENCODER_LOADER_KEYS)
+        ):
             unused.append(key)
-    assert not unused, f"{os.path.relpath(yaml_file, ROOT)}: unused keys {unused}"
+    assert not unused, (
+        f"{os.path.relpath(yaml_file, ROOT)}: unused keys {unused}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +81,11 @@ def test_every_top_level_yaml_key_is_used(yaml_file):
 def test_lint_is_clean(command):
     tool = os.path.join(os.path.dirname(sys.executable), command[0])
     result = subprocess.run(
-        [tool, *command[1:]], cwd=ROOT, capture_output=True, text=True, check=False
+        [tool, *command[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -94,22 +112,34 @@ def _batch(data_folder, manifest, n=6):
     items = []
     for row in rows:
         utt, wav, _, a, d, v, _ = row.split(",")
-        sig = sb.dataio.dataio.read_audio(wav.replace("$data_root", data_folder))
+        sig = sb.dataio.dataio.read_audio(
+            wav.replace("$data_root", data_folder)
+        )
         items.append(
-            {"id": utt, "sig": sig, "labels": torch.tensor([float(a), float(d), float(v)])}
+            {
+                "id": utt,
+                "sig": sig,
+                "labels": torch.tensor([float(a), float(d), float(v)]),
+            }
         )
     return PaddedBatch(items)
 
 
-def _student_brain(tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl, cache=False):
+def _student_brain(
+    tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl, cache=False
+):
     data_folder, paths = demo
     encoder = load_encoder(
         os.path.join(ROOT, "hparams/encoders/tiny_wav2vec2.yaml"),
         save_path=str(tmp_path / "enc"),
         freeze=freeze_encoder,
     )
-    head = RegressionHead(encoder.output_size, hidden_size=16, num_hidden_layers=1)
-    noise = UtteranceAddNoise(paths["noise_adapt"], replacements={"data_root": data_folder})
+    head = RegressionHead(
+        encoder.output_size, hidden_size=16, num_hidden_layers=1
+    )
+    noise = UtteranceAddNoise(
+        paths["noise_adapt"], replacements={"data_root": data_folder}
+    )
     hparams = {
         "label_min": 1.0,
         "label_max": 7.0,
@@ -143,20 +173,29 @@ def _state(module):
 
 
 def _unchanged(before, module):
-    return all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    return all(
+        torch.equal(before[k], v) for k, v in module.state_dict().items()
+    )
 
 
 def test_teacher_is_frozen_during_student_steps(tmp_path, demo):
-    brain = _student_brain(tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10)
+    brain = _student_brain(
+        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10
+    )
     teacher_before = _state(brain.teacher)
     student_before = _state(brain.modules.encoder)
     batch = _batch(demo[0], demo[1]["train"])
     for _ in range(2):
         brain.fit_batch(batch)
     assert not brain.teacher.training
-    assert all(p.grad is None and not p.requires_grad for p in brain.teacher.parameters())
+    assert all(
+        p.grad is None and not p.requires_grad
+        for p in brain.teacher.parameters()
+    )
     assert _unchanged(teacher_before, brain.teacher)
-    assert not _unchanged(student_before, brain.modules.encoder), "the student did not learn"
+    assert not _unchanged(student_before, brain.modules.encoder), (
+        "the student did not learn"
+    )
     assert brain.loss_sums["tl_loss"] > 0
 
 
@@ -164,10 +203,17 @@ def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
     """The cache runs the teacher once per utterance; what it returns later, for the same
     utterances in another batch (other padding, other order), is what the teacher computes."""
     brain = _student_brain(
-        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10, cache=True
+        tmp_path,
+        demo,
+        freeze_encoder=False,
+        lambda_tl=100,
+        lambda_cl=10,
+        cache=True,
     )
     calls = []
-    brain.teacher.register_forward_hook(lambda module, args, out: calls.append(len(out)))
+    brain.teacher.register_forward_hook(
+        lambda module, args, out: calls.append(len(out))
+    )
     first = _batch(demo[0], demo[1]["train"], n=6)
     brain.fit_batch(first)
     assert calls == [6] and len(brain.teacher_cache) == 6
@@ -175,10 +221,17 @@ def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
     # The same utterances, reversed and without the longest: padded differently.
     rows = sorted(range(6), key=lambda i: -first.sig.lengths[i])[1:]
     items = [
-        {"id": first.id[i], "sig": first.sig.data[i], "labels": first.labels.data[i]} for i in rows
+        {
+            "id": first.id[i],
+            "sig": first.sig.data[i],
+            "labels": first.labels.data[i],
+        }
+        for i in rows
     ]
     for item, i in zip(items, rows, strict=True):
-        length = int(round(float(first.sig.lengths[i]) * first.sig.data.shape[1]))
+        length = int(
+            round(float(first.sig.lengths[i]) * first.sig.data.shape[1])
+        )
         item["sig"] = item["sig"][:length]
     second = PaddedBatch(items[::-1])
     cached = brain.compute_forward(second, sb.Stage.TRAIN)["teacher_embedding"]
@@ -191,7 +244,9 @@ def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
 
 
 def test_rh_updates_no_encoder_parameter(tmp_path, demo):
-    brain = _student_brain(tmp_path, demo, freeze_encoder=True, lambda_tl=0, lambda_cl=0)
+    brain = _student_brain(
+        tmp_path, demo, freeze_encoder=True, lambda_tl=0, lambda_cl=0
+    )
     encoder_before = _state(brain.modules.encoder)
     head_before = _state(brain.modules.head)
     batch = _batch(demo[0], demo[1]["train"])
@@ -200,16 +255,22 @@ def test_rh_updates_no_encoder_parameter(tmp_path, demo):
     assert _unchanged(encoder_before, brain.modules.encoder)
     assert not brain.modules.encoder.training
     assert not _unchanged(head_before, brain.modules.head)
-    assert "tl_loss" not in brain.loss_sums, "RH should not run the teacher in training"
+    assert "tl_loss" not in brain.loss_sums, (
+        "RH should not run the teacher in training"
+    )
 
 
 def test_losses_are_float32_under_autocast(tmp_path, demo):
-    brain = _student_brain(tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10)
+    brain = _student_brain(
+        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10
+    )
     batch = _batch(demo[0], demo[1]["train"])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = brain.compute_forward(batch, sb.Stage.TRAIN)
         loss = brain.compute_objectives(outputs, batch, sb.Stage.TRAIN)
-    assert outputs["prediction"].dtype == torch.bfloat16, "autocast was not active"
+    assert outputs["prediction"].dtype == torch.bfloat16, (
+        "autocast was not active"
+    )
     # The same outputs scored outside autocast: any loss op left to autocast would differ.
     with torch.no_grad():
         reference = brain.compute_objectives(outputs, batch, sb.Stage.TRAIN)
@@ -234,7 +295,9 @@ def _train(stage, data_folder, results, *extra, cwd=ROOT):
 
 def _digests(folder):
     digests = {}
-    for path in sorted(glob.glob(os.path.join(folder, "**", "*"), recursive=True)):
+    for path in sorted(
+        glob.glob(os.path.join(folder, "**", "*"), recursive=True)
+    ):
         if os.path.isfile(path):
             with open(path, "rb") as fin:
                 digests[path] = hashlib.sha256(fin.read()).hexdigest()
@@ -274,10 +337,14 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
         "True",
     )
     assert _digests(manifests) == before
-    assert _digests(teacher_save) == teacher_files, "a student run wrote to the teacher"
+    assert _digests(teacher_save) == teacher_files, (
+        "a student run wrote to the teacher"
+    )
 
     for system in ("teacher", "rm_tl_cl", "rh"):
-        with open(os.path.join(results, "demo", system, "1986", "test_results.json")) as fin:
+        with open(
+            os.path.join(results, "demo", system, "1986", "test_results.json")
+        ) as fin:
             scores = json.load(fin)
         assert set(scores) == {"clean", "0dB"}
         for condition in scores.values():
@@ -285,12 +352,20 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
                 assert -1 <= condition[f"ccc_{name}"] <= 1
 
     # RH trained the head only: its encoder checkpoint holds the teacher's weights.
-    teacher_ckpt = glob.glob(os.path.join(teacher_save, "CKPT+*", "encoder.ckpt"))[0]
-    rh_ckpt = glob.glob(os.path.join(results, "demo", "rh", "1986", "save", "CKPT+*"))[0]
+    teacher_ckpt = glob.glob(
+        os.path.join(teacher_save, "CKPT+*", "encoder.ckpt")
+    )[0]
+    rh_ckpt = glob.glob(
+        os.path.join(results, "demo", "rh", "1986", "save", "CKPT+*")
+    )[0]
     teacher_encoder = torch.load(teacher_ckpt)
     rh_encoder = torch.load(os.path.join(rh_ckpt, "encoder.ckpt"))
-    assert all(torch.equal(teacher_encoder[k], rh_encoder[k]) for k in teacher_encoder)
-    student_log = open(os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")).read()
+    assert all(
+        torch.equal(teacher_encoder[k], rh_encoder[k]) for k in teacher_encoder
+    )
+    student_log = open(
+        os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")
+    ).read()
     assert "tl_loss" in student_log and "cl_loss" in student_log
 
 
@@ -301,7 +376,11 @@ def test_cpu_runs_stay_float32(precision, caplog):
     brain = EmotionBrain(
         modules={"head": head},
         hparams={"label_min": 1.0, "label_max": 7.0},
-        run_opts={"device": "cpu", "precision": precision, "eval_precision": precision},
+        run_opts={
+            "device": "cpu",
+            "precision": precision,
+            "eval_precision": precision,
+        },
     )
     assert brain.precision == brain.eval_precision == "fp32"
     assert f"--precision {precision} ignored on CPU" in caplog.text

@@ -13,7 +13,13 @@ import time
 import pytest
 import torch
 import yaml
-from recipe_run import ROOT, demo_arguments, run_checked, run_train, tiny_run_arguments
+from recipe_run import (
+    ROOT,
+    demo_arguments,
+    run_checked,
+    run_train,
+    tiny_run_arguments,
+)
 
 DEMO = demo_arguments(n_train=40)
 
@@ -36,7 +42,9 @@ def teacher(tmp_path_factory):
     """A finished teacher run on a few demo utterances: its results folder and corpus."""
     folder = tmp_path_factory.mktemp("resume")
     results, data_folder = folder / "results", str(folder / "demo")
-    run_train("hparams/teacher.yaml", results, "--data_folder", data_folder, *DEMO)
+    run_train(
+        "hparams/teacher.yaml", results, "--data_folder", data_folder, *DEMO
+    )
     return results, data_folder
 
 
@@ -57,7 +65,9 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(teacher):
     save = os.path.join(results, "demo", "rm_tl_cl", "1986", "save")
     first_log = tmp_path / "first_run.log"
     with open(first_log, "w") as fout:
-        run = subprocess.Popen(command, cwd=ROOT, stdout=fout, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(
+            command, cwd=ROOT, stdout=fout, stderr=subprocess.STDOUT
+        )
     # Kill it as soon as epoch 2 has an intra-epoch checkpoint (20 steps per epoch).
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and run.poll() is None:
@@ -70,7 +80,8 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(teacher):
         time.sleep(0.02)
     run.wait()
     assert run.returncode == -signal.SIGKILL, (
-        "the run ended before it could be killed mid-epoch: " + first_log.read_text()[-3000:]
+        "the run ended before it could be killed mid-epoch: "
+        + first_log.read_text()[-3000:]
     )
     left = _checkpoints(save)
     assert [epoch for _, meta, epoch in left if "ccc" in meta] == [1]
@@ -78,7 +89,9 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(teacher):
     # two; killed while saving one, the newest has a file missing or cut short (SpeechBrain
     # writes the meta file first): the resumed run drops it and loads the newest complete one.
     intra = sorted(
-        (meta["unixtime"], path) for path, meta, _ in left if meta.get("brain_intra_epoch_ckpt")
+        (meta["unixtime"], path)
+        for path, meta, _ in left
+        if meta.get("brain_intra_epoch_ckpt")
     )
     assert intra
 
@@ -91,12 +104,20 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(teacher):
         assert f"Loading a checkpoint from {newest}" in output
     assert "Going into epoch 1" not in output and "Going into epoch 2" in output
 
-    log = open(os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")).read()
+    log = open(
+        os.path.join(results, "demo", "rm_tl_cl", "1986", "train_log.txt")
+    ).read()
     assert re.findall(r"^epoch: (\d+)/3", log, re.M) == ["1", "2", "3"]
     final = _checkpoints(save)
-    assert sorted(epoch for _, meta, epoch in final if "ccc" in meta) == [1, 2, 3]
+    assert sorted(epoch for _, meta, epoch in final if "ccc" in meta) == [
+        1,
+        2,
+        3,
+    ]
     assert not any(meta.get("brain_intra_epoch_ckpt") for _, meta, _ in final)
-    assert os.path.isfile(os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json"))
+    assert os.path.isfile(
+        os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json")
+    )
 
     # A checkpoint cut short by a kill while saving (a file left empty) is dropped on resume.
     newest_end = max((meta["unixtime"], path) for path, meta, _ in final)[1]
@@ -131,7 +152,12 @@ def _assert_every_checkpoint_loads(save):
         with open(os.path.join(folder, "CKPT.yaml")) as fin:
             assert isinstance(yaml.safe_load(fin), dict), folder
         names = sorted(os.listdir(folder))
-        assert {"encoder.ckpt", "head.ckpt", "counter.ckpt", "optimizer.ckpt"} <= set(names)
+        assert {
+            "encoder.ckpt",
+            "head.ckpt",
+            "counter.ckpt",
+            "optimizer.ckpt",
+        } <= set(names)
         for name in names:
             path = os.path.join(folder, name)
             with open(path, "rb") as fin:
@@ -146,7 +172,16 @@ def _assert_every_checkpoint_loads(save):
 # When the kills land: while a checkpoint is written, while one is deleted, right after one is
 # renamed into place (before the older ones are deleted), at random moments of training, and
 # during the evaluation; the last kills wait for the evaluation, which comes after training.
-_SCHEDULE = ("saving", "random", "saved", "deleting", "random", "saving", "saved", "random")
+_SCHEDULE = (
+    "saving",
+    "random",
+    "saved",
+    "deleting",
+    "random",
+    "saving",
+    "saved",
+    "random",
+)
 _SCHEDULE += ("deleting", "random", "evaluating", "evaluating")
 
 
@@ -156,7 +191,9 @@ def _kill_at(moment, run, save, log, rng, timeout=300):
     and evaluation are seen in the run's own output ``log``."""
     known = set(glob.glob(os.path.join(save, "CKPT+*")))
     delay, training_since = rng.uniform(0.0, 3.0), None
-    deadline = time.monotonic() + timeout  # a safety net: a hung run fails the test
+    deadline = (
+        time.monotonic() + timeout
+    )  # a safety net: a hung run fails the test
     while time.monotonic() < deadline:
         if run.poll() is not None:
             return "finished"
@@ -169,10 +206,14 @@ def _kill_at(moment, run, save, log, rng, timeout=300):
             "deleting": any(e.startswith(".deleting+") for e in entries),
             "saved": bool(set(glob.glob(os.path.join(save, "CKPT+*"))) - known),
             "evaluating": "condition: " in text,
-            "random": training_since is not None and time.monotonic() - training_since > delay,
+            "random": training_since is not None
+            and time.monotonic() - training_since > delay,
         }[moment]
         if not hit and "condition: " in text:
-            moment, hit = "evaluating", True  # training ended before its moment came
+            moment, hit = (
+                "evaluating",
+                True,
+            )  # training ended before its moment came
         if hit:
             run.send_signal(signal.SIGKILL)
             run.wait()
@@ -183,7 +224,9 @@ def _kill_at(moment, run, save, log, rng, timeout=300):
     return "timeout"
 
 
-def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(teacher, tmp_path):
+def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(
+    teacher, tmp_path
+):
     """SIGKILL at many moments (while a checkpoint is written or deleted, right after one is
     saved, during the evaluation, at random): every restart starts, every folder under a
     checkpoint's name loads after each kill, and the run ends with each epoch logged once."""
@@ -211,7 +254,9 @@ def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(te
         )
         happened.append(what)
         _assert_every_checkpoint_loads(save)
-        assert what != "timeout", f"attempt {attempt} ({moment}) hung:\n" + log.read_text()[-3000:]
+        assert what != "timeout", (
+            f"attempt {attempt} ({moment}) hung:\n" + log.read_text()[-3000:]
+        )
         if what == "finished":
             break
     # Most kills landed where they were aimed (a few windows are short: on a loaded machine a
@@ -220,14 +265,20 @@ def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(te
     assert sum(what in _SCHEDULE for what in happened) >= 8, happened
     assert {"saving", "evaluating"} <= set(happened), happened
 
-    final = run_checked(command)  # finishes what is left, or redoes nothing but the evaluation
+    final = run_checked(
+        command
+    )  # finishes what is left, or redoes nothing but the evaluation
     output_text = final.stdout + final.stderr
     assert "Traceback" not in output_text
     _assert_every_checkpoint_loads(save)
-    assert not [e for e in os.listdir(save) if e.startswith((".staging+", ".deleting+"))]
+    assert not [
+        e for e in os.listdir(save) if e.startswith((".staging+", ".deleting+"))
+    ]
     with open(os.path.join(output, "train_log.txt")) as fin:
         log = fin.read()
-    assert re.findall(r"^epoch: (\d+)/", log, re.M) == [str(e) for e in range(1, epochs + 1)]
+    assert re.findall(r"^epoch: (\d+)/", log, re.M) == [
+        str(e) for e in range(1, epochs + 1)
+    ]
     with open(os.path.join(output, "evaluation.json")) as fin:
         evaluated = json.load(fin)["checkpoints"]
     assert len(re.findall(r"^condition: clean,", log, re.M)) == len(evaluated)

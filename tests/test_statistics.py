@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.stats
-
 from ctsl_brain.statistics import (
     fixed_groups,
     group_ccc,
@@ -34,9 +33,13 @@ def _welch_by_formula(a, b):
     return scipy.stats.t.sf(t, df)
 
 
-@pytest.mark.parametrize("a, b", [(BETTER, WORSE), (WORSE, BETTER), (BETTER[:20], WORSE)])
+@pytest.mark.parametrize(
+    "a, b", [(BETTER, WORSE), (WORSE, BETTER), (BETTER[:20], WORSE)]
+)
 def test_welch_matches_its_formula(a, b):
-    assert welch_greater(a, b) == pytest.approx(_welch_by_formula(a, b), rel=1e-10)
+    assert welch_greater(a, b) == pytest.approx(
+        _welch_by_formula(a, b), rel=1e-10
+    )
 
 
 def test_welch_is_one_tailed():
@@ -55,19 +58,32 @@ def _values(system_means):
             rows.append((system, "0dB", checkpoint, group, *(mean + noise)))
     return pd.DataFrame(
         rows,
-        columns=["system", "condition", "checkpoint", "group", "arousal", "dominance", "valence"],
+        columns=[
+            "system",
+            "condition",
+            "checkpoint",
+            "group",
+            "arousal",
+            "dominance",
+            "valence",
+        ],
     )
 
 
 def test_significance_marks_only_p_at_most_alpha():
-    values = _values({"Original": (0.30, 0.05), "RH": (0.31, 0.05), "RM+TL+CL": (0.40, 0.05)})
+    values = _values(
+        {"Original": (0.30, 0.05), "RH": (0.31, 0.05), "RM+TL+CL": (0.40, 0.05)}
+    )
     table = significance(values, references=("Original", "RH", "RM"))
     assert "p_vs_RM" not in table  # no RM among the systems
     assert set(table["n"]) == {90}
     for _, row in table.iterrows():
         for ref in ("Original", "RH"):
             if row["system"] == ref:
-                assert math.isnan(row[f"p_vs_{ref}"]) and not row[f"better_than_{ref}"]
+                assert (
+                    math.isnan(row[f"p_vs_{ref}"])
+                    and not row[f"better_than_{ref}"]
+                )
                 continue
             a = values.loc[values["system"] == row["system"], row["attribute"]]
             b = values.loc[values["system"] == ref, row["attribute"]]
@@ -92,8 +108,14 @@ def test_group_ccc_matches_audmetric():
             "system": "RM",
             "condition": "clean",
             "checkpoint": 4,
-            **{f"{n}_pred": pred[:, i] for i, n in enumerate(("arousal", "dominance", "valence"))},
-            **{f"{n}_true": true[:, i] for i, n in enumerate(("arousal", "dominance", "valence"))},
+            **{
+                f"{n}_pred": pred[:, i]
+                for i, n in enumerate(("arousal", "dominance", "valence"))
+            },
+            **{
+                f"{n}_true": true[:, i]
+                for i, n in enumerate(("arousal", "dominance", "valence"))
+            },
         }
     )
     values = group_ccc(frame, groups)
@@ -102,7 +124,9 @@ def test_group_ccc_matches_audmetric():
         members = groups.index[groups == row["group"]]
         part = frame.set_index("ID").loc[members]
         for name in ("arousal", "dominance", "valence"):
-            expected = audmetric.concordance_cc(part[f"{name}_true"], part[f"{name}_pred"])
+            expected = audmetric.concordance_cc(
+                part[f"{name}_true"], part[f"{name}_pred"]
+            )
             assert row[name] == pytest.approx(expected, abs=1e-9)
 
 
@@ -110,7 +134,11 @@ def test_group_ccc_refuses_an_id_outside_the_groups():
     groups = fixed_groups([f"u{i}" for i in range(4)], n_groups=2)
     frame = pd.DataFrame(
         {"ID": ["u9"], "system": "RM", "condition": "clean", "checkpoint": 1}
-        | {f"{n}_{k}": [4.0] for n in ("arousal", "dominance", "valence") for k in ("pred", "true")}
+        | {
+            f"{n}_{k}": [4.0]
+            for n in ("arousal", "dominance", "valence")
+            for k in ("pred", "true")
+        }
     )
     with pytest.raises(ValueError, match="u9"):
         group_ccc(frame, groups)
@@ -125,7 +153,9 @@ def test_groups_are_fixed_balanced_and_order_independent():
     assert sorted(set(groups)) == list(range(30))
     sizes = groups.value_counts()
     assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 247
-    shuffled = list(reversed(ids)) + ids[:10]  # order and repeats (several conditions) ignored
+    shuffled = (
+        list(reversed(ids)) + ids[:10]
+    )  # order and repeats (several conditions) ignored
     assert groups.equals(fixed_groups(shuffled, n_groups=30, seed=0))
     assert not groups.equals(fixed_groups(ids, n_groups=30, seed=1))
     # Not the sorted order cut into blocks: neighbours in ID order are spread over groups.
@@ -140,7 +170,9 @@ def test_groups_need_two_utterances_each():
 def test_groups_of_fewer_than_ten_utterances_are_warned_about(caplog):
     with caplog.at_level(logging.WARNING):
         fixed_groups([str(i) for i in range(111)], n_groups=30)
-    assert "111 test utterances make 30 groups of 3 to 4 utterances" in caplog.text
+    assert (
+        "111 test utterances make 30 groups of 3 to 4 utterances" in caplog.text
+    )
     assert "at most 11 groups (--n_groups)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):
@@ -156,8 +188,14 @@ def test_groups_of_fewer_than_ten_utterances_are_warned_about(caplog):
     [
         ({1: 0.1, 2: 0.9, 3: 0.8, 4: 0.7, 5: 0.2, 6: 0.6}, [2, 4, 6]),
         ({1: 0.5, 2: 0.4, 3: 0.3, 4: 0.2, 5: 0.1}, [1, 3, 5]),
-        ({1: 0.3, 2: 0.9, 3: 0.8}, [2]),  # neighbours of the best are never taken
-        ({1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}, [1, 3, 5]),  # ties go to the earlier epoch
+        (
+            {1: 0.3, 2: 0.9, 3: 0.8},
+            [2],
+        ),  # neighbours of the best are never taken
+        (
+            {1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5},
+            [1, 3, 5],
+        ),  # ties go to the earlier epoch
         ({7: 0.4}, [7]),
         ({}, []),
     ],
@@ -183,7 +221,10 @@ def test_selection_from_kept_checkpoints_equals_selection_from_all_epochs():
     rng = np.random.default_rng(0)
     for _ in range(3000):
         n_epochs = int(rng.integers(1, 16))
-        scores = {e: float(rng.choice([0.1, 0.2, 0.3, 0.4, rng.random()])) for e in range(1, 21)}
+        scores = {
+            e: float(rng.choice([0.1, 0.2, 0.3, 0.4, rng.random()]))
+            for e in range(1, 21)
+        }
         scores = {e: scores[e] for e in range(1, n_epochs + 1)}
         kept = {}
         for epoch, score in scores.items():
@@ -191,17 +232,25 @@ def test_selection_from_kept_checkpoints_equals_selection_from_all_epochs():
             ranked = sorted(kept, key=lambda e: (-kept[e], e))
             kept = {e: kept[e] for e in ranked[: kept_for_selection(3)]}
         assert select_checkpoints(kept, 3) == select_checkpoints(scores, 3)
-        assert select_checkpoints(scores, 3) == _best_nonconsecutive_by_search(scores, 3)
+        assert select_checkpoints(scores, 3) == _best_nonconsecutive_by_search(
+            scores, 3
+        )
         chosen = select_checkpoints(scores, 3)
         assert all(abs(a - b) > 1 for a, b in itertools.combinations(chosen, 2))
-        if n_epochs >= 7:  # then three non-consecutive epochs always exist and greedy finds them
+        if (
+            n_epochs >= 7
+        ):  # then three non-consecutive epochs always exist and greedy finds them
             assert len(chosen) == 3
 
 
 def test_significance_at_p_equal_to_alpha():
     """The paper asserts significance at p <= 0.05: the boundary itself counts."""
     values = _values({"Original": (0.30, 0.05), "RM": (0.32, 0.05)})
-    p_value = significance(values, references=("Original",)).iloc[-1]["p_vs_Original"]
+    p_value = significance(values, references=("Original",)).iloc[-1][
+        "p_vs_Original"
+    ]
     at = significance(values, references=("Original",), alpha=p_value).iloc[-1]
-    below = significance(values, references=("Original",), alpha=p_value * 0.999).iloc[-1]
+    below = significance(
+        values, references=("Original",), alpha=p_value * 0.999
+    ).iloc[-1]
     assert at["better_than_Original"] and not below["better_than_Original"]

@@ -9,10 +9,9 @@ import sys
 import pandas as pd
 import pytest
 import torch
-from recipe_run import run_checked
-
 from ctsl_brain.analysis import SYSTEMS, embedding_analysis
 from ctsl_brain.losses import info_nce, transfer_loss
+from recipe_run import run_checked
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUTPUTS = [
@@ -79,28 +78,47 @@ def test_miniature_study_writes_every_output(study):
     assert set(table1["condition"]) == {"clean", "5dB", "0dB"}
     # Original: the best non-consecutive of 3 epochs (1 or 2 checkpoints); the others trained
     # one epoch (1 checkpoint); x 4 groups.
-    with open(os.path.join(results, "demo", "teacher", "1986", "evaluation.json")) as fin:
+    with open(
+        os.path.join(results, "demo", "teacher", "1986", "evaluation.json")
+    ) as fin:
         epochs = [c["epoch"] for c in json.load(fin)["checkpoints"]]
     assert epochs in ([2], [1, 3], [3, 1])
-    assert set(table1.loc[table1["system"] == "Original", "n"]) == {4 * len(epochs)}
+    assert set(table1.loc[table1["system"] == "Original", "n"]) == {
+        4 * len(epochs)
+    }
     assert set(table1.loc[table1["system"] != "Original", "n"]) == {4}
-    assert table1.loc[table1["system"] == "Original", "p_vs_Original"].isna().all()
-    assert table1.loc[table1["system"] != "Original", "p_vs_Original"].between(0, 1).all()
+    assert (
+        table1.loc[table1["system"] == "Original", "p_vs_Original"].isna().all()
+    )
+    assert (
+        table1.loc[table1["system"] != "Original", "p_vs_Original"]
+        .between(0, 1)
+        .all()
+    )
     markdown = open(os.path.join(folder, "table1.md")).read()
     for system in SYSTEMS:
         assert f"| {system} |" in markdown
 
     predictions = pd.read_csv(os.path.join(folder, "predictions.csv"))
-    assert list(predictions.columns[:4]) == ["ID", "system", "condition", "checkpoint"]
+    assert list(predictions.columns[:4]) == [
+        "ID",
+        "system",
+        "condition",
+        "checkpoint",
+    ]
     # systems x conditions x test utterances (x checkpoints for Original)
     assert len(predictions) == (5 + len(epochs)) * 3 * 8
-    assert set(predictions.loc[predictions["system"] == "Original", "checkpoint"]) == set(epochs)
+    assert set(
+        predictions.loc[predictions["system"] == "Original", "checkpoint"]
+    ) == set(epochs)
     values = pd.read_csv(os.path.join(folder, "group_ccc.csv"))
     assert len(values) == (5 + len(epochs)) * 3 * 4
 
     table2 = pd.read_csv(os.path.join(folder, "table2.csv"))
     assert len(table2) == 6 * 3  # systems x dev conditions (clean, 5 and 0 dB)
-    original_clean = table2[(table2["system"] == "Original") & (table2["condition"] == "clean")]
+    original_clean = table2[
+        (table2["system"] == "Original") & (table2["condition"] == "clean")
+    ]
     assert original_clean["rmse"].iloc[0] == pytest.approx(0, abs=1e-6)
     assert original_clean["cosine"].iloc[0] == pytest.approx(1, abs=1e-6)
     noisy = table2[table2["condition"] != "clean"]
@@ -116,7 +134,9 @@ def test_second_run_skips_finished_stages(study):
 
 def test_rm_tl_cl_run_records_its_infonce_settings(study):
     results, _, _ = study
-    with open(os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json")) as fin:
+    with open(
+        os.path.join(results, "demo", "rm_tl_cl", "1986", "evaluation.json")
+    ) as fin:
         evaluation = json.load(fin)
     assert evaluation["infonce"] == {
         "margin": 0.5,
@@ -135,24 +155,46 @@ def test_embedding_analysis_matches_the_training_losses():
     noisy = clean + 0.3 * torch.randn(64, 8, generator=generator)
     labels = 1 + 6 * torch.rand(64, 3, generator=generator)
     measures = embedding_analysis(clean, noisy, labels, group_size=64, seed=0)
-    order = torch.as_tensor(__import__("numpy").random.default_rng(0).permutation(64))
-    expected_nce = info_nce(noisy[order], clean[order], labels[order], margin=0.5)
+    order = torch.as_tensor(
+        __import__("numpy").random.default_rng(0).permutation(64)
+    )
+    expected_nce = info_nce(
+        noisy[order], clean[order], labels[order], margin=0.5
+    )
     assert measures["infonce"] == pytest.approx(float(expected_nce), rel=1e-6)
     # The run's InfoNCE settings, as recorded in its evaluation.json, are the analysis' too.
-    settings = {"margin": 1.0, "rule": "any", "boundary": "at_least", "tolerance": 1e-3}
+    settings = {
+        "margin": 1.0,
+        "rule": "any",
+        "boundary": "at_least",
+        "tolerance": 1e-3,
+    }
     settings.update(temperature=0.3, denominator="negatives")
-    other = embedding_analysis(clean, noisy, labels, group_size=64, seed=0, infonce=settings)
-    expected_other = info_nce(noisy[order], clean[order], labels[order], **settings)
+    other = embedding_analysis(
+        clean, noisy, labels, group_size=64, seed=0, infonce=settings
+    )
+    expected_other = info_nce(
+        noisy[order], clean[order], labels[order], **settings
+    )
     assert other["infonce"] == pytest.approx(float(expected_other), rel=1e-6)
     assert abs(other["infonce"] - measures["infonce"]) > 0.01
-    assert measures["rmse"] == pytest.approx(float(transfer_loss(clean, noisy)), rel=1e-6)
+    assert measures["rmse"] == pytest.approx(
+        float(transfer_loss(clean, noisy)), rel=1e-6
+    )
     expected_cos = torch.nn.functional.cosine_similarity(clean, noisy).mean()
     assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
 
 
 def test_unknown_system_is_a_clear_error(tmp_path):
     done = subprocess.run(
-        [sys.executable, "study.py", "--systems", "RM,RM+XL", "--results_folder", str(tmp_path)],
+        [
+            sys.executable,
+            "study.py",
+            "--systems",
+            "RM,RM+XL",
+            "--results_folder",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

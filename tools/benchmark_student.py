@@ -29,8 +29,9 @@ import time
 
 import numpy as np
 import torch
-from speechbrain.integrations.huggingface import Wav2Vec2
 from torch.utils.flop_counter import FlopCounterMode
+
+from speechbrain.integrations.huggingface import Wav2Vec2
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -66,14 +67,19 @@ def msp_like_durations(n, seed):
 
 def random_batches(durations, batch_size, seed):
     order = np.random.default_rng(seed).permutation(len(durations))
-    return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return [
+        order[i : i + batch_size].tolist()
+        for i in range(0, len(order), batch_size)
+    ]
 
 
 def dynamic_batches(durations, batch_size, seed):
     from speechbrain.dataio.dataset import DynamicItemDataset
     from speechbrain.dataio.sampler import DynamicBatchSampler
 
-    dataset = DynamicItemDataset({str(i): {"duration": float(d)} for i, d in enumerate(durations)})
+    dataset = DynamicItemDataset(
+        {str(i): {"duration": float(d)} for i, d in enumerate(durations)}
+    )
     sampler = DynamicBatchSampler(
         dataset,
         max_batch_length=float(np.mean(durations)) * batch_size,
@@ -89,7 +95,9 @@ def dynamic_batches(durations, batch_size, seed):
 
 def padding(batches, durations):
     real = sum(durations[i] for batch in batches for i in batch)
-    padded = sum(len(batch) * max(durations[i] for i in batch) for batch in batches)
+    padded = sum(
+        len(batch) * max(durations[i] for i in batch) for batch in batches
+    )
     return 1 - real / padded, real, padded
 
 
@@ -105,7 +113,9 @@ def make_batch(indices, clean, noisy, labels):
     return batch_clean, batch_noisy, wav_lens, labels[indices]
 
 
-def student_step(student, head, optimizer, noisy, wav_lens, labels, teacher_embedding):
+def student_step(
+    student, head, optimizer, noisy, wav_lens, labels, teacher_embedding
+):
     embedding = student(noisy, wav_lens)
     prediction = head(embedding)
     loss = (
@@ -121,10 +131,14 @@ def student_step(student, head, optimizer, noisy, wav_lens, labels, teacher_embe
 def run_path(name, batches, data, teacher, student, head, cache=None):
     """Trains one pass over ``batches``; returns seconds and the FLOPs of the first step."""
     clean, noisy, labels = data
-    optimizer = torch.optim.Adam([*student.parameters(), *head.parameters()], lr=1e-5)
+    optimizer = torch.optim.Adam(
+        [*student.parameters(), *head.parameters()], lr=1e-5
+    )
 
     def step(indices):
-        batch_clean, batch_noisy, wav_lens, batch_labels = make_batch(indices, clean, noisy, labels)
+        batch_clean, batch_noisy, wav_lens, batch_labels = make_batch(
+            indices, clean, noisy, labels
+        )
         if cache is None:
             with torch.no_grad():
                 teacher_embedding = teacher(batch_clean, wav_lens)
@@ -132,7 +146,13 @@ def run_path(name, batches, data, teacher, student, head, cache=None):
             ids = [str(i) for i in indices]
             teacher_embedding = cache(ids, batch_clean, wav_lens)
         student_step(
-            student, head, optimizer, batch_noisy, wav_lens, batch_labels, teacher_embedding
+            student,
+            head,
+            optimizer,
+            batch_noisy,
+            wav_lens,
+            batch_labels,
+            teacher_embedding,
         )
 
     counter = FlopCounterMode(display=False)
@@ -150,8 +170,12 @@ def run_path(name, batches, data, teacher, student, head, cache=None):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--utterances", type=int, default=40)
-    parser.add_argument("--batch_size", type=int, default=8, help="of the straightforward loop")
-    parser.add_argument("--small", action="store_true", help="hidden 256, 4 layers, CNN 128")
+    parser.add_argument(
+        "--batch_size", type=int, default=8, help="of the straightforward loop"
+    )
+    parser.add_argument(
+        "--small", action="store_true", help="hidden 256, 4 layers, CNN 128"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -159,24 +183,41 @@ def main(argv=None):
     torch.manual_seed(args.seed)
 
     shape = (
-        {"hidden_size": 256, "num_layers": 4, "num_heads": 4, "conv_channels": 128}
+        {
+            "hidden_size": 256,
+            "num_layers": 4,
+            "num_heads": 4,
+            "conv_channels": 128,
+        }
         if args.small
-        else {"hidden_size": 1024, "num_layers": 12, "num_heads": 16, "conv_channels": 512}
+        else {
+            "hidden_size": 1024,
+            "num_layers": 12,
+            "num_heads": 16,
+            "conv_channels": 512,
+        }
     )
     with tempfile.TemporaryDirectory() as folder:
         source = tiny_encoder_folder(folder, seed=args.seed, **shape)
         teacher = SSLEncoder(
-            Wav2Vec2, source=source, save_path=folder, num_layers=shape["num_layers"]
+            Wav2Vec2,
+            source=source,
+            save_path=folder,
+            num_layers=shape["num_layers"],
         )
     student = copy.deepcopy(teacher).train()
     teacher.eval()
     for param in teacher.parameters():
         param.requires_grad_(False)
-    head = RegressionHead(teacher.output_size, hidden_size=1024, num_hidden_layers=2)
+    head = RegressionHead(
+        teacher.output_size, hidden_size=1024, num_hidden_layers=2
+    )
 
     durations = msp_like_durations(args.utterances, args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    clean = [torch.randn(int(d * RATE), generator=generator) * 0.1 for d in durations]
+    clean = [
+        torch.randn(int(d * RATE), generator=generator) * 0.1 for d in durations
+    ]
     noisy = [c + torch.randn(len(c), generator=generator) * 0.1 for c in clean]
     labels = 1 + 6 * torch.rand(args.utterances, 3, generator=generator)
     data = (clean, noisy, labels)
@@ -203,7 +244,9 @@ def main(argv=None):
     student_b = copy.deepcopy(student)
     head_b = copy.deepcopy(head)
     seconds_a, flops_a = run_path("a", straight, data, teacher, student, head)
-    seconds_b, flops_b = run_path("b", recipe, data, teacher, student_b, head_b, cache)
+    seconds_b, flops_b = run_path(
+        "b", recipe, data, teacher, student_b, head_b, cache
+    )
 
     # FLOPs per second of padded audio, from each path's first step, scaled to the whole pass.
     first_a = len(straight[0]) * max(durations[i] for i in straight[0])
@@ -215,7 +258,9 @@ def main(argv=None):
         ("(b) recipe", seconds_b, pad_b, executed_b, len(recipe)),
     ]
     print()
-    print("| path | batches | padding | audio s/s | GFLOP/s executed | % of peak |")
+    print(
+        "| path | batches | padding | audio s/s | GFLOP/s executed | % of peak |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, seconds, pad, executed, n_batches in rows:
         print(
@@ -223,7 +268,9 @@ def main(argv=None):
             f"{executed / seconds:.0f} | {executed / seconds / peak:.0%} |"
         )
     print()
-    print(f"ratio b/a (audio seconds trained per second): {seconds_a / seconds_b:.2f}")
+    print(
+        f"ratio b/a (audio seconds trained per second): {seconds_a / seconds_b:.2f}"
+    )
     print(
         f"teacher-cache fill, once per run: {fill:.1f} s "
         f"({real / fill:.2f} audio s/s; {cache.nbytes / 1e6:.2f} MB)"

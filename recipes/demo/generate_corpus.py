@@ -18,7 +18,9 @@ import time
 
 # Run as a file, Python puts recipes/demo/ on the path rather than the repository root that
 # holds the ctsl_brain package.
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)
 
 
 if ROOT not in sys.path:
@@ -38,19 +40,35 @@ def main(argv=None):
     corpus, and prints where its CSV files are."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("data_folder", help="output folder (created if needed)")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="master seed (>= 0)")
     parser.add_argument(
-        "--n_train", type=int, default=DEFAULTS["n_train"], help="training utterances"
+        "--seed", type=int, default=DEFAULTS["seed"], help="master seed (>= 0)"
     )
     parser.add_argument(
-        "--n_dev", type=int, default=DEFAULTS["n_dev"], help="validation utterances"
+        "--n_train",
+        type=int,
+        default=DEFAULTS["n_train"],
+        help="training utterances",
     )
-    parser.add_argument("--n_test", type=int, default=DEFAULTS["n_test"], help="test utterances")
     parser.add_argument(
-        "--min_duration", type=float, default=DEFAULTS["min_duration"], help="seconds"
+        "--n_dev",
+        type=int,
+        default=DEFAULTS["n_dev"],
+        help="validation utterances",
     )
     parser.add_argument(
-        "--max_duration", type=float, default=DEFAULTS["max_duration"], help="seconds"
+        "--n_test", type=int, default=DEFAULTS["n_test"], help="test utterances"
+    )
+    parser.add_argument(
+        "--min_duration",
+        type=float,
+        default=DEFAULTS["min_duration"],
+        help="seconds",
+    )
+    parser.add_argument(
+        "--max_duration",
+        type=float,
+        default=DEFAULTS["max_duration"],
+        help="seconds",
     )
     parser.add_argument(
         "--adapt_noise_minutes",
@@ -70,7 +88,9 @@ def main(argv=None):
         default=DEFAULTS["noise_segment_seconds"],
         help="length of each noise segment (default: max_duration + 1)",
     )
-    parser.add_argument("--sample_rate", type=int, default=DEFAULTS["sample_rate"], help="Hz")
+    parser.add_argument(
+        "--sample_rate", type=int, default=DEFAULTS["sample_rate"], help="Hz"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -87,7 +107,9 @@ def main(argv=None):
         noise_segment_seconds=args.noise_segment_seconds,
         sample_rate=args.sample_rate,
     )
-    print(f"Demo corpus ready in {args.data_folder} ({time.perf_counter() - start:.1f} s):")
+    print(
+        f"Demo corpus ready in {args.data_folder} ({time.perf_counter() - start:.1f} s):"
+    )
     for name, path in paths.items():
         print(f"  {name:12s} {path}")
 
