@@ -613,9 +613,12 @@ def dataio_prepare(hparams):
     """
 
     def audio_pipeline(manifest):
+        """The audio pipeline of one manifest (named in its errors)."""
+
         @sb.utils.data_pipeline.takes("id", "wav")
         @sb.utils.data_pipeline.provides("sig")
         def load(utterance, wav):
+            """Loads a waveform, mono at sample_rate, refusing non-finite samples."""
             signal = load_audio(wav, hparams["sample_rate"])
             # Manifests written by hand are not inspected: without this, a NaN sample shows up
             # epochs later as a non-finite loss that names no file.
@@ -634,9 +637,11 @@ def dataio_prepare(hparams):
     @sb.utils.data_pipeline.takes(*ATTRIBUTES)
     @sb.utils.data_pipeline.provides("labels")
     def label_pipeline(*values):
+        """The three attributes as a tensor, on the manifest's scale."""
         return torch.tensor([float(v) for v in values])
 
     def dataset(path):
+        """A manifest's dataset, its columns checked first."""
         check_manifest_columns(path)
         return DynamicItemDataset.from_csv(
             csv_path=path,

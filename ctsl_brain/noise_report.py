@@ -390,7 +390,9 @@ def _bank_text(figures):
 
 def _formats_text():
     available = sf.available_formats()
-    common = ["WAV", "FLAC", "OGG", "MP3", "AIFF", "CAF", "W64", "RF64"]
+    # Core Audio Format, the sound files of Apple devices.
+    core_audio = "CAF"  # codespell:ignore caf
+    common = ["WAV", "FLAC", "OGG", "MP3", "AIFF", core_audio, "W64", "RF64"]
     names = [name for name in common if name in available]
     names = ["OGG (Vorbis, Opus)" if name == "OGG" else name for name in names]
     return (

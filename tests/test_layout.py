@@ -100,3 +100,54 @@ def test_one_file_per_name():
             by_name[name].append(path)
     shared = {name: paths for name, paths in by_name.items() if len(paths) > 1}
     assert not shared, f"files sharing a name: {shared}"
+
+
+def _undocumented(path):
+    """SpeechBrain's docstring form, for one file: public functions, methods and classes have
+    a docstring, with an ``Arguments`` section when they take arguments and a ``Returns``
+    (or ``Yields``) section when they return a value; functions defined inside functions (the
+    data pipelines) have a docstring."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as fin:
+        tree = ast.parse(fin.read())
+    found = [] if ast.get_docstring(tree) else [f"{path}: no module docstring"]
+
+    def visit(node, prefix, nested=False):
+        for child in ast.iter_child_nodes(node):
+            if child.name.startswith("_") if hasattr(child, "name") else True:
+                continue
+            where = f"{path}:{child.lineno} {prefix}{child.name}"
+            doc = ast.get_docstring(child) or ""
+            if isinstance(child, ast.ClassDef):
+                if not doc:
+                    found.append(f"{where}: no docstring")
+                visit(child, f"{child.name}.")
+            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                arguments = [
+                    a.arg
+                    for a in child.args.args + child.args.kwonlyargs
+                    if a.arg not in ("self", "cls")
+                ]
+                returns = any(
+                    isinstance(n, ast.Return) and n.value is not None
+                    for n in ast.walk(child)
+                )
+                visit(child, f"{child.name}.", nested=True)
+                if not doc:
+                    found.append(f"{where}: no docstring")
+                elif nested:
+                    continue
+                elif arguments and "Arguments\n" not in doc:
+                    found.append(f"{where}: no Arguments section")
+                elif returns and not ("Returns\n" in doc or "Yields\n" in doc):
+                    found.append(f"{where}: no Returns section")
+
+    visit(tree, "")
+    return found
+
+
+def test_public_code_is_documented_in_speechbrains_form():
+    found = []
+    for path in _tracked(".py"):
+        if not path.startswith("tests/"):
+            found += _undocumented(path)
+    assert not found, "\n".join(found)

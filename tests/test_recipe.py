@@ -75,8 +75,9 @@ def test_every_top_level_yaml_key_is_used(yaml_file):
         ["ruff", "format", "--check", "."],
         ["ruff", "check", "."],
         ["yamllint", "--strict", "."],
+        ["codespell"],
     ],
-    ids=["ruff-format", "ruff-check", "yamllint"],
+    ids=["ruff-format", "ruff-check", "yamllint", "codespell"],
 )
 def test_lint_is_clean(command):
     tool = os.path.join(os.path.dirname(sys.executable), command[0])
