@@ -1,19 +1,24 @@
 """Checkpoints that a run killed at any moment cannot leave half-written.
 
-SpeechBrain's ``Checkpointer`` writes a checkpoint's meta file first and then each file into the
-checkpoint's folder, and deletes old checkpoints with ``rmtree``: a run killed while saving or
-deleting leaves a folder that is listed as a checkpoint but cannot be loaded, and the restart
-fails or picks it. :class:`AtomicCheckpointer` keeps SpeechBrain's format, names and selection
-rules, and changes when a folder appears and disappears under a checkpoint's name:
+SpeechBrain's ``Checkpointer`` writes a checkpoint's meta file first and then
+each file into the checkpoint's folder, and deletes old checkpoints with
+``rmtree``: a run killed while saving or deleting leaves a folder that is
+listed as a checkpoint but cannot be loaded, and the restart fails or picks
+it. :class:`AtomicCheckpointer` keeps SpeechBrain's format, names and
+selection rules, and changes when a folder appears and disappears under a
+checkpoint's name:
 
-- a checkpoint is written into a staging folder beside the others, flushed to disk, then
-  renamed into place, so that a folder named ``CKPT+...`` is always complete;
-- a checkpoint is deleted by renaming it out of the way first, then removing it;
-- staging and deletion leftovers of a killed run are removed at the next recovery, with a
-  one-line message;
-- recovery that cannot load a checkpoint (for any reason) says which one and why and falls back
-  to the one before; checkpoints that could not be loaded are moved aside, not deleted. When
-  none loads, the run stops rather than silently starting from scratch.
+- a checkpoint is written into a staging folder beside the others, flushed to
+  disk, then renamed into place, so that a folder named ``CKPT+...`` is always
+  complete;
+- a checkpoint is deleted by renaming it out of the way first, then removing
+  it;
+- staging and deletion leftovers of a killed run are removed at the next
+  recovery, with a one-line message;
+- recovery that cannot load a checkpoint (for any reason) says which one and
+  why and falls back to the one before; checkpoints that could not be loaded
+  are moved aside, not deleted. When none loads, the run stops rather than
+  silently starting from scratch.
 """
 
 import logging
@@ -35,7 +40,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Folders beside the checkpoints that SpeechBrain does not list (they do not start with CKPT).
+# Folders beside the checkpoints that SpeechBrain does not list (they do not
+# start with CKPT).
 STAGING_PREFIX = ".staging+"
 DELETING_PREFIX = ".deleting+"
 # Where checkpoints that could not be loaded are kept, for the user to inspect.
@@ -43,7 +49,10 @@ UNLOADABLE_FOLDER = "unloadable"
 
 
 class CheckpointError(UserError, RuntimeError):
-    """No checkpoint of a run can be loaded: the message lists each one and why."""
+    """No checkpoint of a run can be loaded.
+
+    The message lists each one and why.
+    """
 
 
 def _brief(error):
@@ -62,10 +71,24 @@ def _fsync(path):
 
 
 class AtomicCheckpointer(Checkpointer):
-    """SpeechBrain's Checkpointer, with checkpoints that appear and disappear atomically.
+    """SpeechBrain's Checkpointer, with checkpoints that come and go atomically.
 
-    Takes the same arguments as ``speechbrain.utils.checkpoints.Checkpointer`` and is used the
-    same way (``save_and_keep_only``, ``recover_if_possible``, ``find_checkpoint``, ...).
+    Takes the same arguments as ``speechbrain.utils.checkpoints.Checkpointer``
+    and is used the same way (``save_and_keep_only``, ``recover_if_possible``,
+    ``find_checkpoint``, ...).
+
+    Arguments
+    ---------
+    checkpoints_dir : str or pathlib.Path
+        Folder of the checkpoints.
+    recoverables : mapping or None
+        Name -> object saved and recovered (the name is that of its file).
+    custom_load_hooks : mapping or None
+        Name -> function ``(instance, path)`` loading that object.
+    custom_save_hooks : mapping or None
+        Name -> function ``(instance, path)`` saving that object.
+    allow_partial_load : bool
+        Load a checkpoint that lacks the file of some recoverable.
 
     Example
     -------
@@ -86,8 +109,8 @@ class AtomicCheckpointer(Checkpointer):
     """
 
     def _new_checkpoint_dirpath(self):
-        # The base class makes the name unique among the final names; it is written under
-        # the staging name.
+        # The base class makes the name unique among the final names; it is
+        # written under the staging name.
         final = super()._new_checkpoint_dirpath()
         return final.with_name(STAGING_PREFIX + final.name)
 
@@ -98,9 +121,32 @@ class AtomicCheckpointer(Checkpointer):
     def save_checkpoint(
         self, meta={}, end_of_epoch=True, name=None, verbosity=logging.INFO
     ):  # noqa: B006 (the base's signature)
-        """Saves a checkpoint as SpeechBrain does, into a staging folder, then renames it into
-        place once every file is on disk. Returns the checkpoint under its final name (None on
-        processes other than the main one)."""
+        """Saves a checkpoint as SpeechBrain does, then moves it into place.
+
+        It is saved into a staging folder, then renamed into place once every
+        file is on disk. A checkpoint saved again under a custom name replaces
+        the old one.
+
+        Arguments
+        ---------
+        meta : mapping
+            Added to the checkpoint's meta file (``unixtime`` is always
+            there).
+        end_of_epoch : bool
+            Whether the checkpoint is at the end of an epoch (kept in the
+            meta; it may affect loading).
+        name : str or None
+            Custom name of the checkpoint (after the ``CKPT+`` prefix); None:
+            one made of a timestamp.
+        verbosity : int
+            Logging level of the message saying where it was saved.
+
+        Returns
+        -------
+        checkpoint : speechbrain.utils.checkpoints.Checkpoint or None
+            The checkpoint under its final name; None on processes other
+            than the main one.
+        """
         staged = super().save_checkpoint(
             meta=meta,
             end_of_epoch=end_of_epoch,
@@ -136,8 +182,31 @@ class AtomicCheckpointer(Checkpointer):
         ckpt_predicate=None,
         verbosity=logging.INFO,
     ):
-        """Deletes the least important checkpoints, choosing them as SpeechBrain does; each is
-        renamed out of the way before its files are removed."""
+        """Deletes the least important checkpoints, chosen as SpeechBrain does.
+
+        Each is renamed out of the way before its files are removed.
+
+        Arguments
+        ---------
+        num_to_keep : int
+            Checkpoints kept for each key below (0 or more).
+        min_keys : list of str or None
+            Meta keys; the checkpoints with the lowest values are kept.
+        max_keys : list of str or None
+            Meta keys; the checkpoints with the highest values are kept.
+        importance_keys : list of callable
+            Functions of a checkpoint; those with the highest values are
+            kept. The default keeps the most recent.
+        ckpt_predicate : callable or None
+            Only checkpoints for which it is true can be deleted (None: all).
+        verbosity : int
+            Logging level of the message naming each deleted checkpoint.
+
+        Raises
+        ------
+        ValueError
+            ``num_to_keep`` is negative.
+        """
         if num_to_keep < 0:
             raise ValueError("Number of checkpoints to keep must be positive.")
         keys = [{"min_key": key} for key in min_keys or []]
@@ -173,7 +242,7 @@ class AtomicCheckpointer(Checkpointer):
         shutil.rmtree(doomed)
 
     def remove_leftovers(self):
-        """Removes what a killed run left while saving or deleting a checkpoint."""
+        """Removes the folders a run killed while saving or deleting left."""
         if not if_main_process() or not self.checkpoints_dir.is_dir():
             return
         for entry in sorted(self.checkpoints_dir.iterdir()):
@@ -200,21 +269,37 @@ class AtomicCheckpointer(Checkpointer):
         min_key=None,
         ckpt_predicate=None,
     ):
-        """Loads the checkpoint SpeechBrain would pick; if it cannot be loaded, the next one
-        in the same order, and so on.
+        """Loads the checkpoint SpeechBrain would pick, or the next that loads.
 
-        Checkpoints passed over are moved into ``<checkpoints_dir>/unloadable/``, with a
-        warning naming each and its error.
+        If the checkpoint cannot be loaded, the next one in the same order is
+        tried, and so on. Checkpoints passed over are moved into
+        ``<checkpoints_dir>/unloadable/``, with a warning naming each and its
+        error. Leftovers of a killed run are removed first
+        (:meth:`remove_leftovers`).
+
+        Arguments
+        ---------
+        importance_key : callable or None
+            Function of a checkpoint; the highest value is loaded first.
+        max_key : str or None
+            Meta key; the checkpoint with the highest value is loaded first
+            (only checkpoints with this key are considered).
+        min_key : str or None
+            Meta key; the checkpoint with the lowest value is loaded first
+            (only checkpoints with this key are considered).
+        ckpt_predicate : callable or None
+            Only checkpoints for which it is true are considered (None: all).
 
         Returns
         -------
-        Checkpoint or None
+        checkpoint : speechbrain.utils.checkpoints.Checkpoint or None
             The checkpoint loaded; None when there is none to load.
 
         Raises
         ------
         CheckpointError
-            There are checkpoints, but none can be loaded (nothing is moved then).
+            There are checkpoints, but none can be loaded (nothing is moved
+            then).
         """
         self.remove_leftovers()
         ddp_barrier()
@@ -283,9 +368,9 @@ def end_of_epoch_checkpoints(checkpointer):
 
     Returns
     -------
-    dict
-        Epoch (int) -> ``Checkpoint`` whose meta holds the dev ``ccc``; intra-epoch
-        checkpoints, which carry no dev score, are left out.
+    checkpoints : dict
+        Epoch (int) -> ``Checkpoint`` whose meta holds the dev ``ccc``;
+        intra-epoch checkpoints, which carry no dev score, are left out.
     """
     found = {}
     for checkpoint in checkpointer.list_checkpoints():
@@ -302,9 +387,10 @@ def end_of_epoch_checkpoints(checkpointer):
 def trim_train_log(path, epochs_done):
     r"""Cuts a train log back to the epochs a recovered checkpoint holds.
 
-    Keeps the lines of epochs 1 to ``epochs_done`` and drops the rest: lines of later epochs
-    and test lines, written by an attempt that was stopped before its next checkpoint. The log
-    is rewritten atomically, and only if something goes.
+    Keeps the lines of epochs 1 to ``epochs_done`` and drops the rest: lines
+    of later epochs and test lines, written by an attempt that was stopped
+    before its next checkpoint. The log is rewritten atomically, and only if
+    something goes.
 
     Arguments
     ---------

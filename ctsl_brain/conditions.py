@@ -1,14 +1,16 @@
-"""The test conditions: the clean test set and its noisy versions, as manifests on disk.
+"""The test conditions: the clean test set and its noisy versions, as manifests.
 
-The paper tests on re-recordings of the MSP-Podcast test set at 10, 5 and 0 dB. A user who has
-such recordings (a folder per condition, holding files with the same names as the clean test
-files) gets parallel manifests of them. Otherwise the conditions are simulated: the test set is
-mixed with the held-out test noise at each SNR, deterministically for a seed, written once and
-reused, with the SNR each mixture achieved stored in its manifest. Every condition uses the same
-noise excerpt for a given utterance, so conditions differ by the noise level only.
+The paper tests on re-recordings of the MSP-Podcast test set at 10, 5 and
+0 dB. A user who has such recordings (a folder per condition, holding files
+with the same names as the clean test files) gets parallel manifests of them.
+Otherwise the conditions are simulated: the test set is mixed with the
+held-out test noise at each SNR, deterministically for a seed, written once
+and reused, with the SNR each mixture achieved stored in its manifest. Every
+condition uses the same noise excerpt for a given utterance, so conditions
+differ by the noise level only.
 
-The dev set gets the same conditions (``split="dev"``, mixed with the adaptation noise) for the
-embedding analysis of the paper's section 4.2.
+The dev set gets the same conditions (``split="dev"``, mixed with the
+adaptation noise) for the embedding analysis of the paper's section 4.2.
 """
 
 import csv
@@ -40,14 +42,56 @@ def _snr_name(snr):
 
 
 def condition_names(snrs, recorded=None):
-    """Names of the test conditions: ``clean`` first, then one per SNR or recorded folder."""
+    """Names of the test conditions.
+
+    Arguments
+    ---------
+    snrs : sequence of float
+        SNRs (dB) of the simulated conditions.
+    recorded : dict or None
+        Condition name -> folder of recorded noisy versions; when given, its
+        names replace the simulated ones.
+
+    Returns
+    -------
+    names : list of str
+        ``clean`` first, then one per SNR or recorded folder.
+
+    Example
+    -------
+    >>> condition_names([10, 5, 0])
+    ['clean', '10dB', '5dB', '0dB']
+    >>> condition_names([10], recorded={"near": "rec/near"})
+    ['clean', 'near']
+    """
     if recorded:
         return ["clean", *recorded]
     return ["clean", *(_snr_name(snr) for snr in snrs)]
 
 
 def condition_manifest(manifest_folder, name, split="test"):
-    """Path of the manifest of condition ``name`` of ``split`` (``test`` or ``dev``)."""
+    """Path of the manifest of one condition of a split.
+
+    Arguments
+    ---------
+    manifest_folder : str
+        Folder of the manifests.
+    name : str
+        The condition, from :func:`condition_names`.
+    split : str
+        ``test`` or ``dev``.
+
+    Returns
+    -------
+    path : str
+        ``<split>.csv`` for ``clean``, otherwise ``<split>_<name>.csv``, in
+        ``manifest_folder``.
+
+    Example
+    -------
+    >>> condition_manifest("manifests", "5dB", split="dev")
+    'manifests/dev_5dB.csv'
+    """
     return os.path.join(
         manifest_folder,
         f"{split}.csv" if name == "clean" else f"{split}_{name}.csv",
@@ -60,7 +104,10 @@ def _read_rows(path):
 
 
 def _stamp(path):
-    """Content digest: a manifest rewritten with the same rows does not trigger a new mix."""
+    """Content digest of a file.
+
+    A manifest rewritten with the same rows does not trigger a new mix.
+    """
     with open(path, "rb") as fin:
         return hashlib.sha1(fin.read()).hexdigest()
 
@@ -85,23 +132,26 @@ def prepare_test_conditions(
     drop_bad_rows=False,
     split="test",
 ):
-    """Writes a manifest per noisy condition of ``split`` next to ``<split>.csv``.
+    """Writes a manifest per noisy condition of a split beside ``<split>.csv``.
 
     Arguments
     ---------
     manifest_folder : str
-        Holds ``<split>.csv`` (the clean set); the conditions are written beside it.
+        Holds ``<split>.csv`` (the clean set); the conditions are written
+        beside it.
     data_folder : str
         Replaces ``$data_root`` in the manifests and noise bank.
     snrs : list of float
         SNRs (dB) of the simulated conditions.
     noise_csv : str
-        Held-out test noise bank (AddNoise CSV); needed for simulated conditions.
+        Held-out test noise bank (AddNoise CSV); needed for simulated
+        conditions.
     seed : int
         Seed of the noise draws: the same seed gives the same mixtures.
     recorded : dict or None
-        Condition name -> folder of recorded noisy versions of the test files (same file
-        names). When given, these replace the simulated conditions.
+        Condition name -> folder of recorded noisy versions of the test files
+        (same file names). When given, these replace the simulated
+        conditions.
     sample_rate : int
         Rate of the mixtures.
     min_duration : float
@@ -113,8 +163,16 @@ def prepare_test_conditions(
 
     Returns
     -------
-    dict
+    manifests : dict
         Condition name -> manifest path, ``clean`` first.
+
+    Raises
+    ------
+    ctsl_brain.dataio.MissingInputError
+        The noise bank is needed and missing, or a recorded folder is not a
+        folder.
+    ctsl_brain.dataio.DataError
+        Recorded files are unusable (unless ``drop_bad_rows``), or none is.
     """
     clean_manifest = condition_manifest(manifest_folder, "clean", split)
     rows = _read_rows(clean_manifest)

@@ -1,9 +1,13 @@
-"""The ground floor of the recipe: error types, audio reading and checking, labels, manifests and
-atomic file writing. Every other module may import it; it imports none of them.
+"""The ground floor of the recipe: errors, audio, labels, manifests, writing.
 
-A manifest is a CSV with the columns ``ID, wav, duration, arousal, dominance, valence, spk_id``;
-``wav`` may start with ``$data_root``, replaced by the recipe's ``data_folder``. Labels are on the
-corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
+It holds the error types, audio reading and checking, labels, manifests and
+atomic file writing. Every other module may import it; it imports none of
+them.
+
+A manifest is a CSV with the columns
+``ID, wav, duration, arousal, dominance, valence, spk_id``; ``wav`` may start
+with ``$data_root``, replaced by the recipe's ``data_folder``. Labels are on
+the corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
 """
 
 import collections
@@ -62,8 +66,11 @@ TRACEBACK_VARIABLE = "CTSL_TRACEBACK"
 
 
 class UserError(Exception):
-    """A problem the user can fix (their input, settings or files), not a bug: command lines
-    show its message alone, without a traceback, and exit with status 1."""
+    """A problem the user can fix (their input, settings or files), not a bug.
+
+    Command lines show its message alone, without a traceback, and exit with
+    status 1 (see :func:`run_command`).
+    """
 
 
 class SettingsError(UserError, ValueError):
@@ -71,20 +78,46 @@ class SettingsError(UserError, ValueError):
 
 
 class MissingInputError(UserError, FileNotFoundError):
-    """A file, folder or run that the user named, or that a command needs, is not there."""
+    """A file, folder or run the user named, or a command needs, is missing."""
 
 
 class DataError(UserError, ValueError):
-    """Bad input found while preparing data; the message lists every problem found."""
+    """Bad input found while preparing data.
+
+    The message lists every problem found.
+    """
 
 
 def run_command(main, *args):
     """Runs a command line's ``main(*args)`` and returns its exit status.
 
-    A :class:`UserError` ends the command with its message on stderr and status 1, without a
-    traceback, unless the environment variable ``CTSL_TRACEBACK`` is 1; any other exception is
-    a bug and shows its traceback.
+    A :class:`UserError` ends the command with its message on stderr and
+    status 1, without a traceback, unless the environment variable
+    ``CTSL_TRACEBACK`` is 1; any other exception is a bug and shows its
+    traceback.
 
+    Arguments
+    ---------
+    main : callable
+        The command line's entry point; it returns an exit status or None.
+    *args
+        Passed on to ``main``.
+
+    Returns
+    -------
+    status : int
+        What ``main`` returned (0 for None), or 1 after a :class:`UserError`.
+
+    Raises
+    ------
+    UserError
+        Re-raised, with its traceback, when ``CTSL_TRACEBACK`` is set to
+        anything but 0.
+
+    Example
+    -------
+    >>> run_command(lambda: None)
+    0
     >>> def main():
     ...     raise MissingInputError("no file x.wav: check the path")
     >>> run_command(main)  # doctest: +SKIP
@@ -102,9 +135,12 @@ def run_command(main, *args):
 
 
 def _own_message(error):
-    """The error's own message. PyTorch re-raises an error of a DataLoader worker with the
-    worker's traceback in front of it; the message is what follows the last line naming the
-    error's type."""
+    """The error's own message.
+
+    PyTorch re-raises an error of a DataLoader worker with the worker's
+    traceback in front of it; the message is what follows the last line naming
+    the error's type.
+    """
     message = str(error)
     if "Original Traceback" not in message:
         return message
@@ -119,14 +155,27 @@ def _own_message(error):
 
 
 Problem = collections.namedtuple("Problem", ["where", "kind", "detail"])
-Problem.__doc__ = """One bad row or file: where it is, which kind of problem, and what was found."""
+Problem.__doc__ = """One bad row or file.
+
+It says where it is, which kind of problem, and what was found.
+
+Arguments
+---------
+where : str
+    The row or file, e.g. ``train item 12``.
+kind : str
+    The kind of problem (for audio, a key of :data:`AUDIO_ADVICE`).
+detail : str
+    What was found.
+"""
 
 
 def _wav_data_shortfall(path):
-    """Bytes the WAV header promises beyond the end of the file (0 if complete or not a WAV).
+    """Bytes the WAV header promises beyond the end of the file.
 
-    libsndfile quietly reads a truncated WAV as a shorter one, so truncation is read off the
-    RIFF ``data`` chunk size instead.
+    0 if the file is complete or not a WAV. libsndfile quietly reads a
+    truncated WAV as a shorter one, so truncation is read off the RIFF
+    ``data`` chunk size instead.
     """
     with open(path, "rb") as fin:
         if fin.read(12)[:4] not in (b"RIFF", b"RF64"):
@@ -144,12 +193,14 @@ def _wav_data_shortfall(path):
             fin.seek(length + (length & 1), os.SEEK_CUR)
 
 
-# Peak amplitude (full scale 1) below which a recording counts as silent: there is nothing in it
-# for the model to hear. Preparation and prediction both judge by it, so they agree on a file.
+# Peak amplitude (full scale 1) below which a recording counts as silent: there
+# is nothing in it for the model to hear. Preparation and prediction both judge
+# by it, so they agree on a file.
 SILENCE_PEAK = 1e-4
 
-# What a user can do about each kind of unusable audio file that inspect_audio reports, quoted by
-# the preparation's summary and by predict's error column alike.
+# What a user can do about each kind of unusable audio file that inspect_audio
+# reports, quoted by the preparation's summary and by predict's error column
+# alike.
 AUDIO_ADVICE = {
     "missing audio": "check the path",
     "not a file": "put the audio file itself at this path",
@@ -167,8 +218,22 @@ AUDIO_ADVICE = {
 
 
 def describe_audio_problem(kind, detail):
-    """The message for an unusable audio file: its kind, what was found and what to do.
+    """The message for an unusable audio file: its kind, what, and what to do.
 
+    Arguments
+    ---------
+    kind : str
+        The kind of problem, a key of :data:`AUDIO_ADVICE`.
+    detail : str
+        What was found, naming the file.
+
+    Returns
+    -------
+    message : str
+        ``"<kind>: <detail>; <advice>"``.
+
+    Example
+    -------
     >>> describe_audio_problem("missing audio", "x.wav does not exist")
     'missing audio: x.wav does not exist; check the path'
     """
@@ -176,8 +241,10 @@ def describe_audio_problem(kind, detail):
 
 
 def _absent_file_problem(path):
-    """Why ``path``, which is not a regular file, cannot be read: a folder, a link to nothing,
-    something else, or nothing at all."""
+    """Why ``path``, which is not a regular file, cannot be read.
+
+    It is a folder, a link to nothing, something else, or nothing at all.
+    """
     if os.path.isdir(path):
         return "not a file", f"{path} is a folder"
     if os.path.islink(path) and not os.path.exists(path):
@@ -191,13 +258,23 @@ def _absent_file_problem(path):
 
 
 class SampleCheck:
-    """Judges a recording block by block while it is decoded: NaN or infinite samples, and
-    silence, a peak below :data:`SILENCE_PEAK` in the channels or in their average (the mono
-    signal the model hears: channels in opposite phase cancel out).
+    """Judges a recording block by block while it is decoded.
 
-    Feed it each decoded block with :meth:`add` (decoding can stop once :attr:`non_finite` is
-    true), then ask :meth:`problem`.
+    It looks for NaN or infinite samples, and for silence: a peak below
+    :data:`SILENCE_PEAK` in the channels or in their average (the mono signal
+    the model hears: channels in opposite phase cancel out).
 
+    Feed it each decoded block with :meth:`add` (decoding can stop once
+    :attr:`non_finite` is true), then ask :meth:`problem`.
+
+    Arguments
+    ---------
+    sample_rate : int
+        Sample rate of the recording, in Hz (to say where the first
+        non-finite sample is, in seconds).
+
+    Example
+    -------
     >>> check = SampleCheck(16000)
     >>> check.add(np.array([[0.5, -0.5], [0.2, -0.2]], dtype=np.float32))
     >>> check.problem("x.wav")
@@ -212,11 +289,24 @@ class SampleCheck:
 
     @property
     def non_finite(self):
-        """Whether a NaN or infinite sample has been seen."""
+        """Whether a NaN or infinite sample has been seen.
+
+        Returns
+        -------
+        seen : bool
+            True once a block holding one was added.
+        """
         return self.first_non_finite is not None
 
     def add(self, block):
-        """Takes the next block, ``[frames, channels]`` float32."""
+        """Takes the next block of the recording.
+
+        Arguments
+        ---------
+        block : numpy.ndarray
+            ``[frames, channels]`` float32 samples, following the blocks
+            already added.
+        """
         finite = np.isfinite(block).all(axis=1)
         if not finite.all():
             if self.first_non_finite is None:
@@ -229,7 +319,19 @@ class SampleCheck:
         self.frames += len(block)
 
     def problem(self, path):
-        """``(kind, detail)`` of what was found wrong (kinds of :data:`AUDIO_ADVICE`), or None."""
+        """What was found wrong in the blocks added so far, if anything.
+
+        Arguments
+        ---------
+        path : str
+            The recording, named in the detail.
+
+        Returns
+        -------
+        problem : tuple or None
+            ``(kind, detail)``, ``kind`` a key of :data:`AUDIO_ADVICE`;
+            None when the recording is fine.
+        """
         if self.non_finite:
             first = self.first_non_finite / self.sample_rate
             return (
@@ -250,8 +352,11 @@ class SampleCheck:
 
 
 def _samples_problem(path, samplerate):
-    """Decodes the file block by block (float32, as the audio is loaded for the model; never
-    more than one block in memory) and returns what :class:`SampleCheck` finds, or None."""
+    """What :class:`SampleCheck` finds in a file, decoded block by block.
+
+    Decoded in float32, as the audio is loaded for the model, never more than
+    one block in memory; None when nothing is wrong.
+    """
     check = SampleCheck(samplerate)
     for block in soundfile.blocks(
         path, blocksize=65536, dtype="float32", always_2d=True
@@ -263,11 +368,12 @@ def _samples_problem(path, samplerate):
 
 
 def inspect_audio(path, *, min_duration, check_silence=True):
-    """Checks that an audio file can be used, from its header (and its samples if asked).
+    """Checks that an audio file can be used, from its header (and samples).
 
-    The kinds of problem it reports are the keys of :data:`AUDIO_ADVICE`; a file it passes
-    with ``check_silence`` is one the model can hear, the same verdict that
-    :meth:`ctsl_brain.inference.EmotionRegressor.load_audio` gives.
+    The kinds of problem it reports are the keys of :data:`AUDIO_ADVICE`; a
+    file it passes with ``check_silence`` is one the model can hear, the same
+    verdict that :meth:`ctsl_brain.inference.EmotionRegressor.load_audio`
+    gives.
 
     Arguments
     ---------
@@ -276,16 +382,27 @@ def inspect_audio(path, *, min_duration, check_silence=True):
     min_duration : float
         Seconds below which the encoder cannot take the file.
     check_silence : bool
-        Also decode the file, once, and flag it if a sample is NaN or infinite, or if it is
-        silent: its peak, or the peak of its channels' average, is below :data:`SILENCE_PEAK`.
-        The slowest check: without it only the header is read.
+        Also decode the file, once, and flag it if a sample is NaN or
+        infinite, or if it is silent: its peak, or the peak of its channels'
+        average, is below :data:`SILENCE_PEAK`. The slowest check: without it
+        only the header is read.
 
     Returns
     -------
-    tuple
-        ``(duration_seconds, None)`` for a usable file, ``(None, (kind, detail))`` otherwise.
-        Another sample rate or several channels are fine: they are resampled and downmixed
-        when the file is loaded.
+    verdict : tuple
+        ``(duration_seconds, None)`` for a usable file,
+        ``(None, (kind, detail))`` otherwise. Another sample rate or several
+        channels are fine: they are resampled and downmixed when the file is
+        loaded.
+
+    Example
+    -------
+    >>> path = str(getfixture("tmp_path") / "quiet.wav")
+    >>> write_audio_atomic(path, np.zeros(1600, dtype=np.float32), 16000)
+    >>> inspect_audio(path, min_duration=0.05)[1][0]
+    'silent audio'
+    >>> inspect_audio(path, min_duration=0.05, check_silence=False)
+    (0.1, None)
     """
     if not os.path.isfile(path):
         return None, _absent_file_problem(path)
@@ -324,13 +441,23 @@ def check_labels(values, *, low, high):
     ---------
     values : dict
         Attribute name -> label text, as read from a CSV.
-    low, high : float
-        Valid range (inclusive).
+    low : float
+        Lowest valid label (inclusive).
+    high : float
+        Highest valid label (inclusive).
 
     Returns
     -------
-    tuple
-        ``(labels, None)`` with the floats, or ``(None, (kind, detail))``.
+    verdict : tuple
+        ``(labels, None)`` with the floats by attribute name, or
+        ``(None, (kind, detail))``.
+
+    Example
+    -------
+    >>> check_labels({"arousal": "4.5"}, low=1, high=7)
+    ({'arousal': 4.5}, None)
+    >>> check_labels({"arousal": "9"}, low=1, high=7)
+    (None, ('label out of range', 'arousal = 9.0 is outside 1-7'))
     """
     labels = {}
     for name, text in values.items():
@@ -351,9 +478,26 @@ def check_labels(values, *, low, high):
 
 
 def to_unit_scale(labels, *, low, high):
-    """Maps labels from the corpus' scale to [0, 1], the scale the model is trained on, as the
-    authors did ((y - 1) / 6 on 1-7).
+    """Maps labels from the corpus' scale to [0, 1], the model's training scale.
 
+    As the authors did: ``(y - 1) / 6`` on 1-7.
+
+    Arguments
+    ---------
+    labels : torch.Tensor
+        Labels on the corpus' scale (any shape).
+    low : float
+        Lowest label of the scale, mapped to 0.
+    high : float
+        Highest label of the scale, mapped to 1.
+
+    Returns
+    -------
+    scaled : torch.Tensor
+        The labels on [0, 1], same shape.
+
+    Example
+    -------
     >>> to_unit_scale(torch.tensor([1.0, 4.0, 7.0]), low=1.0, high=7.0).tolist()
     [0.0, 0.5, 1.0]
     """
@@ -361,8 +505,24 @@ def to_unit_scale(labels, *, low, high):
 
 
 def from_unit_scale(values, *, low, high):
-    """Inverse of :func:`to_unit_scale`: the model's outputs on the corpus' scale.
+    """Inverse of :func:`to_unit_scale`: model outputs on the corpus' scale.
 
+    Arguments
+    ---------
+    values : torch.Tensor
+        Model outputs on the [0, 1] scale (any shape; not clipped).
+    low : float
+        Lowest label of the corpus' scale, where 0 goes.
+    high : float
+        Highest label of the corpus' scale, where 1 goes.
+
+    Returns
+    -------
+    labels : torch.Tensor
+        The values on the corpus' scale, same shape.
+
+    Example
+    -------
     >>> from_unit_scale(
     ...     torch.tensor([0.0, 0.5, 1.0]), low=1.0, high=7.0
     ... ).tolist()
@@ -372,25 +532,41 @@ def from_unit_scale(values, *, low, high):
 
 
 def settle_problems(problems, *, total, drop, source, report_path, examples=5):
-    """Stops with every problem listed, or reports how many rows were dropped.
+    r"""Stops with every problem listed, or reports how many rows were dropped.
 
     Arguments
     ---------
     problems : list of Problem
-        Everything found wrong; each kind of audio problem is summed up with what to do
-        about it (:data:`AUDIO_ADVICE`).
+        Everything found wrong; each kind of audio problem is summed up with
+        what to do about it (:data:`AUDIO_ADVICE`).
     total : int
         Rows inspected, for the report.
     drop : bool
-        False (the default of the recipe): raise :class:`DataError` before any training, its
-        message suggesting ``--drop_bad_rows True``, the recipe's option that sets this.
-        True: log how many rows go and carry on without them.
+        False (the default of the recipe): raise :class:`DataError` before any
+        training, its message suggesting ``--drop_bad_rows True``, the
+        recipe's option that sets this. True: log how many rows go and carry
+        on without them.
     source : str
         What was inspected (named in the messages).
     report_path : str
         Where the full list is written (one problem per line).
     examples : int
         Problems of each kind quoted in the message.
+
+    Raises
+    ------
+    DataError
+        There are problems and ``drop`` is False.
+
+    Example
+    -------
+    >>> report = str(getfixture("tmp_path") / "problems.tsv")
+    >>> problem = Problem("row 3", "missing audio", "x.wav does not exist")
+    >>> settle_problems(
+    ...     [problem], total=10, drop=True, source="train", report_path=report
+    ... )
+    >>> open(report).read()
+    'row 3\tmissing audio\tx.wav does not exist\n'
     """
     if not problems:
         return
@@ -427,8 +603,26 @@ def settle_problems(problems, *, total, drop, source, report_path, examples=5):
 
 
 def write_text_atomic(path, text):
-    """Writes ``text`` to ``path`` through a temporary file in the same folder and a rename, so
-    no reader ever sees half a file; the process id keeps concurrent writers apart."""
+    r"""Writes ``text`` to ``path`` atomically.
+
+    The text goes through a temporary file in the same folder and a rename, so
+    no reader ever sees half a file; the process id keeps concurrent writers
+    apart.
+
+    Arguments
+    ---------
+    path : str
+        The file, replaced if it exists.
+    text : str
+        Its new content, written as UTF-8.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "note.txt"
+    >>> write_text_atomic(str(path), "done\n")
+    >>> path.read_text()
+    'done\n'
+    """
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
@@ -436,7 +630,25 @@ _STAGING = re.compile(r"\..+\.(\d+)\.tmp")
 
 
 def process_running(pid):
-    """Whether a process with this id runs (this process does not count: it is the caller)."""
+    """Whether a process with this id runs.
+
+    This process does not count: it is the caller.
+
+    Arguments
+    ---------
+    pid : int
+        The process id.
+
+    Returns
+    -------
+    running : bool
+        True if another process has this id (also one of another user).
+
+    Example
+    -------
+    >>> process_running(os.getpid())
+    False
+    """
     if pid == os.getpid():
         return False
     try:
@@ -449,9 +661,17 @@ def process_running(pid):
 
 
 def remove_stale_staging(folder):
-    """Removes the temporary files that :func:`write_bytes_atomic` (and the other atomic
-    writers) left in ``folder`` when their process was killed. Those of running processes,
-    which may be writing them, are kept."""
+    """Removes the temporary files that killed atomic writers left in a folder.
+
+    These are the staging files of :func:`write_bytes_atomic` (and the other
+    atomic writers) whose process was killed. Those of running processes,
+    which may be writing them, are kept.
+
+    Arguments
+    ---------
+    folder : str
+        The folder cleaned (absent: nothing to do).
+    """
     if not os.path.isdir(folder):
         return
     for entry in os.scandir(folder):
@@ -465,7 +685,15 @@ def remove_stale_staging(folder):
 
 
 def write_bytes_atomic(path, data):
-    """Writes ``data`` (bytes) to ``path`` atomically, as :func:`write_text_atomic`."""
+    """Writes ``data`` to ``path`` atomically, as :func:`write_text_atomic`.
+
+    Arguments
+    ---------
+    path : str
+        The file, replaced if it exists.
+    data : bytes
+        Its new content.
+    """
     folder, name = os.path.split(path)
     staging = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
@@ -479,8 +707,10 @@ def write_bytes_atomic(path, data):
 
 
 def write_audio_atomic(path, audio, sample_rate, subtype="FLOAT"):
-    """Writes a WAV file atomically. It is encoded in memory first: libsndfile syncs the disk
-    when it closes a file, which is slow for many small files.
+    """Writes a WAV file atomically.
+
+    It is encoded in memory first: libsndfile syncs the disk when it closes a
+    file, which is slow for many small files.
 
     Arguments
     ---------
@@ -491,8 +721,8 @@ def write_audio_atomic(path, audio, sample_rate, subtype="FLOAT"):
     sample_rate : int
         In Hz.
     subtype : str
-        soundfile's subtype: ``FLOAT`` keeps levels exactly and never clips; ``PCM_16`` for
-        int16 samples.
+        soundfile's subtype: ``FLOAT`` keeps levels exactly and never clips;
+        ``PCM_16`` for int16 samples.
     """
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, sample_rate, format="WAV", subtype=subtype)
@@ -500,7 +730,24 @@ def write_audio_atomic(path, audio, sample_rate, subtype="FLOAT"):
 
 
 def write_csv_atomic(path, header, rows):
-    """Writes a CSV (header, then rows of values) atomically."""
+    r"""Writes a CSV (header, then rows of values) atomically.
+
+    Arguments
+    ---------
+    path : str
+        The CSV file, replaced if it exists.
+    header : sequence of str
+        Column names.
+    rows : iterable of sequence
+        One sequence of values per row.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "table.csv"
+    >>> write_csv_atomic(str(path), ["ID", "duration"], [["a", 1.5]])
+    >>> path.read_text()
+    'ID,duration\na,1.5\n'
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -509,8 +756,30 @@ def write_csv_atomic(path, header, rows):
 
 
 def load_audio(path, sample_rate=16000):
-    """Reads a file as a mono float32 tensor at ``sample_rate``: channels are averaged and
-    other rates resampled, so the recipe takes audio as it comes."""
+    """Reads a file as a mono float32 tensor at ``sample_rate``.
+
+    Channels are averaged and other rates resampled, so the recipe takes audio
+    as it comes.
+
+    Arguments
+    ---------
+    path : str
+        An audio file that soundfile reads.
+    sample_rate : int
+        Rate of the result, in Hz.
+
+    Returns
+    -------
+    signal : torch.Tensor
+        ``[samples]`` float32 waveform.
+
+    Example
+    -------
+    >>> path = str(getfixture("tmp_path") / "stereo.wav")
+    >>> write_audio_atomic(path, np.full((800, 2), 0.5, np.float32), 8000)
+    >>> load_audio(path, 16000).shape
+    torch.Size([1600])
+    """
     data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     signal = torch.from_numpy(data).mean(dim=1)
     if rate != sample_rate:
@@ -519,8 +788,21 @@ def load_audio(path, sample_rate=16000):
 
 
 def check_manifest_columns(path):
-    """Raises a :class:`MissingInputError` or :class:`DataError` naming the file and what is
-    missing, if anything."""
+    """Checks that a manifest exists and has every column of a manifest.
+
+    Arguments
+    ---------
+    path : str
+        The manifest (CSV).
+
+    Raises
+    ------
+    MissingInputError
+        There is no such file; the message says how to make it.
+    DataError
+        A column of :data:`MANIFEST_COLUMNS` is missing; the message names
+        the file and the columns.
+    """
     if not os.path.isfile(path):
         raise MissingInputError(
             f"manifest {path} does not exist: run the data preparation (check --data_folder, "
@@ -538,13 +820,20 @@ def check_manifest_columns(path):
 
 
 def check_manifest_folder(manifest_folder):
-    """For a corpus prepared by the user: the manifests must already be in the folder.
+    """Checks that a corpus prepared by the user has its manifests in place.
 
     Arguments
     ---------
     manifest_folder : str
-        Holds ``train.csv``, ``dev.csv``, ``test.csv``, ``noise_adapt.csv`` and
-        ``noise_test.csv``.
+        Holds ``train.csv``, ``dev.csv``, ``test.csv``, ``noise_adapt.csv``
+        and ``noise_test.csv``.
+
+    Raises
+    ------
+    MissingInputError
+        A manifest or noise bank is missing.
+    DataError
+        A manifest lacks columns (see :func:`check_manifest_columns`).
     """
     for name in ("train", "dev", "test"):
         check_manifest_columns(os.path.join(manifest_folder, f"{name}.csv"))

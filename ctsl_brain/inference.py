@@ -1,8 +1,9 @@
 """Using a trained model: arousal, dominance and valence of any recording.
 
-A finished run becomes a model folder with ``python -m ctsl_brain export`` (see
-:mod:`ctsl_brain.export`); :class:`EmotionRegressor` loads it the way SpeechBrain's pretrained
-models are loaded, and ``python -m ctsl_brain predict`` runs it over files and folders.
+A finished run becomes a model folder with ``python -m ctsl_brain export``
+(see :mod:`ctsl_brain.export`); :class:`EmotionRegressor` loads it the way
+SpeechBrain's pretrained models are loaded, and
+``python -m ctsl_brain predict`` runs it over files and folders.
 """
 
 import math
@@ -31,9 +32,25 @@ BATCH_SIZE = 8  # windows per forward pass, unless told otherwise
 
 
 def split_windows(signal, window):
-    """Cuts a waveform into the fewest pieces of at most ``window`` samples, of equal length
-    (to a sample); a signal no longer than ``window`` is one piece, itself.
+    """Cuts a waveform into the fewest pieces of at most ``window`` samples.
 
+    The pieces are of equal length (to a sample); a signal no longer than
+    ``window`` is one piece, itself.
+
+    Arguments
+    ---------
+    signal : torch.Tensor
+        ``[samples]`` waveform.
+    window : int
+        Longest piece, in samples.
+
+    Returns
+    -------
+    pieces : list of torch.Tensor
+        Consecutive, non-overlapping views of ``signal``, covering it all.
+
+    Example
+    -------
     >>> [len(piece) for piece in split_windows(torch.zeros(25), 10)]
     [8, 8, 9]
     >>> [len(piece) for piece in split_windows(torch.zeros(7), 10)]
@@ -48,30 +65,50 @@ def split_windows(signal, window):
 
 
 class EmotionRegressor(Pretrained):
-    """Speech emotion regression with an exported model: waveforms or files in, arousal,
-    dominance and valence out, on the label scale of the training run (1-7 for MSP-Podcast).
+    """Speech emotion regression with an exported model.
 
-    The numbers are what the run's own evaluation computes (``predictions.csv``): the head's
-    outputs mapped back from [0, 1] to the label scale, not clipped to it. Everything runs in
-    float32, on the device of ``run_opts`` (SpeechBrain's: ``{"device": "cuda:0"}``; by
-    default a GPU when there is one).
+    Waveforms or files in, arousal, dominance and valence out, on the label
+    scale of the training run (1-7 for MSP-Podcast).
 
-    Files are read as in training: channels averaged, other sample rates resampled
-    (torchaudio) to the model's. A file longer than ``window_seconds`` (a key of the model's
-    ``hyperparams.yaml``, or an argument of the predict methods) is cut into the fewest
-    non-overlapping windows of at most that length, all of the same length; each window is
-    embedded on its own (waveform normalisation included) and the file's embedding is the mean
-    of the windows' pooled embeddings weighted by their frame counts, that is, the mean over
-    all frames of the windows; the head is applied to that. A file no longer than the window
-    is one window: its prediction is exactly :meth:`predict_batch` of its waveform.
+    The numbers are what the run's own evaluation computes
+    (``predictions.csv``): the head's outputs mapped back from [0, 1] to the
+    label scale, not clipped to it. Everything runs in float32, on the device
+    of ``run_opts`` (SpeechBrain's: ``{"device": "cuda:0"}``; by default a GPU
+    when there is one).
 
-    A file is refused, as the training data preparation refuses it, when it is missing, not a
-    file (a folder, a broken link), unreadable, cut short, empty, shorter than the model's
-    ``min_duration``, silent (peak below :data:`ctsl_brain.dataio.SILENCE_PEAK`, also once its
-    channels are averaged) or holds NaN or infinite samples: the same check
-    (:func:`ctsl_brain.dataio.inspect_audio`), so a file the model was not trained on is not
-    predicted either. A prediction that is not a finite number is refused too: a file gets
-    numbers or an error, never NaN.
+    Files are read as in training: channels averaged, other sample rates
+    resampled (torchaudio) to the model's. A file longer than
+    ``window_seconds`` (a key of the model's ``hyperparams.yaml``, or an
+    argument of the predict methods) is cut into the fewest non-overlapping
+    windows of at most that length, all of the same length; each window is
+    embedded on its own (waveform normalisation included) and the file's
+    embedding is the mean of the windows' pooled embeddings weighted by their
+    frame counts, that is, the mean over all frames of the windows; the head
+    is applied to that. A file no longer than the window is one window: its
+    prediction is exactly :meth:`predict_batch` of its waveform.
+
+    A file is refused, as the training data preparation refuses it, when it
+    is missing, not a file (a folder, a broken link), unreadable, cut short,
+    empty, shorter than the model's ``min_duration``, silent (peak below
+    :data:`ctsl_brain.dataio.SILENCE_PEAK`, also once its channels are
+    averaged) or holds NaN or infinite samples: the same check
+    (:func:`ctsl_brain.dataio.inspect_audio`), so a file the model was not
+    trained on is not predicted either. A prediction that is not a finite
+    number is refused too: a file gets numbers or an error, never NaN.
+
+    It is usually built with :meth:`from_hparams`, which passes these
+    arguments on.
+
+    Arguments
+    ---------
+    modules : dict of torch.nn.Module
+        ``encoder`` (an :class:`ctsl_brain.models.SSLEncoder`) and ``head``.
+    hparams : dict
+        The model's hyperparameters; :attr:`HPARAMS_NEEDED` are required.
+    run_opts : dict or None
+        SpeechBrain's run options, e.g. ``{"device": "cuda:0"}``.
+    freeze_params : bool
+        Keep the parameters from training (SpeechBrain's default, True).
 
     Example
     -------
@@ -110,13 +147,22 @@ class EmotionRegressor(Pretrained):
         hparams_file : str
             Its hyperparameter file.
         overrides : dict or None
-            Values replacing keys of that file, e.g. ``{"window_seconds": 5.0}``.
+            Values replacing keys of that file, e.g.
+            ``{"window_seconds": 5.0}``.
         **kwargs
-            As for SpeechBrain's ``Pretrained.from_hparams``: ``savedir``, ``run_opts``, ...
+            As for SpeechBrain's ``Pretrained.from_hparams``: ``savedir``,
+            ``run_opts``, ...
 
         Returns
         -------
-        EmotionRegressor
+        model : EmotionRegressor
+            The model, ready to predict.
+
+        Raises
+        ------
+        ctsl_brain.dataio.MissingInputError
+            ``source`` is not a folder, or holds no ``hparams_file``: the
+            message says how to export one.
         """
         source = str(source)
         export = (
@@ -132,7 +178,7 @@ class EmotionRegressor(Pretrained):
                 f"{source} is not a model folder (it has no {hparams_file}): give the folder an "
                 f"export wrote, or export a trained run there first ({export})"
             )
-        # The file does not know where it is; its encoder config lives beside it.
+        # The file does not know where it is; its encoder config is beside it.
         overrides = {
             "model_folder": os.path.abspath(source),
             **(overrides or {}),
@@ -142,16 +188,28 @@ class EmotionRegressor(Pretrained):
         )
 
     def load_audio(self, path):
-        """Reads a file as the model hears it: a mono float32 waveform at its sample rate.
+        """Reads a file as the model hears it.
+
+        Arguments
+        ---------
+        path : str
+            An audio file that soundfile reads.
+
+        Returns
+        -------
+        signal : torch.Tensor
+            ``[samples]`` mono float32 waveform at the model's sample rate.
 
         Raises
         ------
         ctsl_brain.dataio.DataError
-            The file cannot be used (see the class description): the message names it, says
-            what is wrong and what to do, as the training data preparation would.
+            The file cannot be used (see the class description): the message
+            names it, says what is wrong and what to do, as the training data
+            preparation would.
         """
         path = str(path)
-        # Decoded twice, to check and to load, so that the verdict is exactly training's.
+        # Decoded twice, to check and to load, so that the verdict is exactly
+        # training's.
         _, problem = inspect_audio(path, min_duration=self.hparams.min_duration)
         if problem is not None:
             raise DataError(describe_audio_problem(*problem))
@@ -164,19 +222,22 @@ class EmotionRegressor(Pretrained):
 
     @torch.no_grad()
     def encode_batch(self, wavs, wav_lens=None):
-        """Pooled embeddings of a batch of waveforms (each whole, without windows).
+        """Pooled embeddings of a batch of waveforms.
+
+        Each waveform is taken whole, without windows.
 
         Arguments
         ---------
         wavs : torch.Tensor
-            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the model's sample rate,
-            zero-padded.
+            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the
+            model's sample rate, zero-padded.
         wav_lens : torch.Tensor or None
-            ``[batch]`` lengths relative to ``samples`` (SpeechBrain's convention); None: all 1.
+            ``[batch]`` lengths relative to ``samples`` (SpeechBrain's
+            convention); None: all 1.
 
         Returns
         -------
-        torch.Tensor
+        embeddings : torch.Tensor
             ``[batch, embedding size]``, float32, on the model's device.
         """
         if wavs.dim() == 1:
@@ -188,8 +249,20 @@ class EmotionRegressor(Pretrained):
 
     @torch.no_grad()
     def predict_from_embeddings(self, embeddings):
-        """Arousal, dominance and valence ``[batch, 3]`` on the label scale, from pooled
-        embeddings ``[batch, embedding size]``."""
+        """Arousal, dominance and valence on the label scale, from embeddings.
+
+        Arguments
+        ---------
+        embeddings : torch.Tensor
+            ``[batch, embedding size]`` pooled embeddings, as from
+            :meth:`encode_batch`.
+
+        Returns
+        -------
+        predictions : torch.Tensor
+            ``[batch, 3]``: arousal, dominance, valence on the label scale,
+            on the model's device.
+        """
         return from_unit_scale(
             self.mods.head(embeddings.to(self.device)),
             low=self.hparams.label_min,
@@ -197,44 +270,74 @@ class EmotionRegressor(Pretrained):
         )
 
     def predict_batch(self, wavs, wav_lens=None):
-        """Arousal, dominance and valence of a batch of waveforms (each whole, without windows).
+        """Arousal, dominance and valence of a batch of waveforms.
 
-        Arguments and input as for :meth:`encode_batch`.
+        Each waveform is taken whole, without windows, as by
+        :meth:`encode_batch`.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the
+            model's sample rate, zero-padded.
+        wav_lens : torch.Tensor or None
+            ``[batch]`` lengths relative to ``samples``; None: all 1.
 
         Returns
         -------
-        torch.Tensor
-            ``[batch, 3]``: arousal, dominance, valence on the label scale, on the model's
-            device.
+        predictions : torch.Tensor
+            ``[batch, 3]``: arousal, dominance, valence on the label scale,
+            on the model's device.
         """
         return self.predict_from_embeddings(self.encode_batch(wavs, wav_lens))
 
     def forward(self, wavs, wav_lens=None):
-        """Same as :meth:`predict_batch`."""
+        """Same as :meth:`predict_batch`.
+
+        Arguments
+        ---------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the
+            model's sample rate, zero-padded.
+        wav_lens : torch.Tensor or None
+            ``[batch]`` lengths relative to ``samples``; None: all 1.
+
+        Returns
+        -------
+        predictions : torch.Tensor
+            ``[batch, 3]``: arousal, dominance, valence on the label scale.
+        """
         return self.predict_batch(wavs, wav_lens)
 
     def predict_file(self, path, *, window_seconds=None, batch_size=BATCH_SIZE):
-        """Arousal, dominance and valence of one audio file (any rate, channels and length).
+        """Arousal, dominance and valence of one audio file.
+
+        The file may have any sample rate, channel count and length.
 
         Arguments
         ---------
         path : str
             An audio file that soundfile reads (WAV, FLAC, OGG, MP3, ...).
         window_seconds : float or None
-            Window length for long files; None: the model's ``window_seconds``.
+            Window length for long files; None: the model's
+            ``window_seconds``.
         batch_size : int
             Windows per forward pass.
 
         Returns
         -------
-        pandas.Series
-            ``arousal``, ``dominance``, ``valence`` (also as attributes), named by ``path``.
+        prediction : pandas.Series
+            ``arousal``, ``dominance``, ``valence`` (also as attributes),
+            named by ``path``.
 
         Raises
         ------
         ctsl_brain.dataio.DataError
-            The file cannot be used (see :meth:`load_audio`), or the prediction is not a
-            finite number.
+            The file cannot be used (see :meth:`load_audio`), or the
+            prediction is not a finite number.
+        ctsl_brain.dataio.SettingsError
+            ``window_seconds`` is shorter than twice the model's
+            ``min_duration``.
         """
         signal = self.load_audio(path)
         ((_, embedding),) = self._embed_signals(
@@ -258,20 +361,21 @@ class EmotionRegressor(Pretrained):
         batch_size=BATCH_SIZE,
         progress=False,
     ):
-        """Arousal, dominance and valence of many files; a file that cannot be used gets its
-        error instead, and the others go on.
+        """Arousal, dominance and valence of many files.
 
-        Windows of consecutive files share batches. The predictions are those of
-        :meth:`predict_file`, up to float rounding (a window padded in a batch gets the same
-        pooled embedding as alone, to about 1e-6).
+        A file that cannot be used gets its error instead, and the others go
+        on. Windows of consecutive files share batches. The predictions are
+        those of :meth:`predict_file`, up to float rounding (a window padded
+        in a batch gets the same pooled embedding as alone, to about 1e-6).
 
         Arguments
         ---------
         paths : list of str
-            Audio files (:func:`audio_files` finds those of folders); a file named twice is
-            predicted once.
+            Audio files (:func:`audio_files` finds those of folders); a file
+            named twice is predicted once.
         window_seconds : float or None
-            Window length for long files; None: the model's ``window_seconds``.
+            Window length for long files; None: the model's
+            ``window_seconds``.
         batch_size : int
             Windows per forward pass.
         progress : bool
@@ -279,16 +383,24 @@ class EmotionRegressor(Pretrained):
 
         Returns
         -------
-        pandas.DataFrame
-            Indexed by file (as given), columns ``duration`` (seconds), ``arousal``,
-            ``dominance``, ``valence`` and ``error`` (empty when the file was predicted;
-            otherwise what is wrong and what to do, and the attributes are NaN, as is the
-            duration of a file that could not be read).
+        predictions : pandas.DataFrame
+            Indexed by file (as given), columns ``duration`` (seconds),
+            ``arousal``, ``dominance``, ``valence`` and ``error`` (empty when
+            the file was predicted; otherwise what is wrong and what to do,
+            and the attributes are NaN, as is the duration of a file that
+            could not be read).
+
+        Raises
+        ------
+        ctsl_brain.dataio.SettingsError
+            ``window_seconds`` is shorter than twice the model's
+            ``min_duration``.
         """
         paths = list(dict.fromkeys(str(path) for path in paths))
         rows = {path: {"duration": math.nan, "error": ""} for path in paths}
 
         def readable():
+            """Yields ``(path, waveform)`` of usable files, noting errors."""
             for path in tqdm(paths, disable=not progress, unit="file"):
                 try:
                     signal = self.load_audio(path)
@@ -331,8 +443,11 @@ class EmotionRegressor(Pretrained):
         return round(seconds * self.hparams.sample_rate)
 
     def _embed_signals(self, signals, *, batch_size, window_seconds):
-        """Embeds each ``(key, waveform)`` of an iterable, windows of consecutive waveforms
-        sharing batches; yields ``(key, embedding)`` in input order as each is complete."""
+        """Embeds each ``(key, waveform)`` of an iterable.
+
+        Windows of consecutive waveforms share batches; yields
+        ``(key, embedding)`` in input order as each is complete.
+        """
         window = self._window_samples(window_seconds)
         queue = []  # (key, window waveform) waiting for a batch
         parts = {}  # key -> [embeddings, frame counts, windows still queued]
@@ -370,8 +485,10 @@ class EmotionRegressor(Pretrained):
 
 
 def _prediction_problem(path, prediction):
-    """The error of a prediction that is not a finite number, or None: a NaN must never pass
-    for a result."""
+    """The error of a prediction that is not a finite number, or None.
+
+    A NaN must never pass for a result.
+    """
     if all(math.isfinite(value) for value in prediction):
         return None
     values = ", ".join(
@@ -386,28 +503,40 @@ def _prediction_problem(path, prediction):
 
 
 def audio_files(paths, *, extensions=None):
-    """The files to predict: each path that is a file, and the audio files found (recursively,
-    sorted) in each path that is a folder, each once. A folder is searched whatever its name
-    (``take1.wav/`` too). A path that is neither is kept, to be reported as missing (or as a
-    broken link) when it is read.
+    """The files to predict, from files and folders.
+
+    Each path that is a file, and the audio files found (recursively, sorted)
+    in each path that is a folder, each once. A folder is searched whatever
+    its name (``take1.wav/`` too). A path that is neither is kept, to be
+    reported as missing (or as a broken link) when it is read.
 
     Arguments
     ---------
     paths : list of str
         Files and folders.
     extensions : tuple of str or None
-        File name endings searched for in folders; None: those of the formats soundfile reads
-        among ``.wav``, ``.flac``, ``.ogg``, ``.opus`` and ``.mp3``.
+        File name endings searched for in folders; None: those of the formats
+        soundfile reads among ``.wav``, ``.flac``, ``.ogg``, ``.opus`` and
+        ``.mp3``.
 
     Returns
     -------
-    list of str
+    files : list of str
+        The files, in the order given, those of a folder sorted.
 
     Raises
     ------
     ctsl_brain.dataio.MissingInputError
-        A folder in ``paths`` holds no audio file: naming it was a mistake, better said at
-        once than passed over in silence.
+        A folder in ``paths`` holds no audio file: naming it was a mistake,
+        better said at once than passed over in silence.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> for name in ("b.wav", "a.wav", "notes.txt"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> [os.path.basename(f) for f in audio_files([folder, "c.wav"])]
+    ['a.wav', 'b.wav', 'c.wav']
     """
     if extensions is None:
         formats = soundfile.available_formats()

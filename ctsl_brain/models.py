@@ -1,10 +1,12 @@
-"""The SER model of the paper (section 3.2): SSL encoder, mean pooling, regression head.
+"""The SER model of the paper (section 3.2): SSL encoder, pooling, regression.
 
-The encoder comes through SpeechBrain's Hugging Face integration, so ``source`` is a hub id or
-a local folder (``config.json``, weights, ``preprocessor_config.json``). On top of it this module
-adds what the paper needs and the integration lacks: pruning of the top transformer layers,
-waveform normalisation over each utterance's own samples, and mean pooling over valid frames only,
-so that an utterance gets the same embedding alone or padded in a batch.
+The model is an SSL encoder, mean pooling and a regression head. The encoder
+comes through SpeechBrain's Hugging Face integration, so ``source`` is a hub id
+or a local folder (``config.json``, weights, ``preprocessor_config.json``). On
+top of it this module adds what the paper needs and the integration lacks:
+pruning of the top transformer layers, waveform normalisation over each
+utterance's own samples, and mean pooling over valid frames only, so that an
+utterance gets the same embedding alone or padded in a batch.
 """
 
 import hashlib
@@ -32,20 +34,28 @@ __all__ = [
 def masked_mean(frames, lengths):
     """Mean over the valid frames of each sequence.
 
-    SpeechBrain's ``StatisticsPooling`` is not used because it adds random noise to the mean
-    and derives frame counts by rounding relative lengths, which can be one frame off.
+    SpeechBrain's ``StatisticsPooling`` is not used because it adds random
+    noise to the mean and derives frame counts by rounding relative lengths,
+    which can be one frame off.
 
     Arguments
     ---------
     frames : torch.Tensor
         ``[B, T, D]``.
     lengths : torch.Tensor
-        ``[B]`` number of valid frames of each sequence (absolute, not relative).
+        ``[B]`` number of valid frames of each sequence (absolute, not
+        relative).
 
     Returns
     -------
-    torch.Tensor
+    means : torch.Tensor
         ``[B, D]``.
+
+    Example
+    -------
+    >>> frames = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> masked_mean(frames, torch.tensor([2])).tolist()
+    [[2.0]]
     """
     mask = length_to_mask(
         lengths, frames.shape[1], frames.dtype, frames.device
@@ -54,29 +64,43 @@ def masked_mean(frames, lengths):
 
 
 class SSLEncoder(torch.nn.Module):
-    """A self-supervised speech encoder with mean pooling: waveform in, utterance embedding out.
+    """A self-supervised speech encoder with mean pooling.
+
+    Waveform in, utterance embedding out.
 
     Arguments
     ---------
     hf_class : callable
-        SpeechBrain's wrapper class, e.g. ``speechbrain.integrations.huggingface.Wav2Vec2``
-        (``WavLM`` and ``HuBERT`` work the same way).
+        SpeechBrain's wrapper class, e.g.
+        ``speechbrain.integrations.huggingface.Wav2Vec2`` (``WavLM`` and
+        ``HuBERT`` work the same way).
     source : str
         Hub id or local folder of the pretrained model.
     save_path : str
         Where hub downloads are cached.
     num_layers : int or None
-        Transformer layers kept, counted from the bottom; the rest are deleted (paper: 12 of
-        wav2vec2-large-robust's 24). The encoder's final layer norm is kept. None keeps all.
+        Transformer layers kept, counted from the bottom; the rest are deleted
+        (paper: 12 of wav2vec2-large-robust's 24). The encoder's final layer
+        norm is kept. None keeps all.
     freeze : bool
-        Freeze the whole encoder (the RH baseline): no parameter is trained and the module stays
-        in eval mode, so its dropout is off even while the Brain trains the head.
+        Freeze the whole encoder (the RH baseline): no parameter is trained
+        and the module stays in eval mode, so its dropout is off even while
+        the Brain trains the head.
     freeze_feature_extractor : bool
-        Freeze the CNN feature encoder (the paper fine-tunes the transformer only).
+        Freeze the CNN feature encoder (the paper fine-tunes the transformer
+        only).
     pretrained : bool
-        Load the source's weights. False builds the model from the source's ``config.json``
-        with random weights, for an exported model whose weights come from its checkpoint: the
-        folder then needs only ``config.json`` and ``preprocessor_config.json``.
+        Load the source's weights. False builds the model from the source's
+        ``config.json`` with random weights, for an exported model whose
+        weights come from its checkpoint: the folder then needs only
+        ``config.json`` and ``preprocessor_config.json``.
+
+    Raises
+    ------
+    ctsl_brain.dataio.MissingInputError
+        ``source`` cannot be loaded (no such hub id or folder, or no network).
+    ctsl_brain.dataio.SettingsError
+        ``num_layers`` is not between 1 and the encoder's layer count.
 
     Example
     -------
@@ -131,12 +155,14 @@ class SSLEncoder(torch.nn.Module):
             del model.encoder.layers[num_layers:]
             model.config.num_hidden_layers = num_layers
 
-        # The integration normalises over the padded length; this class does it per utterance.
+        # The integration normalises over the padded length; this class does it
+        # per utterance.
         self.normalize_wav = bool(self.ssl.normalize_wav)
         self.ssl.normalize_wav = False
 
         if freeze_feature_extractor:
-            # Also stops the CNN from propagating gradients to its input (unlike requires_grad).
+            # Also stops the CNN from propagating gradients to its input (unlike
+            # requires_grad).
             model.feature_extractor._freeze_parameters()
         self.freeze = freeze
         if freeze:
@@ -146,15 +172,43 @@ class SSLEncoder(torch.nn.Module):
 
     @property
     def output_size(self):
-        """Dimension of the embedding."""
+        """Dimension of the embedding.
+
+        Returns
+        -------
+        size : int
+            The encoder's hidden size.
+        """
         return self.ssl.model.config.hidden_size
 
     def train(self, mode=True):
-        """Sets the training mode; a frozen encoder always stays in eval mode."""
+        """Sets the training mode; a frozen encoder always stays in eval mode.
+
+        Arguments
+        ---------
+        mode : bool
+            True for training mode, False for eval mode.
+
+        Returns
+        -------
+        module : SSLEncoder
+            The encoder itself, as ``torch.nn.Module.train`` returns.
+        """
         return super().train(mode and not self.freeze)
 
     def frame_lengths(self, num_samples):
-        """Number of encoder frames for inputs of ``num_samples`` samples (a LongTensor)."""
+        """Number of encoder frames for inputs of ``num_samples`` samples.
+
+        Arguments
+        ---------
+        num_samples : torch.Tensor
+            Input lengths, in samples (absolute).
+
+        Returns
+        -------
+        num_frames : torch.Tensor
+            The matching frame counts, a LongTensor of the same shape.
+        """
         return self.ssl.model._get_feat_extract_output_lengths(
             num_samples
         ).long()
@@ -171,7 +225,7 @@ class SSLEncoder(torch.nn.Module):
 
         Returns
         -------
-        torch.Tensor
+        embeddings : torch.Tensor
             ``[B, D]`` mean-pooled embeddings.
         """
         with torch.set_grad_enabled(
@@ -185,11 +239,16 @@ class SSLEncoder(torch.nn.Module):
 
 
 def _built_from_config(hf_class):
-    """``hf_class``, one of SpeechBrain's Hugging Face wrappers, building its model from the
-    source's config alone. SpeechBrain 1.1's wrappers have no switch for it (they always load
-    weights, from the hub or a folder), so their loading step is replaced."""
+    """``hf_class``, building its model from the source's config alone.
+
+    ``hf_class`` is one of SpeechBrain's Hugging Face wrappers. SpeechBrain
+    1.1's wrappers have no switch for it (they always load weights, from the
+    hub or a folder), so their loading step is replaced.
+    """
 
     class BuiltFromConfig(hf_class):
+        """The wrapper, its model built with random weights from the config."""
+
         def _from_pretrained(
             self, source, save_path, cache_dir, device=None, **kwargs
         ):
@@ -202,10 +261,32 @@ def _built_from_config(hf_class):
 
 
 def normalize_waveforms(wavs, num_samples, eps=1e-7):
-    """Zero mean, unit variance over each waveform's own samples; padding stays zero.
+    """Zero mean, unit variance over each waveform's own samples.
 
-    The same as Hugging Face's ``Wav2Vec2FeatureExtractor(do_normalize=True)`` applied to each
-    utterance alone.
+    Padding stays zero. The same as Hugging Face's
+    ``Wav2Vec2FeatureExtractor(do_normalize=True)`` applied to each utterance
+    alone.
+
+    Arguments
+    ---------
+    wavs : torch.Tensor
+        ``[B, S]`` waveforms, zero-padded.
+    num_samples : torch.Tensor
+        ``[B]`` number of valid samples of each waveform (absolute).
+    eps : float
+        Added to the variance, against division by zero.
+
+    Returns
+    -------
+    normalized : torch.Tensor
+        ``[B, S]``, zero beyond each waveform's length.
+
+    Example
+    -------
+    >>> wavs = torch.tensor([[1.0, 3.0, 0.0]])
+    >>> out = normalize_waveforms(wavs, torch.tensor([2]))
+    >>> out[:, :2].round().tolist(), out[0, 2].item() == 0
+    ([[-1.0, 1.0]], True)
     """
     mask = length_to_mask(num_samples, wavs.shape[1], wavs.dtype, wavs.device)
     count = num_samples.clamp_min(1).unsqueeze(1).to(wavs.dtype)
@@ -215,7 +296,9 @@ def normalize_waveforms(wavs, num_samples, eps=1e-7):
 
 
 class RegressionHead(torch.nn.Sequential):
-    """The downstream head: hidden layers of Linear, LayerNorm, ReLU, Dropout, then Linear.
+    """The downstream head: hidden layers, then a Linear output layer.
+
+    Each hidden layer is Linear, LayerNorm, ReLU, Dropout.
 
     Arguments
     ---------
@@ -267,9 +350,10 @@ RECIPE_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def encoder_hparams_path(path):
     """Finds an encoder file: relative paths are the recipe's, as in the YAMLs.
 
-    A relative path is looked up in the recipe's folder (where ``train.py`` is) first, so that
-    the YAMLs' ``hparams/encoders/...`` work from any current folder, and then in the current
-    folder, for a user's own file given on the command line.
+    A relative path is looked up in the recipe's folder (where ``train.py``
+    is) first, so that the YAMLs' ``hparams/encoders/...`` work from any
+    current folder, and then in the current folder, for a user's own file
+    given on the command line.
 
     Arguments
     ---------
@@ -278,7 +362,7 @@ def encoder_hparams_path(path):
 
     Returns
     -------
-    str
+    found : str
         The path of the existing file.
 
     Raises
@@ -313,27 +397,38 @@ def load_encoder(
 ):
     """Builds the encoder described by one file of ``hparams/encoders/``.
 
-    The recipe's YAML calls this with ``!apply`` so that the encoder is swapped by one override
+    The recipe's YAML calls this with ``!apply`` so that the encoder is
+    swapped by one override
     (``--encoder_hparams hparams/encoders/wavlm_large.yaml``).
 
     Arguments
     ---------
     hparams_file : str
-        Path of the encoder's YAML (a relative one is found as :func:`encoder_hparams_path`
-        says); it must define ``encoder`` and take the keys ``save_path``,
-        ``freeze``, ``source`` and ``num_layers``.
+        Path of the encoder's YAML (a relative one is found as
+        :func:`encoder_hparams_path` says); it must define ``encoder`` and
+        take the keys ``save_path``, ``freeze``, ``source`` and
+        ``num_layers``.
     save_path : str
         Cache folder for downloaded or generated encoder files.
     source : str or None
-        Hub id or local folder replacing the file's own ``source``; None keeps the file's.
+        Hub id or local folder replacing the file's own ``source``; None keeps
+        the file's.
     num_layers : int or None
-        Transformer layers kept, replacing the file's ``num_layers``; None keeps the file's.
+        Transformer layers kept, replacing the file's ``num_layers``; None
+        keeps the file's.
     freeze : bool
         Freeze the whole encoder (see :class:`SSLEncoder`).
 
     Returns
     -------
-    SSLEncoder
+    encoder : SSLEncoder
+        The encoder the file defines.
+
+    Raises
+    ------
+    MissingInputError
+        There is no such file (see :func:`encoder_hparams_path`), or its
+        source cannot be loaded.
     """
     hparams_file = encoder_hparams_path(hparams_file)
     overrides = {"save_path": str(save_path), "freeze": freeze}
@@ -364,28 +459,48 @@ def tiny_encoder_folder(
     conv_channels=32,
     seed=0,
 ):
-    """Writes (once) a small randomly initialised encoder as a local model folder.
+    """Writes (once) a small randomly initialised encoder as a local folder.
 
-    The demo and the tests use it in place of a hub download: it is loaded through exactly the
-    path a real encoder takes (``source`` = a local folder). Its shape follows
-    wav2vec2-large-robust's: the seven-layer CNN with layer norm and the stable-layer-norm
-    transformer with a final layer norm, at a fraction of the width.
+    The demo and the tests use it in place of a hub download: it is loaded
+    through exactly the path a real encoder takes (``source`` = a local
+    folder). Its shape follows wav2vec2-large-robust's: the seven-layer CNN
+    with layer norm and the stable-layer-norm transformer with a final layer
+    norm, at a fraction of the width.
 
     Arguments
     ---------
     save_path : str
-        Parent folder; the model goes into a subfolder named after its settings.
+        Parent folder; the model goes into a subfolder named after its
+        settings.
     model_type : str
         ``wav2vec2``, ``wavlm`` or ``hubert``.
-    hidden_size, num_layers, num_heads, conv_channels : int
-        Size of the transformer and of the CNN.
+    hidden_size : int
+        Width of the transformer (its embedding size).
+    num_layers : int
+        Transformer layers.
+    num_heads : int
+        Attention heads of each transformer layer.
+    conv_channels : int
+        Channels of each of the CNN's seven layers.
     seed : int
-        Seed of the random initialisation: the same settings give the same weights.
+        Seed of the random initialisation: the same settings give the same
+        weights.
 
     Returns
     -------
-    str
+    folder : str
         The model folder.
+
+    Raises
+    ------
+    ValueError
+        ``model_type`` is not one of the three above.
+
+    Example
+    -------
+    >>> folder = tiny_encoder_folder(getfixture("tmp_path"), num_layers=1)
+    >>> sorted(os.listdir(folder))[:2]
+    ['config.json', 'model.safetensors']
     """
     import transformers
 
@@ -437,14 +552,16 @@ def tiny_encoder_folder(
         return_attention_mask=True,
     )
     os.makedirs(str(save_path), exist_ok=True)
-    # Written to a temporary folder and renamed, so a half-written model is never picked up.
+    # Written to a temporary folder and renamed, so a half-written model is
+    # never picked up.
     staging = tempfile.mkdtemp(dir=str(save_path), prefix=".tiny_")
     model.save_pretrained(staging)
     extractor.save_pretrained(staging)
     try:
         os.replace(staging, folder)
     except OSError:
-        # Another process of a distributed run got there first with the same weights.
+        # Another process of a distributed run got there first with the same
+        # weights.
         shutil.rmtree(staging, ignore_errors=True)
         if not os.path.isfile(os.path.join(folder, "config.json")):
             raise
@@ -452,17 +569,19 @@ def tiny_encoder_folder(
 
 
 class TeacherEmbeddingCache:
-    """The frozen teacher's pooled embeddings by utterance ID, computed once and reused.
+    """The frozen teacher's pooled embeddings by utterance ID, computed once.
 
-    The teacher is in eval mode, never updated, and hears the same clean audio every epoch, so
-    its embedding of an utterance is a constant: computing it once saves a teacher forward pass
-    per step from the second epoch on. Entries are float32 on the teacher's device (1024 floats,
-    4 KiB, per utterance for the large encoders). A batch with any utterance not yet cached is
-    embedded whole; utterances already cached keep their first embedding, which differs from a
-    recomputation in another batch only by padding round-off (masked pooling).
+    The teacher is in eval mode, never updated, and hears the same clean audio
+    every epoch, so its embedding of an utterance is a constant: computing it
+    once saves a teacher forward pass per step from the second epoch on.
+    Entries are float32 on the teacher's device (1024 floats, 4 KiB, per
+    utterance for the large encoders). A batch with any utterance not yet
+    cached is embedded whole; utterances already cached keep their first
+    embedding, which differs from a recomputation in another batch only by
+    padding round-off (masked pooling).
 
-    Only valid while the teacher's input does not change between epochs: with augmentation of
-    the clean audio, turn the cache off.
+    Only valid while the teacher's input does not change between epochs: with
+    augmentation of the clean audio, turn the cache off.
 
     Arguments
     ---------
@@ -488,11 +607,18 @@ class TeacherEmbeddingCache:
         self.store = {}
 
     def __len__(self):
+        """Number of utterances cached."""
         return len(self.store)
 
     @property
     def nbytes(self):
-        """Memory held by the cached embeddings, in bytes."""
+        """Memory held by the cached embeddings, in bytes.
+
+        Returns
+        -------
+        nbytes : int
+            Bytes of the stored tensors' elements.
+        """
         return sum(
             value.numel() * value.element_size()
             for value in self.store.values()
@@ -500,7 +626,23 @@ class TeacherEmbeddingCache:
 
     @torch.no_grad()
     def __call__(self, ids, wavs, wav_lens):
-        """Embeddings of the utterances ``ids`` (clean ``wavs``), from the cache when present."""
+        """Embeddings of the utterances ``ids``, from the cache when present.
+
+        Arguments
+        ---------
+        ids : list of str
+            Utterance IDs of the batch.
+        wavs : torch.Tensor
+            ``[batch, samples]`` clean waveforms, embedded by the teacher when
+            an utterance is not cached yet.
+        wav_lens : torch.Tensor
+            ``[batch]`` relative lengths.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            ``[batch, dim]`` float32, in the order of ``ids``.
+        """
         if any(utt_id not in self.store for utt_id in ids):
             embeddings = self.teacher(wavs, wav_lens).float()
             for utt_id, embedding in zip(ids, embeddings, strict=True):

@@ -1,9 +1,11 @@
-"""Model selection and significance testing of the paper's evaluation protocol (section 4.1).
+"""Model selection and significance testing of the paper's evaluation protocol.
 
-For each system the three best dev checkpoints from non-consecutive epochs are evaluated; the
-test set is split into 30 fixed groups, the same for every system and condition; CCC per
-attribute, group and checkpoint gives 90 values per system, attribute and condition; each
-system is compared with a reference system by a one-tailed Welch's t-test.
+The protocol is that of section 4.1. For each system the three best dev
+checkpoints from non-consecutive epochs are evaluated; the test set is split
+into 30 fixed groups, the same for every system and condition; CCC per
+attribute, group and checkpoint gives 90 values per system, attribute and
+condition; each system is compared with a reference system by a one-tailed
+Welch's t-test.
 
 >>> select_checkpoints(
 ...     {1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3
@@ -35,17 +37,32 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Test groups of fewer utterances than this give noisy per-group CCC values: a warning says so.
+# Test groups of fewer utterances than this give noisy per-group CCC values: a
+# warning says so.
 SMALL_GROUP = 10
 
 
 def kept_for_selection(k):
-    """How many best dev checkpoints must be kept so that :func:`select_checkpoints` can pick
-    ``k`` of them at the end of training, whatever the epochs still to come.
+    """How many best dev checkpoints to keep so that ``k`` can be selected.
 
-    The ``j``-th pick is ranked at most ``3 (j - 1) + 1`` (each earlier pick excludes itself
-    and its two neighbours), and an epoch's rank only worsens as epochs are added.
+    That many are enough for :func:`select_checkpoints` to pick ``k`` of them
+    at the end of training, whatever the epochs still to come: the ``j``-th
+    pick is ranked at most ``3 (j - 1) + 1`` (each earlier pick excludes
+    itself and its two neighbours), and an epoch's rank only worsens as
+    epochs are added.
 
+    Arguments
+    ---------
+    k : int
+        Number of checkpoints to be selected.
+
+    Returns
+    -------
+    kept : int
+        Number of best checkpoints to keep.
+
+    Example
+    -------
     >>> kept_for_selection(3)
     7
     """
@@ -53,7 +70,9 @@ def kept_for_selection(k):
 
 
 def select_checkpoints(scores, k=3):
-    """The ``k`` best epochs by dev score, no two of them consecutive (greedy, best first).
+    """The ``k`` best epochs by dev score, no two of them consecutive.
+
+    Picked greedily, best first.
 
     Arguments
     ---------
@@ -64,12 +83,19 @@ def select_checkpoints(scores, k=3):
 
     Returns
     -------
-    list of int
-        Selected epochs, best first; fewer than ``k`` when the epochs do not allow ``k``
-        non-consecutive ones (e.g. a run of fewer than ``2 k - 1`` epochs).
+    epochs : list of int
+        Selected epochs, best first; fewer than ``k`` when the epochs do not
+        allow ``k`` non-consecutive ones (e.g. a run of fewer than ``2 k - 1``
+        epochs).
+
+    Example
+    -------
+    >>> select_checkpoints({1: 0.4, 2: 0.6, 3: 0.5}, k=2)
+    [2]
     """
     chosen = []
-    # Ties go to the earlier epoch, so that the selection does not depend on dict order.
+    # Ties go to the earlier epoch, so that the selection does not depend on
+    # dict order.
     for epoch in sorted(scores, key=lambda e: (-scores[e], e)):
         if len(chosen) == k:
             break
@@ -79,17 +105,31 @@ def select_checkpoints(scores, k=3):
 
 
 def fixed_groups(ids, *, n_groups=30, seed=0):
-    """Splits utterance IDs into ``n_groups`` fixed groups of (almost) equal size.
+    """Splits utterance IDs into fixed groups of (almost) equal size.
 
-    The split depends only on the set of IDs and the seed, so it is the same for every system
-    and condition that evaluates the same test set.
+    The split depends only on the set of IDs and the seed, so it is the same
+    for every system and condition that evaluates the same test set. A
+    warning gives the figures when a group has fewer than
+    :data:`SMALL_GROUP` utterances.
+
+    Arguments
+    ---------
+    ids : iterable of str
+        Utterance IDs of the test set (duplicates count once).
+    n_groups : int
+        Number of groups (paper: 30).
+    seed : int
+        Seed of the random split.
 
     Returns
     -------
-    pandas.Series
+    groups : pandas.Series
         ID -> group number (0 .. n_groups - 1), indexed by the sorted IDs.
 
-    A warning gives the figures when a group has fewer than :data:`SMALL_GROUP` utterances.
+    Raises
+    ------
+    ctsl_brain.dataio.DataError
+        There are fewer than two IDs per group (a CCC needs two values).
     """
     ids = sorted(set(ids))
     if len(ids) < 2 * n_groups:
@@ -123,17 +163,24 @@ def group_ccc(predictions, groups):
     Arguments
     ---------
     predictions : pandas.DataFrame
-        One row per utterance, system, condition and checkpoint, with columns ``ID``,
-        ``system``, ``condition``, ``checkpoint``, ``<attribute>_pred`` and
-        ``<attribute>_true`` for arousal, dominance and valence.
+        One row per utterance, system, condition and checkpoint, with columns
+        ``ID``, ``system``, ``condition``, ``checkpoint``,
+        ``<attribute>_pred`` and ``<attribute>_true`` for arousal, dominance
+        and valence.
     groups : pandas.Series
         ID -> group, from :func:`fixed_groups`.
 
     Returns
     -------
-    pandas.DataFrame
-        Columns ``system``, ``condition``, ``checkpoint``, ``group``, arousal, dominance,
-        valence (CCC values).
+    values : pandas.DataFrame
+        Columns ``system``, ``condition``, ``checkpoint``, ``group``,
+        arousal, dominance, valence (CCC values).
+
+    Raises
+    ------
+    ctsl_brain.dataio.DataError
+        A predicted ID is in no group: the systems were not all evaluated on
+        the same test set.
     """
     missing = set(predictions["ID"]) - set(groups.index)
     if missing:
@@ -156,7 +203,25 @@ def group_ccc(predictions, groups):
 
 
 def welch_greater(values, reference):
-    """One-tailed Welch's t-test: p-value of "mean of ``values`` > mean of ``reference``"."""
+    """One-tailed Welch's t-test that ``values`` have the greater mean.
+
+    Arguments
+    ---------
+    values : array_like
+        Values of the system tested (e.g. its CCC per group and checkpoint).
+    reference : array_like
+        Values of the reference system.
+
+    Returns
+    -------
+    p_value : float
+        p-value of "mean of ``values`` > mean of ``reference``".
+
+    Example
+    -------
+    >>> round(welch_greater([3.0, 4.0, 5.0], [1.0, 2.0, 3.0]), 3)
+    0.035
+    """
     result = scipy.stats.ttest_ind(
         values, reference, equal_var=False, alternative="greater"
     )
@@ -164,23 +229,25 @@ def welch_greater(values, reference):
 
 
 def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
-    """Mean CCC of each system, attribute and condition, tested against reference systems.
+    """Mean CCC per system, attribute and condition, tested against references.
 
     Arguments
     ---------
     values : pandas.DataFrame
         From :func:`group_ccc`.
     references : sequence of str
-        Systems each other system is compared with (those present in ``values``).
+        Systems each other system is compared with (those present in
+        ``values``).
     alpha : float
-        Significance level: a system is significantly better when ``p <= alpha``.
+        Significance level: a system is significantly better when
+        ``p <= alpha``.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per system, condition and attribute: ``mean``, ``std``, ``n`` (number of
-        values), and for each reference ``p_vs_<reference>`` and ``better_than_<reference>``
-        (NaN and False for the reference itself).
+    table : pandas.DataFrame
+        One row per system, condition and attribute: ``mean``, ``std``, ``n``
+        (number of values), and for each reference ``p_vs_<reference>`` and
+        ``better_than_<reference>`` (NaN and False for the reference itself).
     """
     systems = list(dict.fromkeys(values["system"]))
     references = [ref for ref in references if ref in systems]
