@@ -1,23 +1,28 @@
 #!/usr/bin/env python3
-"""The paper's experiment in one command: all six systems, significance-tested tables, plots.
+"""The paper's experiment in one command: all six systems, tables, plots.
 
-Trains the teacher (Original) on clean speech, adapts the five systems RH, RM, RM+TL, RM+CL and
-RM+TL+CL to the noise, evaluates the three best non-consecutive dev checkpoints of each on the
-clean and noisy test sets, and writes Table 1 (mean CCC with one-tailed Welch t-tests against
-Original, RH and RM), Table 2 (embedding analysis on the noisy dev sets), the CCC-vs-SNR figure
-and every per-utterance prediction under ``<results_folder>/<corpus>/study/<seed>``.
-
-On the embedded demo corpus (the default; a tiny encoder on CPU, about 15 minutes):
+On the embedded demo corpus (the default; a tiny encoder on CPU, about 15
+minutes):
 
     python study.py
 
-On MSP-Podcast, with the paper's settings (any other train.py override goes to every stage):
+On MSP-Podcast, with the paper's settings (any other train.py override goes to
+every stage):
 
     python study.py --corpus msp_podcast --data_folder /data/MSP-Podcast \\
-        --noise_folder /data/radio_noise [--encoder_hparams hparams/encoders/wavlm_large.yaml]
+        --noise_folder /data/radio_noise \\
+        [--encoder_hparams hparams/encoders/wavlm_large.yaml]
 
-Stages already finished with the same settings are skipped, so an interrupted study resumes
-where it stopped (a stage interrupted mid-training resumes from its last checkpoint).
+Trains the teacher (Original) on clean speech, adapts the five systems RH, RM,
+RM+TL, RM+CL and RM+TL+CL to the noise, evaluates the three best non-consecutive
+dev checkpoints of each on the clean and noisy test sets, and writes Table 1
+(mean CCC with one-tailed Welch t-tests against Original, RH and RM), Table 2
+(embedding analysis on the noisy dev sets), the CCC-vs-SNR figure and every
+per-utterance prediction under ``<results_folder>/<corpus>/study/<seed>``.
+
+Stages already finished with the same settings are skipped, so an interrupted
+study resumes where it stopped (a stage interrupted mid-training resumes from
+its last checkpoint).
 """
 
 import argparse
@@ -51,18 +56,38 @@ DEMO_EPOCHS = {"teacher": 10, "student": 7}
 
 
 def _duration(seconds):
+    """``seconds`` as text, in minutes and seconds."""
     minutes, seconds = divmod(int(round(seconds)), 60)
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class Progress:
-    """Prints the study's progress and keeps it in ``study_log.txt``."""
+    """Prints the study's progress and keeps it in ``study_log.txt``.
+
+    Arguments
+    ---------
+    folder : str
+        The study's folder, where ``study_log.txt`` is appended to.
+
+    Example
+    -------
+    >>> log = Progress(str(getfixture("tmp_path")))
+    >>> log("stage 1/2 Original: done")  # doctest: +ELLIPSIS
+    [study ..., 0 s] stage 1/2 Original: done
+    """
 
     def __init__(self, folder):
         self.path = os.path.join(folder, "study_log.txt")
         self.start = time.monotonic()
 
     def __call__(self, message):
+        """Prints ``message`` with the time and appends it to the log.
+
+        Arguments
+        ---------
+        message : str
+            One line of progress.
+        """
         line = f"[study {time.strftime('%H:%M:%S')}, {_duration(time.monotonic() - self.start)}] "
         line += message
         print(line, flush=True)
@@ -71,8 +96,30 @@ class Progress:
 
 
 def parse_arguments(argv):
+    """Parses the study's command line.
+
+    Arguments
+    ---------
+    argv : list of str
+        The command line's arguments.
+
+    Returns
+    -------
+    args : argparse.Namespace
+        The study's options, with ``systems`` a list that starts with Original
+        and ``data_folder`` and ``results_folder`` absolute.
+    overrides : list of str
+        The remaining ``--key value`` pairs, train.py overrides for every stage.
+
+    Example
+    -------
+    >>> args, overrides = parse_arguments(["--systems", "RM", "--lr", "0.1"])
+    >>> args.systems, overrides
+    (['Original', 'RM'], ['--lr', '0.1'])
+    """
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
+        description="The paper's experiment in one command: all six systems, "
+        "significance-tested tables, plots.",
         epilog="Unrecognised --key value pairs are train.py overrides for every stage.",
     )
     parser.add_argument(
@@ -134,9 +181,28 @@ def parse_arguments(argv):
 
 
 def merge_overrides(*groups):
-    """Merges ``--key value`` lists (and value-less ``--flag``), later groups winning: a key
-    given twice would be a duplicate key in HyperPyYAML's overrides.
+    """Merges ``--key value`` lists (and value-less ``--flag``).
 
+    Later groups win: a key given twice would be a duplicate key in
+    HyperPyYAML's overrides.
+
+    Arguments
+    ---------
+    *groups : list of str
+        ``--key value`` and ``--flag`` tokens, in increasing priority.
+
+    Returns
+    -------
+    command : list of str
+        The merged tokens, each key once, at its last position.
+
+    Raises
+    ------
+    SystemExit
+        When a token where a key is expected does not start with ``--``.
+
+    Example
+    -------
     >>> merge_overrides(["--lr", "0.1", "--noprogressbar"], ["--lr", "0.2"])
     ['--noprogressbar', '--lr', '0.2']
     """
@@ -161,7 +227,30 @@ def merge_overrides(*groups):
 
 
 def stage_command(system, args, overrides):
-    """The train.py command line of one system."""
+    """The train.py command line of one system.
+
+    Arguments
+    ---------
+    system : str
+        A system of :data:`ctsl_brain.analysis.SYSTEMS`.
+    args : argparse.Namespace
+        The study's options, from :func:`parse_arguments`.
+    overrides : list of str
+        train.py overrides for every stage.
+
+    Returns
+    -------
+    command : list of str
+        The launcher, ``train.py``, the hparams file and the overrides.
+
+    Example
+    -------
+    >>> args, overrides = parse_arguments(
+    ...     ["--corpus", "manifests", "--data_folder", "d"]
+    ... )
+    >>> stage_command("RM", args, overrides)[-4:]
+    ['--lambda_tl', '0', '--lambda_cl', '0']
+    """
     hparams_file, system_overrides = SYSTEMS[system]
     stage = "teacher" if system == "Original" else "student"
     common = ["--corpus", args.corpus, "--data_folder", args.data_folder]
@@ -190,14 +279,37 @@ def stage_command(system, args, overrides):
 
 
 def output_folder(system, args):
+    """The output folder of one system's train.py run.
+
+    Arguments
+    ---------
+    system : str
+        A system of :data:`ctsl_brain.analysis.SYSTEMS`.
+    args : argparse.Namespace
+        The study's options, from :func:`parse_arguments`.
+
+    Returns
+    -------
+    folder : str
+        ``<results_folder>/<corpus>/<experiment name>/<seed>``.
+
+    Example
+    -------
+    >>> args, _ = parse_arguments(["--results_folder", "/r", "--seed", "1"])
+    >>> output_folder("RM+TL", args)
+    '/r/demo/rm_tl/1'
+    """
     # The student systems' first override is their --experiment_name.
     name = "teacher" if system == "Original" else SYSTEMS[system][1][1]
     return os.path.join(args.results_folder, args.corpus, name, str(args.seed))
 
 
 def _marked_command(marker):
-    """The command a stage finished with, from its marker; [] when there is none (or a marker
-    written by another version that cannot be read: the stage then runs again)."""
+    """The command a stage finished with, from its marker.
+
+    [] when there is none (or a marker written by another version that cannot
+    be read: the stage then runs again).
+    """
     try:
         with open(marker) as fin:
             return list(json.load(fin)["command"])
@@ -206,7 +318,28 @@ def _marked_command(marker):
 
 
 def run_stage(number, total, system, args, overrides, study_folder, log):
-    """Runs one system's train.py unless it already finished with the same command."""
+    """Runs one system's train.py unless it finished with the same command.
+
+    A stage that fails ends the study with its exit status; running the study
+    again resumes it.
+
+    Arguments
+    ---------
+    number : int
+        The stage's number, from 1, for the log.
+    total : int
+        The number of stages, for the log.
+    system : str
+        A system of :data:`ctsl_brain.analysis.SYSTEMS`.
+    args : argparse.Namespace
+        The study's options, from :func:`parse_arguments`.
+    overrides : list of str
+        train.py overrides for every stage.
+    study_folder : str
+        The study's folder, where the marker of each finished stage is kept.
+    log : Progress
+        Where progress goes.
+    """
     command = stage_command(system, args, overrides)
     folder = output_folder(system, args)
     marker = os.path.join(study_folder, "stages", f"{system}.json")
@@ -234,6 +367,13 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
 
 
 def main(argv=None):
+    """Runs every stage, then the analysis, and prints Tables 1 and 2.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+    """
     args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
     study_folder = os.path.join(
         args.results_folder, args.corpus, "study", str(args.seed)

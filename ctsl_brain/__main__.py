@@ -1,13 +1,18 @@
 """Command line for trained models.
 
-    python -m ctsl_brain export --run <output_folder> --out <model folder> [--checkpoint EPOCH]
-    python -m ctsl_brain predict --model <model folder> <files or folders> --out predictions.csv
+Run as::
 
-``export`` turns a finished teacher or student run into a self-contained model folder;
-``predict`` writes one CSV row per audio file (``file, duration, arousal, dominance, valence,
-error``). Exit status: 0 when everything succeeded, 1 when something failed (for ``predict``,
-any file: its row has the error and the others are predicted), 2 for a wrong command line. A
-mistake the user can fix is one message without a traceback (``CTSL_TRACEBACK=1`` shows it).
+    python -m ctsl_brain export --run <output_folder> --out <model folder> \\
+        [--checkpoint EPOCH]
+    python -m ctsl_brain predict --model <model folder> <files or folders> \\
+        --out predictions.csv
+
+``export`` turns a finished teacher or student run into a self-contained model
+folder; ``predict`` writes one CSV row per audio file (``file, duration,
+arousal, dominance, valence, error``). Exit status: 0 when everything succeeded,
+1 when something failed (for ``predict``, any file: its row has the error and
+the others are predicted), 2 for a wrong command line. A mistake the user can
+fix is one message without a traceback (``CTSL_TRACEBACK=1`` shows it).
 """
 
 import argparse
@@ -21,6 +26,7 @@ from ctsl_brain.inference import BATCH_SIZE, EmotionRegressor, audio_files
 
 
 def _parser():
+    """The parser of the command line, with its two subcommands."""
     parser = argparse.ArgumentParser(
         prog="python -m ctsl_brain",
         description="Export and run trained emotion models.",
@@ -81,6 +87,7 @@ def _parser():
 
 
 def _export(args):
+    """Runs ``export``; returns the exit status."""
     done = export_run(
         args.run,
         args.out,
@@ -96,6 +103,7 @@ def _export(args):
 
 
 def _predict(args, parser):
+    """Runs ``predict``; returns the exit status."""
     if args.batch_size < 1:
         parser.error(f"--batch_size must be at least 1, got {args.batch_size}")
     if (
@@ -138,7 +146,19 @@ def _predict(args, parser):
 
 
 def main(argv=None):
-    """Runs the command line; returns the exit status."""
+    """Runs the command line.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        The exit status: 0 when everything succeeded, 1 when something failed,
+        2 for a wrong command line (see the module's docstring).
+    """
     # SpeechBrain 1.1's Hugging Face wrapper calls a method that transformers 5 deprecates.
     warnings.filterwarnings(
         "ignore",

@@ -1,17 +1,22 @@
-"""The paper's study: six systems, their significance-tested CCC table, and embedding analysis.
+"""The paper's study: six systems, their CCC table, and embedding analysis.
 
-``study.py`` (the runner) trains and evaluates the systems with ``train.py``; this module turns
-the finished runs into the paper's outputs:
+The CCC table is significance-tested.
 
-- ``table1.md``, ``table1.csv``, ``table1.json``: mean CCC per system, condition and attribute
-  over 3 checkpoints x 30 test groups, with one-tailed Welch t-tests against Original, RH and RM
-  (section 4.1, Table 1);
+``study.py`` (the runner) trains and evaluates the systems with ``train.py``;
+this module turns the finished runs into the paper's outputs:
+
+- ``table1.md``, ``table1.csv``, ``table1.json``: mean CCC per system, condition
+  and attribute over 3 checkpoints x 30 test groups, with one-tailed Welch
+  t-tests against Original, RH and RM (section 4.1, Table 1);
 - ``group_ccc.csv``: the values the tests are run on;
-- ``ccc_vs_snr.png``: CCC against SNR, one panel per attribute, one line per system;
-- ``table2.md``, ``table2.csv``, ``table2.json``: RMSE and cosine similarity between Original's
-  clean dev embeddings and each system's noisy dev embeddings, and InfoNCE over groups of 32
-  clean/noisy pairs (section 4.2, Table 2);
-- ``predictions.csv``: every system's per-utterance predictions, for error analysis.
+- ``ccc_vs_snr.png``: CCC against SNR, one panel per attribute, one line per
+  system;
+- ``table2.md``, ``table2.csv``, ``table2.json``: RMSE and cosine similarity
+  between Original's clean dev embeddings and each system's noisy dev
+  embeddings, and InfoNCE over groups of 32 clean/noisy pairs (section 4.2,
+  Table 2);
+- ``predictions.csv``: every system's per-utterance predictions, for error
+  analysis.
 """
 
 import json
@@ -78,14 +83,30 @@ MARKERS = {"Original": "*", "RH": "†", "RM": "‡"}
 
 
 def _escape(marker):
-    """A literal ``*`` in Markdown (next to bold text it would be read as emphasis)."""
+    """A literal ``*`` in Markdown (next to bold text it reads as emphasis)."""
     return marker.replace("*", "\\*")
 
 
 def _condition_order(conditions):
-    """clean first, then decreasing SNR (10dB, 5dB, 0dB), then any other condition."""
+    """Orders test conditions for tables and plots.
+
+    clean first, then decreasing SNR (10dB, 5dB, 0dB), then any other
+    condition.
+    """
 
     def key(name):
+        """The sort key of a condition.
+
+        Arguments
+        ---------
+        name : str
+            The condition, e.g. ``clean`` or ``10dB``.
+
+        Returns
+        -------
+        key : tuple
+            Its rank, minus its SNR, and its name.
+        """
         if name == "clean":
             return (0, 0.0, name)
         if name.endswith("dB"):
@@ -99,15 +120,24 @@ def _condition_order(conditions):
 
 
 def table1_markdown(table, *, digits=3):
-    """Table 1 in Markdown: one row per system, mean CCC per condition and attribute.
+    """Table 1 in Markdown.
 
-    A marker follows each value significantly better than a reference system (``*`` Original,
-    ``†`` RH, ``‡`` RM); the best value of each column is bold.
+    One row per system, mean CCC per condition and attribute.
+
+    A marker follows each value significantly better than a reference system
+    (``*`` Original, ``†`` RH, ``‡`` RM); the best value of each column is bold.
 
     Arguments
     ---------
     table : pandas.DataFrame
         From :func:`ctsl_brain.statistics.significance`.
+    digits : int
+        Decimals shown.
+
+    Returns
+    -------
+    markdown : str
+        The table, then a line that explains its markers.
     """
     systems = list(dict.fromkeys(table["system"]))
     conditions = _condition_order(dict.fromkeys(table["condition"]))
@@ -151,7 +181,19 @@ def table1_markdown(table, *, digits=3):
 
 
 def plot_ccc_vs_snr(table, path):
-    """CCC against test condition (clean, then decreasing SNR), one panel per attribute."""
+    """Plots CCC against test condition (clean, then decreasing SNR).
+
+    One panel per attribute, one line per system. The figure is written
+    atomically.
+
+    Arguments
+    ---------
+    table : pandas.DataFrame
+        From :func:`ctsl_brain.statistics.significance` (columns ``system``,
+        ``condition``, ``attribute``, ``mean``).
+    path : str
+        The PNG file to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -189,30 +231,46 @@ def plot_ccc_vs_snr(table, path):
 def embedding_analysis(
     clean, noisy, labels, *, group_size=32, seed=0, infonce=None
 ):
-    """Table 2's measures between clean reference embeddings and noisy system embeddings.
+    """Table 2's measures between clean and noisy embeddings.
 
-    The utterances are shuffled (seeded) into groups of ``group_size`` clean/noisy pairs, as in
-    training: per group, RMSE over all elements (the transfer loss) and InfoNCE with the clean
-    embedding as positive and other noisy embeddings with different labels as negatives. Groups
-    where no utterance has a negative are left out of the InfoNCE mean.
+    The clean embeddings are the reference's, the noisy ones a system's.
+
+    The utterances are shuffled (seeded) into groups of ``group_size``
+    clean/noisy pairs, as in training: per group, RMSE over all elements (the
+    transfer loss) and InfoNCE with the clean embedding as positive and other
+    noisy embeddings with different labels as negatives. Groups where no
+    utterance has a negative are left out of the InfoNCE mean.
 
     Arguments
     ---------
-    clean, noisy : torch.Tensor
-        ``[N, D]`` embeddings of the same utterances, in the same order.
+    clean : torch.Tensor
+        ``[N, D]`` reference embeddings of the clean utterances.
+    noisy : torch.Tensor
+        ``[N, D]`` embeddings of the same utterances, noisy, in the same order.
     labels : torch.Tensor
         ``[N, 3]`` on the corpus' scale (the InfoNCE margin is on that scale).
-    group_size, seed : int
-        Pairs per group, and the seed of the shuffle.
+    group_size : int
+        Clean/noisy pairs per group.
+    seed : int
+        The seed of the shuffle.
     infonce : dict or None
-        Keyword arguments of :func:`ctsl_brain.losses.info_nce` (the run's, as recorded in its
-        ``evaluation.json``); None: the paper's margin of 0.5 and the function's defaults.
+        Keyword arguments of :func:`ctsl_brain.losses.info_nce` (the run's, as
+        recorded in its ``evaluation.json``); None: the paper's margin of 0.5
+        and the function's defaults.
 
     Returns
     -------
-    dict
-        ``rmse`` and ``infonce`` (means over groups), ``cosine`` (mean over utterances),
-        ``groups`` (number of groups with negatives).
+    measures : dict
+        ``rmse`` and ``infonce`` (means over groups), ``cosine`` (mean over
+        utterances), ``groups`` (number of groups with negatives).
+
+    Example
+    -------
+    >>> clean = torch.eye(4)
+    >>> labels = torch.tensor([[1.0] * 3, [2.0] * 3, [3.0] * 3, [4.0] * 3])
+    >>> measures = embedding_analysis(clean, 2 * clean, labels)
+    >>> measures["rmse"], measures["cosine"], measures["groups"]
+    (0.5, 1.0, 1)
     """
     infonce = {"margin": 0.5, **(infonce or {})}
     clean, noisy, labels = clean.double(), noisy.double(), labels.double()
@@ -299,12 +357,15 @@ def analyse_study(
     Arguments
     ---------
     runs : dict
-        System name -> output folder of its finished ``train.py`` run; ``Original`` (the
-        teacher) must be among them, as the reference of the embedding analysis.
+        System name -> output folder of its finished ``train.py`` run;
+        ``Original`` (the teacher) must be among them, as the reference of the
+        embedding analysis.
     study_folder : str
         Where the outputs go (created).
-    n_groups, group_seed : int
-        The fixed split of the test set.
+    n_groups : int
+        Groups of the fixed split of the test set.
+    group_seed : int
+        Seed of that split, and of the embedding analysis' shuffle.
     alpha : float
         Significance level.
     embedding_group_size : int
@@ -314,8 +375,16 @@ def analyse_study(
 
     Returns
     -------
-    dict
+    outputs : dict
         ``table1`` and ``table2`` (DataFrames) and ``files`` (paths written).
+
+    Raises
+    ------
+    MissingInputError
+        When a run has not finished its evaluation (no ``predictions.csv`` or
+        dev embeddings).
+    DataError
+        When a system's dev utterances differ from Original's.
     """
     os.makedirs(study_folder, exist_ok=True)
     remove_stale_staging(study_folder)

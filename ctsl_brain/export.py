@@ -1,11 +1,13 @@
-"""A finished run as a self-contained model folder for ctsl_brain.inference.EmotionRegressor.
+"""A finished run as a self-contained model folder.
 
-The folder holds the selected checkpoint's ``encoder.ckpt`` and ``head.ckpt`` (copied as they
-are), ``encoder/config.json`` and ``encoder/preprocessor_config.json`` (the pruned encoder's
-shape and input normalisation, from which it is rebuilt without its hub download or local
-source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form (``modules``,
-``pretrainer``) with the run's label scale and sample rate. Nothing of the training data is
-needed to use it.
+The folder is for :class:`ctsl_brain.inference.EmotionRegressor`. It holds the
+selected checkpoint's ``encoder.ckpt`` and ``head.ckpt`` (copied as they are),
+``encoder/config.json`` and
+``encoder/preprocessor_config.json`` (the pruned encoder's shape and input
+normalisation, from which it is rebuilt without its hub download or local
+source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form
+(``modules``, ``pretrainer``) with the run's label scale and sample rate.
+Nothing of the training data is needed to use it.
 """
 
 import json
@@ -109,15 +111,18 @@ pretrainer: !new:speechbrain.utils.parameter_transfer.Pretrainer
 
 
 class _PlainLoader(yaml.SafeLoader):
-    """Reads a run's saved hyperparams.yaml without building anything: values that would be
-    objects (tagged ``!new:``, ``!apply:``, ...) are read as None."""
+    """Reads a run's saved hyperparams.yaml without building anything.
+
+    Values that would be objects (tagged ``!new:``, ``!apply:``, ...) are read
+    as None.
+    """
 
 
 _PlainLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
 
 
 def run_settings(run_folder):
-    """The values of a run's ``hyperparams.yaml`` that its model is rebuilt from.
+    """The values of a run's ``hyperparams.yaml`` its model is rebuilt from.
 
     Arguments
     ---------
@@ -126,8 +131,26 @@ def run_settings(run_folder):
 
     Returns
     -------
-    dict
-        Key -> value, for the keys the export needs (``encoder_hparams``, ``label_min``, ...).
+    settings : dict
+        Key -> value, for the keys the export needs (``encoder_hparams``,
+        ``label_min``, ...).
+
+    Raises
+    ------
+    MissingInputError
+        When ``run_folder`` does not exist or holds no ``hyperparams.yaml``.
+    DataError
+        When its ``hyperparams.yaml`` lacks a key the export needs.
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> _ = (folder / "hyperparams.yaml").write_text(
+    ...     "".join(f"{key}: 1\\n" for key in _RUN_KEYS)
+    ...     + "encoder: !new:ctsl_brain.models.SSLEncoder\\n"
+    ... )
+    >>> run_settings(str(folder))["label_max"]
+    1
     """
     path = os.path.join(run_folder, "hyperparams.yaml")
     if not os.path.isdir(run_folder):
@@ -151,8 +174,11 @@ def run_settings(run_folder):
 
 
 def _selected_checkpoint(run_folder, epoch):
-    """The checkpoint to export and its epoch: ``epoch``'s, or the one the run's evaluation
-    treats as its best (the first of ``evaluation.json``), or else the best dev checkpoint."""
+    """The checkpoint to export and its epoch.
+
+    ``epoch``'s, or the one the run's evaluation treats as its best (the first
+    of ``evaluation.json``), or else the best dev checkpoint.
+    """
     save_folder = os.path.join(run_folder, "save")
     checkpoints = {}
     if os.path.isdir(save_folder):
@@ -189,6 +215,7 @@ def _selected_checkpoint(run_folder, epoch):
 
 
 def _check_out_folder(out_folder, overwrite):
+    """Raises ExistingOutputError unless an export may write ``out_folder``."""
     if not os.path.exists(out_folder):
         return
     if not os.path.isdir(out_folder):
@@ -221,22 +248,25 @@ def export_run(
 ):
     """Writes a trained run's model as a self-contained folder.
 
-    Works for teacher and student runs alike. The folder is written under a temporary name,
-    checked by loading the checkpoint into the model its ``hyperparams.yaml`` builds, and
-    only then renamed to ``out_folder``, so a folder of that name is always complete.
-    Exporting needs the run's encoder as it was trained (its local folder or download cache,
-    e.g. run from where train.py ran); the exported folder does not.
+    Works for teacher and student runs alike. The folder is written under a
+    temporary name, checked by loading the checkpoint into the model its
+    ``hyperparams.yaml`` builds, and only then renamed to ``out_folder``, so a
+    folder of that name is always complete. Exporting needs the run's encoder as
+    it was trained (its local folder or download cache, e.g. run from where
+    train.py ran); the exported folder does not.
 
     Arguments
     ---------
     run_folder : str
-        The run's ``output_folder`` (holding ``hyperparams.yaml`` and ``save/``).
+        The run's ``output_folder`` (holding ``hyperparams.yaml`` and
+        ``save/``).
     out_folder : str
         The model folder to write; it must not exist, or be empty.
     epoch : int or None
-        Export the checkpoint of this epoch (the ``checkpoint`` column of ``predictions.csv``);
-        None: the one the run's evaluation treats as its best (the first in
-        ``evaluation.json``, whose numbers are in ``test_results.json``).
+        Export the checkpoint of this epoch (the ``checkpoint`` column of
+        ``predictions.csv``); None: the one the run's evaluation treats as its
+        best (the first in ``evaluation.json``, whose numbers are in
+        ``test_results.json``).
     window_seconds : float
         Default window length for long files (see ``EmotionRegressor``).
     overwrite : bool
@@ -244,8 +274,19 @@ def export_run(
 
     Returns
     -------
-    dict
-        ``epoch`` and ``dev_ccc`` of the exported checkpoint, and ``out_folder``.
+    exported : dict
+        ``epoch`` and ``dev_ccc`` of the exported checkpoint, and
+        ``out_folder``.
+
+    Raises
+    ------
+    MissingInputError
+        When the run is not a finished ``train.py`` run, has no end-of-epoch
+        checkpoint, or its encoder cannot be rebuilt here.
+    SettingsError
+        When the run has no checkpoint of ``epoch``.
+    ExistingOutputError
+        When ``out_folder`` holds something an export must not replace.
     """
     run_folder, out_folder = str(run_folder), str(out_folder)
     settings = run_settings(run_folder)
@@ -320,14 +361,17 @@ def export_run(
 
 
 def _beside(out_folder, kind):
-    """A hidden folder next to ``out_folder`` for this process: the export being written
-    (``partial``) or the earlier export being replaced (``old``)."""
+    """A hidden folder next to ``out_folder`` for this process.
+
+    The export being written (``partial``) or the earlier export being replaced
+    (``old``).
+    """
     parent, name = os.path.split(os.path.abspath(out_folder))
     return os.path.join(parent, f".{name}.{os.getpid()}.{kind}")
 
 
 def _remove_leftovers(out_folder):
-    """Removes what an export killed while writing ``out_folder`` left beside it."""
+    """Removes what an export killed while writing ``out_folder`` left."""
     parent, name = os.path.split(os.path.abspath(out_folder))
     for entry in os.listdir(parent):
         match = re.fullmatch(
@@ -340,8 +384,11 @@ def _remove_leftovers(out_folder):
 
 
 def _check_loadable(folder):
-    """Builds the model of ``folder``'s hyperparams.yaml and loads its weights strictly (the
-    pretrainer alone would only warn about a missing or unexpected weight)."""
+    """Builds the model of ``folder``'s hyperparams.yaml, loads its weights.
+
+    The weights are loaded strictly (the pretrainer alone would only warn about
+    a missing or unexpected weight).
+    """
     with open(os.path.join(folder, "hyperparams.yaml")) as fin:
         hparams = load_hyperpyyaml(fin, {"model_folder": folder})
     for name, module in hparams["modules"].items():

@@ -1,12 +1,16 @@
-"""Losses of contrastive teacher-student learning (Leem et al., ICASSP 2023, section 2).
+"""Losses of contrastive teacher-student learning.
 
-Every function here is a pure function of tensors: no module state, no Brain. Each computes in
-float32 (or wider) whatever dtype it is given, because the recipe may run under bf16/fp16 autocast
-and a CCC or a softmax over cosine similarities in half precision is too coarse to train on.
+Leem et al., ICASSP 2023, section 2.
 
-Where the paper's typeset equations and the authors' released code differ, the code's form is the
-default and the typeset one an option; the code cited is the public repository
-sgleem/contrastive-teacher-student-learning-for-SSL-SER at commit 4b0d68c.
+Every function here is a pure function of tensors: no module state, no Brain.
+Each computes in float32 (or wider) whatever dtype it is given, because the
+recipe may run under bf16/fp16 autocast and a CCC or a softmax over cosine
+similarities in half precision is too coarse to train on.
+
+Where the paper's typeset equations and the authors' released code differ, the
+code's form is the default and the typeset one an option; the code cited is the
+public repository sgleem/contrastive-teacher-student-learning-for-SSL-SER at
+commit 4b0d68c.
 
 >>> import torch
 >>> pred = torch.tensor([[1.0, 2.0], [2.0, 3.0], [3.0, 5.0]])
@@ -37,6 +41,7 @@ INFONCE_DENOMINATORS = ("with_positive", "negatives")
 
 
 def _choice(name, value, choices):
+    """Raises ValueError unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(
             f"{name} must be {' or '.join(map(repr, choices))}, got {value!r}"
@@ -51,24 +56,37 @@ def _as_float(x):
 def concordance_cc(prediction, target, *, eps=1e-12):
     """Concordance correlation coefficient (Lin, 1989) over the first dimension.
 
-    ``2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))**2)`` with population (biased)
-    variances, as in audmetric.
+    ``2 cov(x, y) / (var(x) + var(y) + (mean(x) - mean(y))**2)`` with population
+    (biased) variances, as in audmetric.
 
     Arguments
     ---------
     prediction : torch.Tensor
-        Predictions, shape ``[N]`` or ``[N, A]`` (A attributes, each scored separately).
+        Predictions, shape ``[N]`` or ``[N, A]`` (A attributes, each scored
+        separately).
     target : torch.Tensor
         Ground truth, same shape.
     eps : float
-        Floor of the denominator. The only case it changes is prediction and target both
-        constant and equal, where the CCC is undefined: this returns 0 there (audmetric returns
-        NaN), so a constant prediction never puts NaN into a loss or a log.
+        Floor of the denominator. The only case it changes is prediction and
+        target both constant and equal, where the CCC is undefined: this returns
+        0 there (audmetric returns NaN), so a constant prediction never puts NaN
+        into a loss or a log.
 
     Returns
     -------
-    torch.Tensor
+    ccc : torch.Tensor
         The CCC in [-1, 1], shape ``[]`` or ``[A]``.
+
+    Raises
+    ------
+    ValueError
+        When ``prediction`` and ``target`` differ in shape.
+
+    Example
+    -------
+    >>> target = torch.tensor([1.0, 2.0, 3.0])
+    >>> round(concordance_cc(target + 1, target).item(), 4)  # 4/7
+    0.5714
     """
     if prediction.shape != target.shape:
         raise ValueError(
@@ -91,38 +109,54 @@ def ccc_loss(prediction, target):
 
     Arguments
     ---------
-    prediction, target : torch.Tensor
-        Shape ``[N, A]``.
+    prediction : torch.Tensor
+        Predictions, shape ``[N, A]``.
+    target : torch.Tensor
+        Ground truth, same shape.
 
     Returns
     -------
-    torch.Tensor
+    loss : torch.Tensor
         Scalar in [0, 2A].
+
+    Example
+    -------
+    >>> target = torch.tensor([[1.0, 2.0], [2.0, 1.0], [3.0, 3.0]])
+    >>> ccc_loss(target, target).item()
+    0.0
     """
     return (1 - concordance_cc(prediction, target)).sum()
 
 
 def transfer_loss(teacher, student, *, form="batch"):
-    """L_TL of the paper (equation 2): RMSE between teacher and student embeddings.
+    """L_TL of the paper (equation 2): RMSE of teacher and student embeddings.
 
     Arguments
     ---------
     teacher : torch.Tensor
-        Teacher embeddings of the clean utterances, ``[N, D]`` (no gradient is needed).
+        Teacher embeddings of the clean utterances, ``[N, D]`` (no gradient is
+        needed).
     student : torch.Tensor
         Student embeddings of the noisy utterances, ``[N, D]``.
     form : str
-        ``"batch"`` (default): one RMSE over every element of the batch, as in the authors'
-        code that produced the paper's numbers (sgleem/contrastive-teacher-student-learning-
-        for-SSL-SER, ``train_ssl_ser_tl_cl.py`` line 171: ``torch.sqrt(F.mse_loss(T_h, S_h))``).
-        ``"utterance"``: the mean over utterances of each utterance's RMSE over its ``D``
-        elements, equation 2 as typeset. The two differ by a few percent when the
-        utterances' errors differ in size.
+        ``"batch"`` (default): one RMSE over every element of the batch, as in
+        the authors' code that produced the paper's numbers
+        (sgleem/contrastive-teacher-student-learning-for-SSL-SER,
+        ``train_ssl_ser_tl_cl.py`` line 171:
+        ``torch.sqrt(F.mse_loss(T_h, S_h))``). ``"utterance"``: the mean over
+        utterances of each utterance's RMSE over its ``D`` elements, equation 2
+        as typeset. The two differ by a few percent when the utterances' errors
+        differ in size.
 
     Returns
     -------
-    torch.Tensor
+    loss : torch.Tensor
         Scalar.
+
+    Raises
+    ------
+    ValueError
+        When ``form`` is not one of :data:`TRANSFER_FORMS`.
 
     Example
     -------
@@ -146,34 +180,44 @@ def transfer_loss(teacher, student, *, form="batch"):
 def negative_mask(
     labels, *, margin, rule="all", boundary="more_than", tolerance=1e-4
 ):
-    """Which utterances are negatives of which: their labels differ by more than ``margin``.
+    """Which utterances are negatives of which.
+
+    A pair is a negative when its labels differ by more than ``margin``.
 
     Arguments
     ---------
     labels : torch.Tensor
-        ``[N, A]`` attribute labels, on the scale the margin is given in (the corpus' scale:
-        0.5 on MSP-Podcast's 1-7).
+        ``[N, A]`` attribute labels, on the scale the margin is given in (the
+        corpus' scale: 0.5 on MSP-Podcast's 1-7).
     margin : float
         The label gap that makes a pair a negative, per attribute.
     rule : str
-        ``"all"``: every attribute must differ (the paper, section 3.3, and the authors' code);
-        ``"any"``: one suffices.
+        ``"all"``: every attribute must differ (the paper, section 3.3, and the
+        authors' code); ``"any"``: one suffices.
     boundary : str
-        What a gap equal to the margin is. ``"more_than"`` (default): not a negative, the
-        paper's "larger than" (section 3.3). ``"at_least"``: a negative, as in the authors' code
-        (``utils/infonce.py`` line 165, where ``attr_diff < margin`` is the only exclusion).
+        What a gap equal to the margin is. ``"more_than"`` (default): not a
+        negative, the paper's "larger than" (section 3.3). ``"at_least"``: a
+        negative, as in the authors' code (``utils/infonce.py`` line 165, where
+        ``attr_diff < margin`` is the only exclusion).
     tolerance : float
-        Gaps within ``tolerance`` of the margin count as equal to it, so that the boundary and
-        not floating-point rounding decides them: 4.7 - 4.2 is 0.5000000000000004 in float64
-        and 0.50000024 in float32. The default, 1e-4 on the label scale, covers labels written
-        with 4 or more decimals; a gap between means of ratings from fewer than about 70 raters
-        each is either equal to the margin or further than this from it.
+        Gaps within ``tolerance`` of the margin count as equal to it, so that
+        the boundary and not floating-point rounding decides them: 4.7 - 4.2 is
+        0.5000000000000004 in float64 and 0.50000024 in float32. The default,
+        1e-4 on the label scale, covers labels written with 4 or more decimals;
+        a gap between means of ratings from fewer than about 70 raters each is
+        either equal to the margin or further than this from it.
 
     Returns
     -------
-    torch.Tensor
-        Boolean ``[N, N]``; entry ``(i, j)`` says whether ``j`` is a negative of query ``i``.
-        The diagonal is False.
+    mask : torch.Tensor
+        Boolean ``[N, N]``; entry ``(i, j)`` says whether ``j`` is a negative of
+        query ``i``. The diagonal is False.
+
+    Raises
+    ------
+    ValueError
+        When ``rule`` or ``boundary`` is not one of its choices
+        (:data:`NEGATIVE_RULES`, :data:`NEGATIVE_BOUNDARIES`).
 
     Example
     -------
@@ -212,10 +256,11 @@ def info_nce(
 ):
     """L_CL of the paper (equation 3): InfoNCE with cosine similarity.
 
-    For query ``i`` (the student's embedding of noisy utterance ``i``) the positive logit is
-    ``cos(q_i, p_i) / temperature`` and the negative logits ``cos(q_i, q_j) / temperature`` for
-    each negative ``j``: the other queries (with gradient) whose labels differ by more than
-    ``margin`` (see :func:`negative_mask`). The loss of query ``i`` is ``-log(exp(positive) /
+    For query ``i`` (the student's embedding of noisy utterance ``i``) the
+    positive logit is ``cos(q_i, p_i) / temperature`` and the negative logits
+    ``cos(q_i, q_j) / temperature`` for each negative ``j``: the other queries
+    (with gradient) whose labels differ by more than ``margin`` (see
+    :func:`negative_mask`). The loss of query ``i`` is ``-log(exp(positive) /
     denominator)``.
 
     Arguments
@@ -226,23 +271,40 @@ def info_nce(
         ``[N, D]`` teacher embeddings of the same utterances, clean.
     labels : torch.Tensor
         ``[N, A]`` labels used to pick the negatives.
-    margin, rule, boundary, tolerance
-        See :func:`negative_mask`.
+    margin : float
+        The label gap that makes a pair a negative (see :func:`negative_mask`).
+    rule : str
+        ``"all"`` or ``"any"`` attribute must differ (see
+        :func:`negative_mask`).
+    boundary : str
+        ``"more_than"`` or ``"at_least"``: what a gap equal to the margin is
+        (see :func:`negative_mask`).
+    tolerance : float
+        Gaps this close to the margin count as equal to it (see
+        :func:`negative_mask`).
     temperature : float
         Divides the cosine similarities (paper: 0.1).
     denominator : str
-        ``"with_positive"`` (default): the sum of ``exp`` over the positive and the negatives,
-        the standard InfoNCE of van den Oord et al. and the authors' code (cross-entropy over
-        the positive and the negatives with the positive as target: ``utils/infonce.py`` lines
-        100-111). ``"negatives"``: the sum over the negatives only, equation 3 as typeset (this
-        loss can be negative).
+        ``"with_positive"`` (default): the sum of ``exp`` over the positive and
+        the negatives, the standard InfoNCE of van den Oord et al. and the
+        authors' code (cross-entropy over the positive and the negatives with
+        the positive as target: ``utils/infonce.py`` lines 100-111).
+        ``"negatives"``: the sum over the negatives only, equation 3 as typeset
+        (this loss can be negative).
 
     Returns
     -------
-    torch.Tensor
-        Scalar: the mean over the queries that have at least one negative. Queries without a
-        negative are left out; when no query has one the loss is 0 (still attached to the graph,
-        so every process of a distributed run takes part in the backward pass).
+    loss : torch.Tensor
+        Scalar: the mean over the queries that have at least one negative.
+        Queries without a negative are left out; when no query has one the loss
+        is 0 (still attached to the graph, so every process of a distributed run
+        takes part in the backward pass).
+
+    Raises
+    ------
+    ValueError
+        When ``denominator``, ``rule`` or ``boundary`` is not one of its
+        choices.
 
     Example
     -------

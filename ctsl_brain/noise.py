@@ -1,11 +1,14 @@
-"""Mixing speech with recorded noise at a target SNR over each utterance's own samples.
+"""Mixing speech with recorded noise at a target SNR.
 
-SpeechBrain's ``AddNoise`` does the mixing; :class:`UtteranceAddNoise` changes only how noise is
-drawn. The parent draws one start offset shared by the whole batch and measures the noise level
-over the padded batch length, so a short utterance in a batch of long ones ends up at another SNR
-than asked for, and noise is also added over its padding. Here each utterance gets its own noise
-segment and offset, the noise is measured over the utterance's own samples only, and the padding
-stays silent.
+The SNR is met over each utterance's own samples.
+
+SpeechBrain's ``AddNoise`` does the mixing; :class:`UtteranceAddNoise` changes
+only how noise is drawn. The parent draws one start offset shared by the whole
+batch and measures the noise level over the padded batch length, so a short
+utterance in a batch of long ones ends up at another SNR than asked for, and
+noise is also added over its padding. Here each utterance gets its own noise
+segment and offset, the noise is measured over the utterance's own samples only,
+and the padding stays silent.
 """
 
 import torch
@@ -22,25 +25,52 @@ __all__ = ["UtteranceAddNoise", "snr_db"]
 
 
 class UtteranceAddNoise(AddNoise):
-    """AddNoise with a noise segment and offset drawn per utterance, redrawn at every call.
+    """AddNoise with a noise segment and offset drawn per utterance.
+
+    Segment and offset are drawn again at every call.
 
     Arguments
     ---------
     csv_file : str
         Noise bank in AddNoise's CSV format (``ID,duration,wav``).
-    snr_low, snr_high : float
-        SNR range in dB; each utterance draws uniformly from it (equal values fix the SNR).
+    snr_low : float
+        Lower end of the SNR range, in dB; each utterance draws uniformly from
+        the range (equal ends fix the SNR).
+    snr_high : float
+        Upper end of the SNR range, in dB.
     replacements : dict
         ``$key`` replacements applied to the CSV's paths, as in SpeechBrain.
     seed : int or None
-        None draws from PyTorch's global generator, so each training batch gets fresh noise.
-        An integer gives a private generator, restarted by :meth:`reset`: a dev or test set
-        passed in the same order is then contaminated identically every time.
+        None draws from PyTorch's global generator, so each training batch gets
+        fresh noise. An integer gives a private generator, restarted by
+        :meth:`reset`: a dev or test set passed in the same order is then
+        contaminated identically every time.
     sample_rate : int
-        Rate of the speech; noise files at another rate are refused, since the noise bank is
-        prepared at the recipe's rate.
+        Rate of the speech; noise files at another rate are refused, since the
+        noise bank is prepared at the recipe's rate.
     normalize : bool
         As in AddNoise: rescale mixtures whose peak exceeds 1.
+
+    Example
+    -------
+    >>> import soundfile as sf
+    >>> folder = getfixture("tmp_path")
+    >>> sf.write(
+    ...     str(folder / "hum.wav"), 0.1 * torch.randn(16000).numpy(), 16000
+    ... )
+    >>> _ = (folder / "noise.csv").write_text(
+    ...     f"ID,duration,wav\\nhum,1.0,{folder / 'hum.wav'}\\n"
+    ... )
+    >>> add_noise = UtteranceAddNoise(
+    ...     str(folder / "noise.csv"), snr_low=10.0, snr_high=10.0, seed=0
+    ... )
+    >>> speech, lengths = torch.randn(2, 8000), torch.tensor([1.0, 0.5])
+    >>> speech[1, 4000:] = 0.0
+    >>> noisy = add_noise(speech, lengths)
+    >>> noisy[1, 4000:].abs().max().item()  # the padding stays silent
+    0.0
+    >>> noisy.shape
+    torch.Size([2, 8000])
     """
 
     def __init__(
@@ -78,7 +108,20 @@ class UtteranceAddNoise(AddNoise):
         return torch.rand(n, generator=self.generator)
 
     def forward(self, waveforms, lengths):
-        """Mixes noise into ``waveforms`` ``[B, S]`` with relative ``lengths`` ``[B]``."""
+        """Mixes noise into each utterance at an SNR drawn from the range.
+
+        Arguments
+        ---------
+        waveforms : torch.Tensor
+            ``[B, S]`` speech, zero-padded.
+        lengths : torch.Tensor
+            ``[B]`` relative lengths of the utterances.
+
+        Returns
+        -------
+        noisy : torch.Tensor
+            ``[B, S]`` speech with noise over each utterance's own samples.
+        """
         if self.generator is None:
             return super().forward(waveforms, lengths)
         # The parent draws each utterance's SNR from the global generator; draw it from ours.
@@ -91,7 +134,7 @@ class UtteranceAddNoise(AddNoise):
             return super().forward(waveforms, lengths)
 
     def _noise_bank(self):
-        """Loads the bank once; segments are short, so the whole bank stays in memory."""
+        """Loads the bank once; segments are short, so it stays in memory."""
         if self._bank is None:
             rows = load_data_csv(self.csv_file, replacements=self.replacements)
             if not rows:
@@ -117,10 +160,10 @@ class UtteranceAddNoise(AddNoise):
         return self._bank
 
     def _load_noise(self, lengths, max_length):
-        """One noise excerpt per utterance, as long as the utterance, zero over its padding.
+        """One noise excerpt per utterance, as long as it, zero over padding.
 
-        Returns the noise ``[B, max_length]`` and, as the length AddNoise measures the noise
-        level over, each utterance's own length ``[B, 1]``.
+        Returns the noise ``[B, max_length]`` and, as the length AddNoise
+        measures the noise level over, each utterance's own length ``[B, 1]``.
         """
         bank = self._noise_bank()
         # AddNoise passes relative length x padded length, e.g. 12344.999 for 12345 samples:
@@ -151,15 +194,24 @@ def snr_db(speech, noise, lengths):
 
     Arguments
     ---------
-    speech, noise : torch.Tensor
-        ``[B, S]`` the two components of each mixture, as they are in it.
+    speech : torch.Tensor
+        ``[B, S]`` the speech component of each mixture, as it is in it.
+    noise : torch.Tensor
+        ``[B, S]`` the noise component of each mixture, as it is in it.
     lengths : torch.Tensor
         ``[B]`` relative lengths.
 
     Returns
     -------
-    torch.Tensor
-        ``[B]`` 10 log10 of the speech-to-noise power ratio.
+    snr : torch.Tensor
+        ``[B]`` 10 log10 of the speech-to-noise power ratio, in dB.
+
+    Example
+    -------
+    >>> speech = torch.ones(1, 4)
+    >>> snr = snr_db(speech, 0.1 * speech, torch.tensor([1.0]))
+    >>> round(snr.item(), 4)
+    20.0
     """
     num = torch.round(lengths * speech.shape[1]).long()
     mask = length_to_mask(num, speech.shape[1], torch.float64, speech.device)

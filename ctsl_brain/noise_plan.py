@@ -1,23 +1,29 @@
-"""The plan of the noise banks: which samples of which recording go into which segment.
+"""The plan of the noise banks.
 
-Pure arithmetic on lengths in samples at the recipe's rate, with the recordings put end to end
-in the order their files are taken: no audio is read or written here.
+Which samples of which recording go into which segment.
 
-Every usable sample goes into a bank. Each recording's part of a bank is cut into whole
-segments from its start; what is left shorter than a segment (a short recording, the end of a
-recording, the part of a recording on either side of the boundary between the banks) is a
-piece, and the pieces of a bank are joined end to end, in the bank's order, and cut into more
-segments, the last of which may be shorter (the mixer loops a short segment).
+Pure arithmetic on lengths in samples at the recipe's rate, with the recordings
+put end to end in the order their files are taken: no audio is read or written
+here.
 
-Pieces are joined with an equal-power crossfade: over :data:`CROSSFADE_SECONDS` the end of a
-piece fades out with a cosine ramp while the start of the next fades in with a sine ramp, both
-ramps summing to 1 in power. A hard join would put a jump between two unrelated sample values,
-which sounds as a click, a broadband transient that real noise does not have; a ramp of a few
-milliseconds is enough to avoid it. The powers of the two unrelated noises add, so equal power
-keeps the level constant through the join (a linear crossfade would dip by 3 dB in its middle).
-The joined pieces overlap by the crossfade, so a bank's segments are shorter than the audio it
-takes from the recordings by the crossfades' total length, which the report gives. A crossfade
-is shortened to half of a piece shorter than twice its length, so that it never reaches into
+Every usable sample goes into a bank. Each recording's part of a bank is cut
+into whole segments from its start; what is left shorter than a segment (a short
+recording, the end of a recording, the part of a recording on either side of the
+boundary between the banks) is a piece, and the pieces of a bank are joined end
+to end, in the bank's order, and cut into more segments, the last of which may
+be shorter (the mixer loops a short segment).
+
+Pieces are joined with an equal-power crossfade: over :data:`CROSSFADE_SECONDS`
+the end of a piece fades out with a cosine ramp while the start of the next
+fades in with a sine ramp, both ramps summing to 1 in power. A hard join would
+put a jump between two unrelated sample values, which sounds as a click, a
+broadband transient that real noise does not have; a ramp of a few milliseconds
+is enough to avoid it. The powers of the two unrelated noises add, so equal
+power keeps the level constant through the join (a linear crossfade would dip by
+3 dB in its middle). The joined pieces overlap by the crossfade, so a bank's
+segments are shorter than the audio it takes from the recordings by the
+crossfades' total length, which the report gives. A crossfade is shortened to
+half of a piece shorter than twice its length, so that it never reaches into
 another crossfade.
 """
 
@@ -38,7 +44,9 @@ CROSSFADE_SECONDS = 0.01
 
 @dataclass(frozen=True)
 class Part:
-    """Consecutive samples of one recording that go into a segment, at the recipe's rate.
+    """Consecutive samples of one recording that go into a segment.
+
+    Positions and lengths are in samples at the recipe's rate.
 
     Arguments
     ---------
@@ -56,6 +64,12 @@ class Part:
         Samples in the crossfade, 0 outside one.
     ramp_start : int
         Position of the first sample in the ramp.
+
+    Example
+    -------
+    >>> part = Part(recording=0, start=100, length=10, offset=0)
+    >>> part.start + part.length, part.ramp  # past its last sample; no ramp
+    (110, None)
     """
 
     recording: int
@@ -74,13 +88,19 @@ class Bank:
     Arguments
     ---------
     segments : list of tuple
-        ``(length, [Part, ...])``, in order of their first sample in the recordings.
+        ``(length, [Part, ...])``, in order of their first sample in the
+        recordings.
     recordings : int
         Recordings that contribute.
     recorded : int
         Samples taken from the recordings.
     fades : list of int
         The length of each crossfade, by which the joined pieces overlap.
+
+    Example
+    -------
+    >>> Bank(segments=[], recordings=2, recorded=40, fades=[1]).length
+    39
     """
 
     segments: list
@@ -90,16 +110,24 @@ class Bank:
 
     @property
     def length(self):
-        """Samples in its segments: what it takes from the recordings less the overlaps."""
+        """Samples in its segments.
+
+        Returns
+        -------
+        length : int
+            What it takes from the recordings less the crossfades' overlaps.
+        """
         return self.recorded - sum(self.fades)
 
 
 def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
-    """Where the adaptation bank ends, in samples from the start of the recordings end to end.
+    """Where the adaptation bank ends.
 
-    ``adapt_len`` when there is that much audio and, with ``test_bank``, enough after it for a
-    test bank of one whole segment; otherwise the furthest boundary that leaves the test bank
-    one segment.
+    In samples from the start of the recordings put end to end.
+
+    ``adapt_len`` when there is that much audio and, with ``test_bank``, enough
+    after it for a test bank of one whole segment; otherwise the furthest
+    boundary that leaves the test bank one segment.
 
     Arguments
     ---------
@@ -116,9 +144,10 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
 
     Returns
     -------
-    int or None
-        The boundary; None when the audio cannot give each bank asked for one segment (or, for
-        an adaptation bank asked shorter than a segment, what was asked).
+    boundary : int or None
+        The boundary; None when the audio cannot give each bank asked for one
+        segment (or, for an adaptation bank asked shorter than a segment, what
+        was asked).
 
     Example
     -------
@@ -139,6 +168,18 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
     if test_bank:
 
         def test_noise(boundary):
+            """Samples in the test bank's segments.
+
+            Arguments
+            ---------
+            boundary : int
+                Where the adaptation bank would end.
+
+            Returns
+            -------
+            length : int
+                Samples in the segments of the test bank after it.
+            """
             return plan_bank(
                 spans_between(lengths, boundary, total), seg_len, fade_len
             ).length
@@ -167,19 +208,24 @@ def bank_boundary(lengths, *, adapt_len, seg_len, fade_len, test_bank):
 
 
 def spans_between(lengths, start, stop):
-    """The audio between two positions of the recordings put end to end, by recording.
+    """The audio between two positions of the recordings put end to end.
+
+    The audio is given by recording.
 
     Arguments
     ---------
     lengths : list of int
         Samples in each recording, in the order the files are taken.
-    start, stop : int
-        The positions, in samples from the start of the first recording.
+    start : int
+        The first position, in samples from the start of the first recording.
+    stop : int
+        The position after the last, in samples from the same start.
 
     Returns
     -------
-    list of tuple
-        ``(recording, start, stop)`` within each recording, leaving out empty spans.
+    spans : list of tuple
+        ``(recording, start, stop)`` within each recording, leaving out empty
+        spans.
 
     Example
     -------
@@ -196,7 +242,9 @@ def spans_between(lengths, start, stop):
 
 
 def plan_bank(spans, seg_len, fade_len):
-    """The segments of a bank made of ``spans``: whole segments, then the pieces joined.
+    """The segments of a bank made of ``spans``.
+
+    Whole segments first, then the pieces joined.
 
     Arguments
     ---------
@@ -209,7 +257,7 @@ def plan_bank(spans, seg_len, fade_len):
 
     Returns
     -------
-    Bank
+    bank : Bank
         Its segments sorted by their first sample in the recordings.
 
     Example
@@ -240,8 +288,12 @@ def plan_bank(spans, seg_len, fade_len):
 
 
 def _pieces(spans, seg_len):
-    """Whole segments cut from the start of each span, as ``(recording, start)``, and what is
-    left of each span, shorter than a segment, as pieces ``(recording, start, length)``."""
+    """Cuts each span into whole segments and a piece.
+
+    Whole segments are cut from the start of each span, as
+    ``(recording, start)``; what is left of each span, shorter than a segment,
+    is a piece ``(recording, start, length)``.
+    """
     wholes, pieces = [], []
     for index, start, stop in spans:
         count = (stop - start) // seg_len
@@ -254,8 +306,11 @@ def _pieces(spans, seg_len):
 
 
 def _fades(pieces, fade_len):
-    """The crossfade joining each piece to the next, at most half of either piece, so that the
-    two crossfades of a piece never overlap."""
+    """The crossfade joining each piece to the next.
+
+    At most half of either piece, so that the two crossfades of a piece never
+    overlap.
+    """
     return [
         min(fade_len, before[2] // 2, after[2] // 2)
         for before, after in zip(pieces, pieces[1:], strict=False)
@@ -263,10 +318,13 @@ def _fades(pieces, fade_len):
 
 
 def _joined(pieces, fades, seg_len):
-    """The pieces end to end, each crossfaded into the next, cut into segments of ``seg_len``;
-    what is left at the end is a last, shorter segment if it lasts half a segment or more, and
-    joins the segment before it otherwise (which then lasts up to 1.5 segments). Returns
-    ``[(length, [Part, ...])]``."""
+    """The pieces end to end, each crossfaded into the next, cut into segments.
+
+    Segments are of ``seg_len``; what is left at the end is a last, shorter
+    segment if it lasts half a segment or more, and joins the segment before it
+    otherwise (which then lasts up to 1.5 segments). Returns
+    ``[(length, [Part, ...])]``.
+    """
     # Each piece in up to three runs: fading in from the previous piece, at full level, fading
     # out into the next; a run is (position in the joined audio, Part fields).
     runs = []

@@ -1,11 +1,12 @@
 """Writing the noise banks' segments: the second pass over the recordings.
 
-Each recording is streamed once more, decoded, downmixed and resampled as in the first pass
-(:mod:`ctsl_brain.noise_reading`), and its parts go to the segments that
-:mod:`ctsl_brain.noise_plan` planned, in the order of the recordings, so that a segment is
-written as soon as its last part is read and few segments are held in memory at a time. The
-two sides of a crossfade are added to the same samples, with equal-power ramps (sine fading in,
-cosine fading out). Segments are mono float WAV files, written atomically.
+Each recording is streamed once more, decoded, downmixed and resampled as in the
+first pass (:mod:`ctsl_brain.noise_reading`), and its parts go to the segments
+that :mod:`ctsl_brain.noise_plan` planned, in the order of the recordings, so
+that a segment is written as soon as its last part is read and few segments are
+held in memory at a time. The two sides of a crossfade are added to the same
+samples, with equal-power ramps (sine fading in, cosine fading out). Segments
+are mono float WAV files, written atomically.
 """
 
 import os
@@ -25,32 +26,34 @@ __all__ = ["remove_stale_segments", "write_segments"]
 
 
 def write_segments(recordings, banks, folders, sample_rate):
-    """Second pass: streams each recording once and writes the segments as they fill up.
+    """Second pass: streams each recording once and writes the segments.
+
+    Each segment is written as soon as it fills up.
 
     Arguments
     ---------
     recordings : list of ctsl_brain.noise_reading.Recording
         The usable recordings, in the order the files are taken.
     banks : dict
-        The :class:`ctsl_brain.noise_plan.Bank` of each bank to write, by name (``"adapt"``,
-        ``"test"``).
+        The :class:`ctsl_brain.noise_plan.Bank` of each bank to write, by name
+        (``"adapt"``, ``"test"``).
     folders : dict
-        The folder of each bank's segments, by name (created if needed); segment ``k`` of bank
-        ``name`` is ``name_k.wav`` there, ``k`` on 4 digits.
+        The folder of each bank's segments, by name (created if needed); segment
+        ``k`` of bank ``name`` is ``name_k.wav`` there, ``k`` on 4 digits.
     sample_rate : int
         The recipe's rate, in Hz.
 
     Returns
     -------
-    dict
-        The CSV rows of each bank written, ``[ID, duration, wav]``, in the order of its
-        segments.
+    rows : dict
+        The CSV rows of each bank written, ``[ID, duration, wav]``, in the order
+        of its segments.
 
     Raises
     ------
     DataError
-        When a recording ends before the audio planned from it (it changed since it was
-        scanned).
+        When a recording ends before the audio planned from it (it changed since
+        it was scanned).
     """
     rows = {}
     # The parts of each recording and the segment each goes to; IDs count within each bank.
@@ -80,7 +83,21 @@ def write_segments(recordings, banks, folders, sample_rate):
 
 
 class _Segment:
-    """A segment being filled: its parts come from one recording or several, in turn."""
+    """A segment being filled.
+
+    Its parts come from one recording or several, in turn.
+
+    Arguments
+    ---------
+    path : str
+        The WAV file to write.
+    length : int
+        Samples in the segment.
+    parts : int
+        How many parts fill it.
+    sample_rate : int
+        The recipe's rate, in Hz.
+    """
 
     def __init__(self, path, length, parts, sample_rate):
         self.path, self.length, self.parts_left = path, length, parts
@@ -88,8 +105,17 @@ class _Segment:
         self.audio = None  # allocated with the first part, freed once written
 
     def add(self, part, begin, samples):
-        """Adds ``samples``, the samples of ``part`` from its ``begin``-th on; writes the
-        segment once its last part is complete."""
+        """Adds samples of one part; writes the segment once it is complete.
+
+        Arguments
+        ---------
+        part : ctsl_brain.noise_plan.Part
+            The part the samples belong to.
+        begin : int
+            Index in the part of the first of ``samples``.
+        samples : numpy.ndarray
+            Consecutive samples of ``part``, from its ``begin``-th on.
+        """
         if self.audio is None:
             self.audio = np.zeros(self.length, np.float32)
         if part.ramp is not None:
@@ -105,8 +131,11 @@ class _Segment:
 
 
 def _ramp(part, begin, end):
-    """Gains of the samples ``begin`` to ``end`` of a part in a crossfade: sine for the piece
-    fading in, cosine for the one fading out, so that their squares sum to 1 at every sample."""
+    """Gains of the samples ``begin`` to ``end`` of a part in a crossfade.
+
+    Sine for the piece fading in, cosine for the one fading out, so that their
+    squares sum to 1 at every sample.
+    """
     angle = (np.arange(begin, end) + part.ramp_start + 0.5) * (
         np.pi / 2 / part.fade
     )
@@ -116,7 +145,10 @@ def _ramp(part, begin, end):
 
 
 def _cut_recording(recording, jobs, sample_rate):
-    """Adds the ``(part, segment)`` of one recording, sorted and disjoint, to their segments."""
+    """Adds the parts of one recording to their segments.
+
+    ``jobs`` are its ``(part, segment)``, sorted and disjoint.
+    """
     pending = iter(jobs)
     part, segment = next(pending)
     position = 0  # index, at the recipe's rate, of the chunk's first sample
@@ -152,24 +184,38 @@ def _cut_recording(recording, jobs, sample_rate):
 
 
 def _csv_seconds(seconds):
-    """Seconds to a sample's precision at common rates, without trailing zeros."""
+    """Seconds to a sample's precision at common rates, no trailing zeros."""
     text = f"{seconds:.7f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
 
 
 def remove_stale_segments(folders, counts):
-    """Removes segments of an earlier preparation beyond the new ones (all of a bank not
-    written now), so that a folder never holds a mix of two preparations.
+    """Removes segments of an earlier preparation beyond the new ones.
 
-    Also removes the temporary files of atomic writes whose process was killed, and a bank's
-    folder left empty.
+    All of a bank not written now goes, so that a folder never holds a mix of
+    two preparations.
+
+    Also removes the temporary files of atomic writes whose process was killed,
+    and a bank's folder left empty.
 
     Arguments
     ---------
     folders : dict
-        The folder of each bank's segments, by name, as given to :func:`write_segments`.
+        The folder of each bank's segments, by name, as given to
+        :func:`write_segments`.
     counts : dict
-        How many segments of each bank were written now, by name (0 for a bank not written).
+        How many segments of each bank were written now, by name (0 for a bank
+        not written).
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path") / "adapt"
+    >>> folder.mkdir()
+    >>> for name in ("adapt_0000.wav", "adapt_0001.wav"):
+    ...     _ = (folder / name).write_bytes(b"")
+    >>> remove_stale_segments({"adapt": str(folder)}, {"adapt": 1})
+    >>> sorted(path.name for path in folder.iterdir())
+    ['adapt_0000.wav']
     """
     for bank, folder in folders.items():
         if not os.path.isdir(folder):

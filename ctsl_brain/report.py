@@ -1,5 +1,9 @@
 """Test results of finished runs as a table.
 
+Run as::
+
+    python -m ctsl_brain.report NAME=OUTPUT_FOLDER [NAME=OUTPUT_FOLDER ...]
+
 >>> table = results_table(
 ...     {
 ...         "Original": {
@@ -32,7 +36,33 @@ SHORT_NAMES = {"arousal": "Aro.", "dominance": "Dom.", "valence": "Val."}
 
 
 def load_results(output_folder):
-    """Reads ``test_results.json`` of a run: condition -> statistics."""
+    """Reads ``test_results.json`` of a run.
+
+    Arguments
+    ---------
+    output_folder : str
+        The run's ``output_folder``.
+
+    Returns
+    -------
+    results : dict
+        Condition -> statistics (``ccc_<attribute>``, ...).
+
+    Raises
+    ------
+    MissingInputError
+        When the run has not written ``test_results.json`` (its evaluation has
+        not finished).
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> _ = (folder / "test_results.json").write_text(
+    ...     '{"clean": {"ccc_valence": 0.3}}'
+    ... )
+    >>> load_results(str(folder))
+    {'clean': {'ccc_valence': 0.3}}
+    """
     path = os.path.join(output_folder, "test_results.json")
     if not os.path.isfile(path):
         raise MissingInputError(
@@ -43,18 +73,22 @@ def load_results(output_folder):
 
 
 def results_table(runs, *, digits=3):
-    """Markdown table of test CCC: one row per system, one column per condition and attribute.
+    """Markdown table of test CCC.
+
+    One row per system, one column per condition and attribute.
 
     Arguments
     ---------
     runs : dict
-        System name -> that run's results (condition -> statistics with ``ccc_<attribute>``).
+        System name -> that run's results (condition -> statistics with
+        ``ccc_<attribute>``), as :func:`load_results` reads them.
     digits : int
         Decimals shown.
 
     Returns
     -------
-    str
+    table : str
+        The table in Markdown (an example is in the module's docstring).
     """
     rows = {}
     for system, results in runs.items():
@@ -71,8 +105,20 @@ def results_table(runs, *, digits=3):
 
 
 def main(argv=None):
-    """``python -m ctsl_brain.report NAME=OUTPUT_FOLDER ...`` prints the runs' test CCC."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    """Prints the test CCC of finished runs as a Markdown table.
+
+    ``python -m ctsl_brain.report NAME=OUTPUT_FOLDER ...``: each ``NAME`` is a
+    row of the table, its ``OUTPUT_FOLDER`` the run's ``output_folder``.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+    """
+    parser = argparse.ArgumentParser(
+        description="``python -m ctsl_brain.report NAME=OUTPUT_FOLDER ...`` "
+        "prints the runs' test CCC."
+    )
     parser.add_argument(
         "runs", nargs="+", help="NAME=OUTPUT_FOLDER of a finished run"
     )

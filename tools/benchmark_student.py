@@ -1,23 +1,32 @@
-"""Student-training throughput: the straightforward loop against the recipe's path, side by side.
+"""Student-training throughput: the straightforward loop and the recipe's path.
 
-Both paths train the same student (the 12-layer wav2vec2-large shape with random weights by
-default, its CNN frozen as in the recipe, and the paper's head) on the same utterances, whose
-durations are drawn like MSP-Podcast's (2.75 to 11 s, more short than long), with the paper's
-loss (L_CCC + 100 L_TL + 10 L_CL) and Adam:
+Run as::
 
-(a) straightforward, as the authors wrote it: fixed-size random batches, and the frozen teacher
-    recomputed on the clean batch at every step;
-(b) the recipe's path: length-aware batches from SpeechBrain's DynamicBatchSampler (the same
-    mean number of utterances per batch) and the teacher's embeddings from
-    TeacherEmbeddingCache, filled once (its cost, one teacher pass over the data per run, is
-    printed separately: over a 20-epoch run it is a twentieth of a pass per epoch).
+    python tools/benchmark_student.py          # wav2vec2-large shape (slow)
+    python tools/benchmark_student.py --small  # a small shape, to try it out
 
-It prints seconds of audio trained per second for each, the ratio b/a, the padding fraction of
-each, and the achieved GFLOP/s (counted by torch's FlopCounterMode, on real audio and as
-executed with padding) against a float32 matrix-product peak measured in the same run.
+The default shape takes minutes on CPU.
 
-    python tools/benchmark_student.py                 # wav2vec2-large shape (minutes on CPU)
-    python tools/benchmark_student.py --small         # a small shape, to try it out
+The two paths are measured side by side.
+
+Both paths train the same student (the 12-layer wav2vec2-large shape with random
+weights by default, its CNN frozen as in the recipe, and the paper's head) on
+the same utterances, whose durations are drawn like MSP-Podcast's (2.75 to 11 s,
+more short than long), with the paper's loss (L_CCC + 100 L_TL + 10 L_CL) and
+Adam:
+
+(a) straightforward, as the authors wrote it: fixed-size random batches, and the
+    frozen teacher recomputed on the clean batch at every step;
+(b) the recipe's path: length-aware batches from SpeechBrain's
+    DynamicBatchSampler (the same mean number of utterances per batch) and the
+    teacher's embeddings from TeacherEmbeddingCache, filled once (its cost, one
+    teacher pass over the data per run, is printed separately: over a 20-epoch
+    run it is a twentieth of a pass per epoch).
+
+It prints seconds of audio trained per second for each, the ratio b/a, the
+padding fraction of each, and the achieved GFLOP/s (counted by torch's
+FlopCounterMode, on real audio and as executed with padding) against a float32
+matrix-product peak measured in the same run.
 """
 
 import argparse
@@ -48,7 +57,20 @@ RATE = 16000
 
 
 def matmul_peak(size=2048, repeats=8):
-    """Best float32 matrix-product rate of this machine, in GFLOP/s."""
+    """Best float32 matrix-product rate of this machine.
+
+    Arguments
+    ---------
+    size : int
+        Rows and columns of the square matrices multiplied.
+    repeats : int
+        Timed products, of which the fastest counts (after one untimed).
+
+    Returns
+    -------
+    peak : float
+        The rate, in GFLOP/s.
+    """
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
     best = 0.0
@@ -60,12 +82,54 @@ def matmul_peak(size=2048, repeats=8):
 
 
 def msp_like_durations(n, seed):
-    """2.75 to 11 s, skewed to short utterances as in MSP-Podcast."""
+    """Utterance durations like MSP-Podcast's.
+
+    2.75 to 11 s, skewed to short utterances as in MSP-Podcast.
+
+    Arguments
+    ---------
+    n : int
+        Number of utterances.
+    seed : int
+        Seed of the draw.
+
+    Returns
+    -------
+    durations : numpy.ndarray
+        ``[n]`` durations in seconds.
+
+    Example
+    -------
+    >>> durations = msp_like_durations(100, seed=0)
+    >>> bool(durations.min() >= 2.75 and durations.max() <= 11.0)
+    True
+    """
     rng = np.random.default_rng(seed)
     return np.clip(2.75 + rng.gamma(1.5, 2.0, n), 2.75, 11.0)
 
 
 def random_batches(durations, batch_size, seed):
+    """Fixed-size batches of shuffled utterances: the straightforward loop's.
+
+    Arguments
+    ---------
+    durations : numpy.ndarray
+        Duration of each utterance, in seconds (only their number is used).
+    batch_size : int
+        Utterances per batch (the last batch may have fewer).
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    batches : list of list of int
+        Utterance indices of each batch.
+
+    Example
+    -------
+    >>> [len(batch) for batch in random_batches([3.0] * 10, 4, seed=0)]
+    [4, 4, 2]
+    """
     order = np.random.default_rng(seed).permutation(len(durations))
     return [
         order[i : i + batch_size].tolist()
@@ -74,6 +138,25 @@ def random_batches(durations, batch_size, seed):
 
 
 def dynamic_batches(durations, batch_size, seed):
+    """Length-aware batches from SpeechBrain's DynamicBatchSampler.
+
+    The recipe's batches.
+
+    Arguments
+    ---------
+    durations : numpy.ndarray
+        Duration of each utterance, in seconds.
+    batch_size : int
+        The mean number of utterances per batch to match: batches hold at most
+        ``batch_size`` times the mean duration.
+    seed : int
+        Seed of the sampler's shuffle.
+
+    Returns
+    -------
+    batches : list of list
+        Utterance indices of each batch.
+    """
     from speechbrain.dataio.dataset import DynamicItemDataset
     from speechbrain.dataio.sampler import DynamicBatchSampler
 
@@ -94,6 +177,29 @@ def dynamic_batches(durations, batch_size, seed):
 
 
 def padding(batches, durations):
+    """How much of the padded batches is padding.
+
+    Arguments
+    ---------
+    batches : list of list of int
+        Utterance indices of each batch.
+    durations : numpy.ndarray
+        Duration of each utterance, in seconds.
+
+    Returns
+    -------
+    fraction : float
+        The padding's share of the padded audio.
+    real : float
+        Seconds of audio.
+    padded : float
+        Seconds of audio with the padding of each batch to its longest.
+
+    Example
+    -------
+    >>> padding([[0, 1]], [2.0, 4.0])
+    (0.25, 6.0, 8.0)
+    """
     real = sum(durations[i] for batch in batches for i in batch)
     padded = sum(
         len(batch) * max(durations[i] for i in batch) for batch in batches
@@ -102,6 +208,37 @@ def padding(batches, durations):
 
 
 def make_batch(indices, clean, noisy, labels):
+    """Pads the utterances of one batch into tensors.
+
+    Arguments
+    ---------
+    indices : list of int
+        The batch's utterances.
+    clean : list of torch.Tensor
+        The clean waveform of each utterance.
+    noisy : list of torch.Tensor
+        The noisy waveform of each utterance, as long as the clean one.
+    labels : torch.Tensor
+        ``[N, 3]`` labels of all utterances.
+
+    Returns
+    -------
+    batch_clean : torch.Tensor
+        ``[B, S]`` clean waveforms, zero-padded.
+    batch_noisy : torch.Tensor
+        ``[B, S]`` noisy waveforms, zero-padded.
+    wav_lens : torch.Tensor
+        ``[B]`` relative lengths.
+    batch_labels : torch.Tensor
+        ``[B, 3]`` labels.
+
+    Example
+    -------
+    >>> waves = [torch.ones(4), torch.ones(2)]
+    >>> _, _, wav_lens, _ = make_batch([0, 1], waves, waves, torch.zeros(2, 3))
+    >>> wav_lens.tolist()
+    [1.0, 0.5]
+    """
     lengths = [len(clean[i]) for i in indices]
     longest = max(lengths)
     batch_clean = torch.zeros(len(indices), longest)
@@ -116,6 +253,27 @@ def make_batch(indices, clean, noisy, labels):
 def student_step(
     student, head, optimizer, noisy, wav_lens, labels, teacher_embedding
 ):
+    """One training step of the student on the paper's loss.
+
+    L_CCC + 100 L_TL + 10 L_CL, labels scaled from 1-7 to 0-1 for the CCC.
+
+    Arguments
+    ---------
+    student : torch.nn.Module
+        The student encoder, trained.
+    head : torch.nn.Module
+        The regression head, trained.
+    optimizer : torch.optim.Optimizer
+        The optimizer of the student and the head.
+    noisy : torch.Tensor
+        ``[B, S]`` noisy waveforms.
+    wav_lens : torch.Tensor
+        ``[B]`` relative lengths.
+    labels : torch.Tensor
+        ``[B, 3]`` labels on the 1-7 scale.
+    teacher_embedding : torch.Tensor
+        ``[B, D]`` the teacher's embeddings of the clean waveforms.
+    """
     embedding = student(noisy, wav_lens)
     prediction = head(embedding)
     loss = (
@@ -129,13 +287,46 @@ def student_step(
 
 
 def run_path(name, batches, data, teacher, student, head, cache=None):
-    """Trains one pass over ``batches``; returns seconds and the FLOPs of the first step."""
+    """Trains one pass over ``batches``, after one untimed warm-up step.
+
+    Arguments
+    ---------
+    name : str
+        The path's name, for the progress line.
+    batches : list of list of int
+        Utterance indices of each batch.
+    data : tuple
+        ``(clean, noisy, labels)``, as :func:`make_batch` takes them.
+    teacher : torch.nn.Module
+        The frozen teacher encoder, run on each clean batch without a cache.
+    student : torch.nn.Module
+        The student encoder, trained.
+    head : torch.nn.Module
+        The regression head, trained.
+    cache : TeacherEmbeddingCache or None
+        Where the teacher's embeddings come from; None: the teacher is run at
+        every step.
+
+    Returns
+    -------
+    seconds : float
+        Wall-clock time of the pass.
+    flops_first : int
+        FLOPs of the first (warm-up) step, as torch's FlopCounterMode counts.
+    """
     clean, noisy, labels = data
     optimizer = torch.optim.Adam(
         [*student.parameters(), *head.parameters()], lr=1e-5
     )
 
     def step(indices):
+        """One training step on one batch.
+
+        Arguments
+        ---------
+        indices : list of int
+            The batch's utterances.
+        """
         batch_clean, batch_noisy, wav_lens, batch_labels = make_batch(
             indices, clean, noisy, labels
         )
@@ -168,7 +359,17 @@ def run_path(name, batches, data, teacher, student, head, cache=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    """Runs both paths and prints their table.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+    """
+    parser = argparse.ArgumentParser(
+        description="Student-training throughput: the straightforward loop "
+        "against the recipe's path, side by side."
+    )
     parser.add_argument("--utterances", type=int, default=40)
     parser.add_argument(
         "--batch_size", type=int, default=8, help="of the straightforward loop"

@@ -1,13 +1,18 @@
-"""Generate the embedded synthetic emotional-speech corpus and its radio-like noise banks.
+"""Generate the embedded synthetic emotional-speech corpus and its noise banks.
 
 Usage::
 
     python recipes/demo/generate_corpus.py data/demo
-    python recipes/demo/generate_corpus.py data/demo --n_train 160 --n_dev 16 --n_test 80
-    python -m recipes.demo.generate_corpus data/demo      # equivalent, from the repository root
+    python recipes/demo/generate_corpus.py data/demo \\
+        --n_train 160 --n_dev 16 --n_test 80
+    python -m recipes.demo.generate_corpus data/demo
 
-The output is deterministic for a given set of options, and an existing corpus built with the
-same options is reused. See ``ctsl_brain.demo_corpus`` for what the corpus contains.
+The ``-m`` form, run from the repository root, is equivalent to the first. The
+noise banks are radio-like.
+
+The output is deterministic for a given set of options, and an existing corpus
+built with the same options is reused. See ``ctsl_brain.demo_corpus`` for what
+the corpus contains.
 """
 
 import argparse
@@ -36,9 +41,17 @@ DEFAULTS = {
 
 
 def main(argv=None):
-    """Parses the command line (``argv``, default ``sys.argv[1:]``), builds or reuses the
-    corpus, and prints where its CSV files are."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Builds or reuses the corpus, and prints where its CSV files are.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+    """
+    parser = argparse.ArgumentParser(
+        description="Generate the embedded synthetic emotional-speech corpus "
+        "and its radio-like noise banks."
+    )
     parser.add_argument("data_folder", help="output folder (created if needed)")
     parser.add_argument(
         "--seed", type=int, default=DEFAULTS["seed"], help="master seed (>= 0)"
