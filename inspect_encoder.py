@@ -37,6 +37,7 @@ from ctsl_brain.dataio import (
     run_command,
     write_text_atomic,
 )
+from ctsl_brain.models import encoder_hparams_path
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAML, YAMLError
 
@@ -98,7 +99,8 @@ def load_encoder_hparams(hparams_file, overrides):
     Arguments
     ---------
     hparams_file : str
-        Path of the encoder's YAML.
+        Path of the encoder's YAML; a relative one is looked up in the recipe's
+        folder, then in the current one, as in training.
     overrides : dict
         Key -> value; ``save_path`` defaults to ``pretrained_models`` and
         ``freeze`` to False, as in training.
@@ -108,12 +110,14 @@ def load_encoder_hparams(hparams_file, overrides):
     dict
         The loaded hyperparameters, ``encoder`` among them.
     """
-    if not os.path.isfile(hparams_file):
+    try:
+        hparams_file = encoder_hparams_path(hparams_file)
+    except MissingInputError:
         files = ", ".join(encoder_files()) or "the files of hparams/encoders/"
         raise MissingInputError(
-            f"no encoder file {hparams_file}: give one of {files} "
-            "(the first argument of inspect_encoder.py)"
-        )
+            f"no encoder file {hparams_file}: give one of {files}, or the path "
+            "of your own (the first argument of inspect_encoder.py)"
+        ) from None
     overrides = {"save_path": DEFAULT_SAVE_PATH, "freeze": False, **overrides}
     overrides["save_path"] = str(overrides["save_path"])
     try:
@@ -132,6 +136,10 @@ def load_encoder_hparams(hparams_file, overrides):
         detail = " ".join(str(error).split())
         message = f"cannot read {hparams_file} with the options: {detail}"
         raise SettingsError(message) from None
+    except MissingInputError as error:
+        # The encoder's message names train.py's option; this script's differs.
+        message = str(error).replace("--encoder_source", "--source")
+        raise MissingInputError(message) from None
     except ValueError as error:
         if "!PLACEHOLDER" not in str(error):
             raise
