@@ -1,0 +1,92 @@
+"""The recipe in SpeechBrain: its rows in tests/recipes/MSP-Podcast.csv, and
+SpeechBrain's own checks (tools/speechbrain_checks.sh) when the environment
+variable SPEECHBRAIN_CHECKOUT names a SpeechBrain checkout."""
+
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKOUT_VARIABLE = "SPEECHBRAIN_CHECKOUT"
+# Where the recipe is in a SpeechBrain checkout.
+RECIPE = "recipes/MSP-Podcast/emotion_recognition/contrastive_teacher_student"
+RECIPE_TESTS = os.path.join(ROOT, "tests", "recipes", "MSP-Podcast.csv")
+SETUP = os.path.join(ROOT, "tests", "recipes", "setup")
+CHECKS = os.path.join(ROOT, "tools", "speechbrain_checks.sh")
+
+
+def _rows():
+    with open(RECIPE_TESTS, newline="", encoding="utf-8") as fin:
+        return list(csv.DictReader(fin, skipinitialspace=True))
+
+
+def _in_project(path):
+    """The file of this repository that is ``path`` in a SpeechBrain checkout."""
+    assert path.startswith(RECIPE + "/"), f"{path} is not in {RECIPE}"
+    return os.path.join(ROOT, path[len(RECIPE) + 1 :])
+
+
+def _setup_name(row):
+    """run_recipe_tests runs tests/recipes/setup/<script>/<hparam file> before
+    a row, with '/' as '_' and without extensions, if it exists."""
+    script = row["Script_file"]
+    hparam = os.path.relpath(row["Hparam_file"], os.path.dirname(script))
+    folder = script[: -len(".py")].replace("/", "_")
+    return os.path.join(folder, hparam[: -len(".yaml")].replace("/", "_"))
+
+
+def test_every_yaml_has_a_row_with_debug_flags():
+    """SpeechBrain's test_recipe_list: each YAML file of the recipe has a row,
+    with debug flags."""
+    rows = _rows()
+    pattern = os.path.join(ROOT, "hparams", "**", "*.yaml")
+    yaml_files = glob.glob(pattern, recursive=True)
+    expected = {f"{RECIPE}/{os.path.relpath(p, ROOT)}" for p in yaml_files}
+    listed = {row["Hparam_file"] for row in rows}
+    assert sorted(expected - listed) == []
+    assert sorted(listed - expected) == []
+    no_flags = [r["Hparam_file"] for r in rows if not r["test_debug_flags"]]
+    assert no_flags == []
+
+
+def test_rows_name_files_of_the_recipe():
+    fields = ("Script_file", "Hparam_file", "Data_prep_file", "Readme_file")
+    for row in _rows():
+        assert row["Dataset"] == "MSP-Podcast"
+        for field in fields:
+            if row[field]:
+                assert os.path.isfile(_in_project(row[field])), row[field]
+
+
+def test_setup_scripts_are_executable_and_belong_to_rows():
+    folders = {os.path.dirname(_setup_name(row)) for row in _rows()}
+    for path in glob.glob(os.path.join(SETUP, "*", "*")):
+        name = os.path.relpath(path, SETUP)
+        assert os.path.dirname(name) in folders, f"{name}: no row's script"
+        assert os.access(path, os.X_OK), f"{name} is not executable"
+
+
+def test_speechbrain_checks_pass():
+    """tools/speechbrain_checks.sh: SpeechBrain's consistency tests, its
+    linters and the recipe tests, in a scratch copy of the checkout."""
+    checkout = os.environ.get(CHECKOUT_VARIABLE)
+    if not checkout:
+        pytest.skip(
+            f"{CHECKOUT_VARIABLE} is not set: set it to a SpeechBrain checkout "
+            "(git clone https://github.com/speechbrain/speechbrain) to run "
+            "SpeechBrain's checks on the recipe"
+        )
+    assert os.path.isdir(checkout), f"{CHECKOUT_VARIABLE}: no folder {checkout}"
+    result = subprocess.run(
+        ["bash", CHECKS, checkout],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
