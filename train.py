@@ -72,9 +72,9 @@ from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.settings import (
     check_prepare_options,
     check_settings,
-    create_output_folder,
     float32_on_cpu,
     load_hparams,
+    unwritable_folder_error,
 )
 from ctsl_brain.statistics import select_checkpoints
 from msp_podcast_prepare import prepare_msp_podcast
@@ -882,7 +882,18 @@ def main(argv):
         raise SettingsError(
             f"label_min ({hparams['label_min']}) must be below label_max ({hparams['label_max']})"
         )
-    create_output_folder(hparams_file, hparams["output_folder"], overrides)
+    # SpeechBrain's experiment folder: the YAML, this script (the caller's file is copied), the log.
+    try:
+        sb.create_experiment_directory(
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
+    except OSError as error:
+        message = unwritable_folder_error(error, hparams["output_folder"])
+        if message is None:
+            raise
+        raise message from None
 
     run_on_main(prepare_corpus, args=[hparams])
     datasets = dataio_prepare(hparams)

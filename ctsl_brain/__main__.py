@@ -20,9 +20,10 @@ import sys
 import warnings
 
 import torch
-from ctsl_brain.dataio import ATTRIBUTES, run_command, write_csv_atomic
-from ctsl_brain.export import WINDOW_SECONDS, export_run
-from ctsl_brain.inference import BATCH_SIZE, EmotionRegressor, audio_files
+
+from .dataio import ATTRIBUTES, run_command, write_csv_atomic
+from .export import WINDOW_SECONDS, export_run
+from .inference import BATCH_SIZE, EmotionRegressor, audio_files
 
 
 def _parser():

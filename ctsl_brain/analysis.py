@@ -25,16 +25,17 @@ import os
 import numpy as np
 import pandas as pd
 import torch
-from ctsl_brain.dataio import (
+
+from .dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
     remove_stale_staging,
     write_text_atomic,
 )
-from ctsl_brain.losses import info_nce, negative_mask, transfer_loss
-from ctsl_brain.report import SHORT_NAMES
-from ctsl_brain.statistics import fixed_groups, group_ccc, significance
+from .losses import info_nce, negative_mask, transfer_loss
+from .report import SHORT_NAMES
+from .statistics import fixed_groups, group_ccc, significance
 
 __all__ = [
     "MARKERS",

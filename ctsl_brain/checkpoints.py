@@ -26,10 +26,10 @@ import os
 import re
 import shutil
 
-from ctsl_brain.dataio import UserError, write_text_atomic
-
 from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, ckpt_recency
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+from .dataio import UserError, write_text_atomic
 
 __all__ = [
     "AtomicCheckpointer",

@@ -19,7 +19,8 @@ import json
 import os
 
 import torch
-from ctsl_brain.dataio import (
+
+from .dataio import (
     MANIFEST_COLUMNS,
     DataError,
     MissingInputError,
@@ -32,7 +33,7 @@ from ctsl_brain.dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
-from ctsl_brain.noise import UtteranceAddNoise, snr_db
+from .noise import UtteranceAddNoise, snr_db
 
 __all__ = ["condition_names", "condition_manifest", "prepare_test_conditions"]
 

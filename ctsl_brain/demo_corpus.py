@@ -41,20 +41,16 @@ import math
 import os
 
 import numpy as np
-from ctsl_brain.dataio import (
+
+from .dataio import (
     SettingsError,
     remove_stale_staging,
     write_audio_atomic,
     write_csv_atomic,
     write_text_atomic,
 )
-from ctsl_brain.demo_noise import radio_recording
-from ctsl_brain.demo_speech import (
-    Voice,
-    draw_labels,
-    draw_voice,
-    synthesize_speech,
-)
+from .demo_noise import radio_recording
+from .demo_speech import Voice, draw_labels, draw_voice, synthesize_speech
 
 __all__ = [
     "CORPUS_VERSION",

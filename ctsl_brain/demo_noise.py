@@ -24,7 +24,8 @@ what is drawn or computed here changes the corpus' files, so it must come with a
 from __future__ import annotations
 
 import numpy as np
-from ctsl_brain.demo_speech import (
+
+from .demo_speech import (
     Voice,
     bandpass,
     draw_labels,

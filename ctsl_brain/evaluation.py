@@ -10,7 +10,8 @@ import json
 import os
 
 import torch
-from ctsl_brain.dataio import (
+
+from .dataio import (
     ATTRIBUTES,
     remove_stale_staging,
     write_bytes_atomic,

@@ -18,8 +18,12 @@ import shutil
 
 import torch
 import yaml
-from ctsl_brain.checkpoints import end_of_epoch_checkpoints
-from ctsl_brain.dataio import (
+from hyperpyyaml import load_hyperpyyaml
+
+import speechbrain as sb
+
+from .checkpoints import end_of_epoch_checkpoints
+from .dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
@@ -28,11 +32,8 @@ from ctsl_brain.dataio import (
     process_running,
     write_text_atomic,
 )
-from ctsl_brain.models import encoder_hparams_path, load_encoder
-from ctsl_brain.statistics import select_checkpoints
-from hyperpyyaml import load_hyperpyyaml
-
-import speechbrain as sb
+from .models import encoder_hparams_path, load_encoder
+from .statistics import select_checkpoints
 
 __all__ = ["export_run", "WINDOW_SECONDS"]
 

@@ -12,7 +12,11 @@ import os
 import pandas as pd
 import soundfile
 import torch
-from ctsl_brain.dataio import (
+from tqdm import tqdm
+
+from speechbrain.inference.interfaces import Pretrained
+
+from .dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
@@ -22,9 +26,6 @@ from ctsl_brain.dataio import (
     inspect_audio,
     load_audio,
 )
-from tqdm import tqdm
-
-from speechbrain.inference.interfaces import Pretrained
 
 __all__ = ["EmotionRegressor", "audio_files", "split_windows"]
 

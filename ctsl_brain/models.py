@@ -16,10 +16,11 @@ import shutil
 import tempfile
 
 import torch
-from ctsl_brain.dataio import MissingInputError, SettingsError
 from hyperpyyaml import load_hyperpyyaml
 
 from speechbrain.dataio.dataio import length_to_mask
+
+from .dataio import MissingInputError, SettingsError
 
 __all__ = [
     "SSLEncoder",

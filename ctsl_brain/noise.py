@@ -12,7 +12,6 @@ and the padding stays silent.
 """
 
 import torch
-from ctsl_brain.dataio import DataError, load_audio
 
 from speechbrain.augment.time_domain import AddNoise
 from speechbrain.dataio.dataio import (
@@ -20,6 +19,8 @@ from speechbrain.dataio.dataio import (
     load_data_csv,
     read_audio_info,
 )
+
+from .dataio import DataError, load_audio
 
 __all__ = ["UtteranceAddNoise", "snr_db"]
 

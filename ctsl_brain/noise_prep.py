@@ -34,20 +34,20 @@ import logging
 import math
 import os
 
-from ctsl_brain.dataio import (
+from .dataio import (
     DataError,
     SettingsError,
     write_csv_atomic,
     write_text_atomic,
 )
-from ctsl_brain.noise_plan import (
+from .noise_plan import (
     CROSSFADE_SECONDS,
     bank_boundary,
     plan_bank,
     spans_between,
 )
-from ctsl_brain.noise_reading import list_inputs, scan
-from ctsl_brain.noise_report import (
+from .noise_reading import list_inputs, scan
+from .noise_report import (
     adapt_minutes_message,
     bank_figures,
     missing_folder_message,
@@ -57,7 +57,7 @@ from ctsl_brain.noise_report import (
     unusable_files_message,
     warning_messages,
 )
-from ctsl_brain.noise_writing import remove_stale_segments, write_segments
+from .noise_writing import remove_stale_segments, write_segments
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 

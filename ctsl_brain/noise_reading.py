@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile as sf
 import torch
-from ctsl_brain.dataio import SampleCheck
-from ctsl_brain.noise_report import duration_text
 from torchaudio.functional import resample
+
+from .dataio import SampleCheck
+from .noise_report import duration_text
 
 __all__ = [
     "Recording",

@@ -14,13 +14,10 @@ import re
 
 import numpy as np
 import soundfile as sf
-from ctsl_brain.dataio import (
-    DataError,
-    remove_stale_staging,
-    write_audio_atomic,
-)
-from ctsl_brain.noise_reading import downmix, read_blocks, resample_stream
-from ctsl_brain.noise_report import duration_text
+
+from .dataio import DataError, remove_stale_staging, write_audio_atomic
+from .noise_reading import downmix, read_blocks, resample_stream
+from .noise_report import duration_text
 
 __all__ = ["remove_stale_segments", "write_segments"]
 

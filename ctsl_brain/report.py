@@ -27,7 +27,8 @@ import os
 import sys
 
 import pandas as pd
-from ctsl_brain.dataio import ATTRIBUTES, MissingInputError, run_command
+
+from .dataio import ATTRIBUTES, MissingInputError, run_command
 
 __all__ = ["load_results", "results_table"]
 

@@ -12,16 +12,17 @@ import logging
 import numbers
 import os
 
-from ctsl_brain.dataio import MissingInputError, SettingsError
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml import YAMLError
 
 import speechbrain as sb
 
+from .dataio import MissingInputError, SettingsError
+
 __all__ = [
     "check_prepare_options",
     "check_settings",
-    "create_output_folder",
+    "unwritable_folder_error",
     "float32_on_cpu",
     "load_hparams",
 ]
@@ -153,36 +154,39 @@ def check_settings(hparams, *, choices=None, at_least=None, above=None):
                 )
 
 
-def create_output_folder(hparams_file, output_folder, overrides):
-    """SpeechBrain's experiment folder (the YAML, the script, the log).
+def unwritable_folder_error(error, output_folder):
+    """The message for a run's folder that cannot be written, or None for another error.
+
+    ``speechbrain.create_experiment_directory`` is called by the recipe's script itself (it
+    copies the file that calls it into the run's folder); an ``OSError`` it raises is turned
+    into this.
 
     Arguments
     ---------
-    hparams_file : str
-        The stage's YAML, copied into the folder with the overrides applied.
+    error : OSError
+        What ``create_experiment_directory`` raised.
     output_folder : str
         The run's folder.
-    overrides : str or dict
-        The command line's overrides.
 
-    Raises
-    ------
-    SettingsError
-        The folder cannot be written; the message names results_folder.
+    Returns
+    -------
+    SettingsError or None
+        A message naming the folder and results_folder when the folder cannot be made or
+        written; None when the error is another one (a bug, to be raised as it is).
+
+    Example
+    -------
+    >>> error = PermissionError(errno.EACCES, "Permission denied")
+    >>> print(unwritable_folder_error(error, "/results/run"))
+    cannot write the run's folder /results/run (Permission denied): set --results_folder to a folder you can write to
     """
-    try:
-        sb.create_experiment_directory(
-            experiment_directory=output_folder,
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
-        )
-    except OSError as error:
-        if error.errno not in UNWRITABLE:
-            raise
-        raise SettingsError(
-            f"cannot write the run's folder {output_folder} "
-            f"({error.strerror or error}): set --results_folder to a folder you can write to"
-        ) from None
+    if error.errno not in UNWRITABLE:
+        return None
+    return SettingsError(
+        f"cannot write the run's folder {output_folder} "
+        f"({error.strerror or error}): set --results_folder to a folder you can "
+        "write to"
+    )
 
 
 def float32_on_cpu(run_opts):

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import scipy.stats
 import torch
-from ctsl_brain.dataio import ATTRIBUTES, DataError
-from ctsl_brain.losses import concordance_cc
+
+from .dataio import ATTRIBUTES, DataError
+from .losses import concordance_cc
 
 __all__ = [
     "SMALL_GROUP",

@@ -34,16 +34,19 @@ def _imports(path):
     """The top-level names of the modules a file imports, anywhere in it."""
     with open(os.path.join(ROOT, path), encoding="utf-8") as fin:
         tree = ast.parse(fin.read())
+    package = os.path.dirname(path).replace("/", ".")
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif (
-            isinstance(node, ast.ImportFrom) and node.level == 0 and node.module
-        ):
-            found.add(node.module)
-            # "from ctsl_brain import noise" imports ctsl_brain.noise
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # "from .dataio import x" in ctsl_brain/
+                parent = package.rsplit(".", node.level - 1)[0]
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            # "from ctsl_brain import noise" imports the module ctsl_brain.noise
+            found.update(f"{base}.{alias.name}" for alias in node.names)
     return found
 
 
