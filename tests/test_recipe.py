@@ -312,7 +312,9 @@ def test_teacher_then_student_end_to_end(demo, tmp_path):
     teacher_save = os.path.join(results, "demo", "teacher", "1986", "save")
     # SpeechBrain's experiment folder holds the YAML and the script that ran.
     for name in ("train.py", "hyperparams.yaml", "log.txt", "env.log"):
-        assert os.path.isfile(os.path.join(results, "demo", "teacher", "1986", name))
+        assert os.path.isfile(
+            os.path.join(results, "demo", "teacher", "1986", name)
+        )
     teacher_files = _digests(teacher_save)
     assert any(p.endswith("encoder.ckpt") for p in teacher_files)
 
