@@ -2,7 +2,7 @@
 
 The files are those of the folder and its subfolders, hidden ones left out, in sorted order of
 their relative paths; any format soundfile reads, at any sample rate and channel count. Each is
-decoded block by block, judged as the corpus' audio is (:class:`ctsl_brain.data.SampleCheck`),
+decoded block by block, judged as the corpus' audio is (:class:`ctsl_brain.dataio.SampleCheck`),
 downmixed to mono and resampled to the recipe's rate block by block, without seams, so the
 memory used does not grow with the length of a recording.
 """
