@@ -90,3 +90,21 @@ def test_speechbrain_checks_pass():
         check=False,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+
+
+def _names(path):
+    with open(os.path.join(ROOT, path), encoding="utf-8") as fin:
+        lines = [line.split("#")[0].strip() for line in fin]
+    return {
+        line.split("=")[0].split(">")[0].split("<")[0].strip().lower()
+        for line in lines
+        if line and not line.startswith("-")
+    }
+
+
+def test_extra_requirements_are_pinned_in_the_environment():
+    """SpeechBrain installs a recipe's extra_requirements.txt; the project's
+    environment (requirements.txt) holds each of them."""
+    extra = _names("extra_requirements.txt")
+    assert extra, "extra_requirements.txt lists nothing"
+    assert extra <= _names("requirements.txt")
