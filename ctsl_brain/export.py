@@ -68,7 +68,8 @@ _HPARAMS = """\
 # ############################################################################
 # Speech emotion regression: arousal, dominance and valence on the
 # {label_min:g}-{label_max:g} scale of the training labels.
-# Exported from {run}
+# Exported from
+# {run}
 # (the checkpoint of epoch {epoch}, dev CCC {dev_ccc:.4f}).
 #
 #   from ctsl_brain.inference import EmotionRegressor
