@@ -38,7 +38,7 @@ from ctsl_brain.dataio import (
     write_text_atomic,
 )
 from ctsl_brain.models import encoder_hparams_path
-from hyperpyyaml import load_hyperpyyaml
+from ctsl_brain.settings import load_yaml
 from ruamel.yaml import YAML, YAMLError
 
 import speechbrain as sb
@@ -121,30 +121,11 @@ def load_encoder_hparams(hparams_file, overrides):
     overrides = {"save_path": DEFAULT_SAVE_PATH, "freeze": False, **overrides}
     overrides["save_path"] = str(overrides["save_path"])
     try:
-        with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, overrides)
-    except KeyError as error:
-        text = str(error.args[0]) if error.args else ""
-        if not text.startswith("Override '"):
-            raise
-        key = text.split("'")[1]
-        raise SettingsError(
-            f"--{key} is not a setting of {hparams_file}: check its spelling "
-            "(the settings are the top-level keys of the file)"
-        ) from None
-    except YAMLError as error:
-        detail = " ".join(str(error).split())
-        message = f"cannot read {hparams_file} with the options: {detail}"
-        raise SettingsError(message) from None
+        return load_yaml(hparams_file, overrides)
     except MissingInputError as error:
         # The encoder's message names train.py's option; this script's differs.
         message = str(error).replace("--encoder_source", "--source")
         raise MissingInputError(message) from None
-    except ValueError as error:
-        if "!PLACEHOLDER" not in str(error):
-            raise
-        key = str(error).split("'")[1]
-        raise SettingsError(f"{key} is not set: add --{key} <value>") from None
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ import torchaudio
 __all__ = [
     "ATTRIBUTES",
     "MANIFEST_COLUMNS",
+    "NOISE_COLUMNS",
     "DataError",
     "MissingInputError",
     "SettingsError",
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
+# A noise bank: SpeechBrain's AddNoise CSV format.
+NOISE_COLUMNS = ("ID", "duration", "wav")
 
 
 # Set to 1 to see the traceback of a user error too (for debugging).

@@ -43,6 +43,8 @@ import os
 import numpy as np
 
 from .dataio import (
+    MANIFEST_COLUMNS,
+    NOISE_COLUMNS,
     SettingsError,
     remove_stale_staging,
     write_audio_atomic,
@@ -63,16 +65,9 @@ __all__ = [
 # Bump whenever the synthesis changes, so that caches built by older code are regenerated.
 CORPUS_VERSION = 4
 
-MANIFEST_HEADER = (
-    "ID",
-    "wav",
-    "duration",
-    "arousal",
-    "dominance",
-    "valence",
-    "spk_id",
-)
-NOISE_HEADER = ("ID", "duration", "wav")
+# The recipe's manifest and noise bank formats.
+MANIFEST_HEADER = MANIFEST_COLUMNS
+NOISE_HEADER = NOISE_COLUMNS
 OPTIONS_FILE = "demo_corpus.json"
 
 SPEAKERS_PER_SPLIT = {"train": 16, "dev": 4, "test": 6}

@@ -35,6 +35,7 @@ import math
 import os
 
 from .dataio import (
+    NOISE_COLUMNS,
     DataError,
     SettingsError,
     write_csv_atomic,
@@ -63,7 +64,7 @@ __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
 logger = logging.getLogger(__name__)
 
-NOISE_HEADER = ("ID", "duration", "wav")
+NOISE_HEADER = NOISE_COLUMNS
 # Written last, so that an interrupted preparation never looks up to date.
 STAMP_FILE = "noise_banks.json"
 # Bump whenever the output for the same inputs and options changes, so that old banks are redone.

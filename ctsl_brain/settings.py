@@ -20,6 +20,7 @@ import speechbrain as sb
 from .dataio import MissingInputError, SettingsError
 
 __all__ = [
+    "load_yaml",
     "check_prepare_options",
     "check_settings",
     "unwritable_folder_error",
@@ -68,6 +69,31 @@ def load_hparams(hparams_file, overrides):
             f"no hyperparameter file {hparams_file}: give hparams/teacher.yaml or "
             "hparams/student.yaml (the first argument of train.py)"
         )
+    return load_yaml(hparams_file, overrides)
+
+
+def load_yaml(hparams_file, overrides):
+    """Loads a HyperPyYAML file with overrides, a mistake in either being one
+    message.
+
+    Arguments
+    ---------
+    hparams_file : str
+        An existing YAML file (a stage's, or an encoder file).
+    overrides : str or dict
+        HyperPyYAML overrides.
+
+    Returns
+    -------
+    dict
+        The loaded hyperparameters, objects built.
+
+    Raises
+    ------
+    SettingsError
+        An override of no key, a YAML syntax error, a ``!PLACEHOLDER`` left
+        unset, or a folder the YAML's objects cannot create.
+    """
     try:
         with open(hparams_file, encoding="utf-8") as fin:
             return load_hyperpyyaml(fin, overrides)
