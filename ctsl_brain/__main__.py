@@ -3,27 +3,37 @@
 Run as::
 
     python -m ctsl_brain export --run <output_folder> --out <model folder> \\
-        [--checkpoint EPOCH]
+        [--checkpoint EPOCH] [--onnx] [--onnx-int8]
     python -m ctsl_brain predict --model <model folder> <files or folders> \\
-        --out predictions.csv
+        --out predictions.csv [--backend onnx [--int8]] [--hop SECONDS [--plot]]
 
 ``export`` turns a finished teacher or student run into a self-contained model
 folder; ``predict`` writes one CSV row per audio file (``file, duration,
-arousal, dominance, valence, error``). Exit status: 0 when everything succeeded,
+arousal, dominance, valence, error``) and, with ``--hop``, a time series of
+window predictions per file beside it (``<out>.windows.csv``: ``file, start,
+end, arousal, dominance, valence``; with ``--plot`` a PNG per file in
+``<out>.plots/``). Exit status: 0 when everything succeeded,
 1 when something failed (for ``predict``, any file: its row has the error and
 the others are predicted), 2 for a wrong command line. A mistake the user can
 fix is one message without a traceback (``CTSL_TRACEBACK=1`` shows it).
 """
 
 import argparse
+import os
 import sys
 import warnings
 
 import torch
+from tqdm import tqdm
 
-from .dataio import ATTRIBUTES, run_command, write_csv_atomic
+from .dataio import ATTRIBUTES, DataError, run_command, write_csv_atomic
 from .export import WINDOW_SECONDS, export_run
-from .inference import BATCH_SIZE, EmotionRegressor, audio_files
+from .inference import (
+    BATCH_SIZE,
+    EmotionRegressor,
+    audio_files,
+    plot_trajectory,
+)
 
 
 def _parser():
@@ -50,11 +60,22 @@ def _parser():
     export.add_argument(
         "--window_seconds",
         type=float,
-        default=WINDOW_SECONDS,
-        help=f"the model's window for long files (default {WINDOW_SECONDS:g})",
+        help="the model's window for long files (default: the longest utterance of "
+        f"the run's manifests, at least {WINDOW_SECONDS:g})",
     )
     export.add_argument(
         "--overwrite", action="store_true", help="replace an earlier export"
+    )
+    export.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write model.onnx (needs onnx and onnxruntime)",
+    )
+    export.add_argument(
+        "--onnx-int8",
+        dest="onnx_int8",
+        action="store_true",
+        help="also write model.onnx and its int8 model.int8.onnx",
     )
 
     predict = commands.add_parser(
@@ -84,6 +105,37 @@ def _parser():
     predict.add_argument(
         "--noprogressbar", action="store_true", help="no progress bar"
     )
+    predict.add_argument(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="PyTorch (default) or onnxruntime (the export's model.onnx)",
+    )
+    predict.add_argument(
+        "--int8",
+        action="store_true",
+        help="with --backend onnx: the int8 model.int8.onnx",
+    )
+    predict.add_argument(
+        "--threads", type=int, help="CPU threads (default: the library's)"
+    )
+    predict.add_argument(
+        "--hop",
+        type=float,
+        metavar="SECONDS",
+        help="also write each file's window predictions every SECONDS to "
+        "<out>.windows.csv (windows of --window_seconds)",
+    )
+    predict.add_argument(
+        "--plot",
+        action="store_true",
+        help="with --hop: draw each file's trajectory to <out>.plots/",
+    )
+    predict.add_argument(
+        "--clip",
+        action="store_true",
+        help="clip predictions to the model's label scale",
+    )
     return parser
 
 
@@ -95,11 +147,18 @@ def _export(args):
         epoch=args.checkpoint,
         window_seconds=args.window_seconds,
         overwrite=args.overwrite,
+        onnx=args.onnx,
+        onnx_int8=args.onnx_int8,
     )
     print(
         f"exported the checkpoint of epoch {done['epoch']} (dev CCC {done['dev_ccc']:.4f}) "
-        f"of {args.run} to {args.out}"
+        f"of {args.run} to {args.out}, window {done['window_seconds']:g} s"
     )
+    if done["onnx_difference"] is not None:
+        print(
+            "model.onnx checked against PyTorch on padded batches: largest "
+            f"difference {done['onnx_difference']:.2g}"
+        )
     return 0
 
 
@@ -115,15 +174,39 @@ def _predict(args, parser):
         parser.error(
             f"--device {args.device}: no CUDA device here; use --device cpu"
         )
+    if args.plot and args.hop is None:
+        parser.error(
+            "--plot draws the time series of --hop: give --hop SECONDS too"
+        )
+    if args.int8 and args.backend != "onnx":
+        parser.error(
+            "--int8 is a model of the ONNX backend: add --backend onnx"
+        )
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     files = audio_files(args.inputs)
     run_opts = {"device": args.device} if args.device else None
-    model = EmotionRegressor.from_hparams(source=args.model, run_opts=run_opts)
+    overrides = {"clip_to_scale": True} if args.clip else None
+    model = EmotionRegressor.from_hparams(
+        source=args.model, run_opts=run_opts, overrides=overrides
+    )
+    if args.backend == "onnx":
+        model.use_onnx(
+            os.path.join(
+                args.model, "model.int8.onnx" if args.int8 else "model.onnx"
+            ),
+            threads=args.threads,
+        )
     frame = model.predict_files(
         files,
         window_seconds=args.window_seconds,
         batch_size=args.batch_size,
         progress=not args.noprogressbar,
     )
+    if args.hop is not None:
+        _trajectories(model, frame, args)
     rows = [
         [
             path,
@@ -144,6 +227,74 @@ def _predict(args, parser):
         file=sys.stderr,
     )
     return 1 if len(failed) else 0
+
+
+def _beside_out(out, suffix):
+    """``<out>`` with its extension replaced by ``suffix``."""
+    stem, extension = os.path.splitext(out)
+    return (stem if extension.lower() == ".csv" else out) + suffix
+
+
+def _trajectories(model, frame, args):
+    """Writes the windows of each predicted file (and their plots).
+
+    A file whose windows fail gets the error in ``frame``.
+    """
+    predicted = [path for path in frame.index if frame.loc[path, "error"] == ""]
+    rows = []
+    plots = _beside_out(args.out, ".plots")
+    names = _plot_names(predicted)
+    for path in tqdm(
+        predicted, disable=args.noprogressbar, unit="file", desc="windows"
+    ):
+        try:
+            windows = model.predict_trajectory(
+                path,
+                args.hop,
+                window_seconds=args.window_seconds,
+                batch_size=args.batch_size,
+            )
+        except DataError as error:
+            frame.loc[path, [*ATTRIBUTES]] = float("nan")
+            frame.loc[path, "error"] = str(error)
+            continue
+        rows += [
+            [
+                path,
+                *(
+                    f"{window[key]:.6g}"
+                    for key in ("start", "end", *ATTRIBUTES)
+                ),
+            ]
+            for window in windows
+        ]
+        if args.plot:
+            plot_trajectory(
+                windows, os.path.join(plots, names[path]), title=path
+            )
+    write_csv_atomic(
+        _beside_out(args.out, ".windows.csv"),
+        ["file", "start", "end", *ATTRIBUTES],
+        rows,
+    )
+
+
+def _plot_names(paths):
+    """A PNG name per audio file: its path below the files' common folder.
+
+    Folders become ``__`` so that the names stay apart and in one folder.
+    """
+    if not paths:
+        return {}
+    absolute = [os.path.abspath(path) for path in paths]
+    common = os.path.commonpath([os.path.dirname(path) for path in absolute])
+    return {
+        path: os.path.splitext(os.path.relpath(full, common))[0].replace(
+            os.sep, "__"
+        )
+        + ".png"
+        for path, full in zip(paths, absolute, strict=True)
+    }
 
 
 def main(argv=None):

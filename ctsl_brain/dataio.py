@@ -17,13 +17,24 @@ import logging
 import math
 import os
 import re
-import struct
 import sys
 
-import numpy as np
 import soundfile
-import torch
-import torchaudio
+
+from .custom_interface import (
+    ATTRIBUTES,
+    AUDIO_ADVICE,
+    SILENCE_PEAK,
+    DataError,
+    MissingInputError,
+    SampleCheck,
+    SettingsError,
+    UserError,
+    describe_audio_problem,
+    from_unit_scale,
+    inspect_audio,
+    load_audio,
+)
 
 __all__ = [
     "ATTRIBUTES",
@@ -58,7 +69,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ATTRIBUTES = ("arousal", "dominance", "valence")
 MANIFEST_COLUMNS = ("ID", "wav", "duration", *ATTRIBUTES, "spk_id")
 # A noise bank: SpeechBrain's AddNoise CSV format.
 NOISE_COLUMNS = ("ID", "duration", "wav")
@@ -66,29 +76,6 @@ NOISE_COLUMNS = ("ID", "duration", "wav")
 
 # Set to 1 to see the traceback of a user error too (for debugging).
 TRACEBACK_VARIABLE = "CTSL_TRACEBACK"
-
-
-class UserError(Exception):
-    """A problem the user can fix (their input, settings or files), not a bug.
-
-    Command lines show its message alone, without a traceback, and exit with
-    status 1 (see :func:`run_command`).
-    """
-
-
-class SettingsError(UserError, ValueError):
-    """A YAML key, override or option whose value the recipe cannot use."""
-
-
-class MissingInputError(UserError, FileNotFoundError):
-    """A file, folder or run the user named, or a command needs, is missing."""
-
-
-class DataError(UserError, ValueError):
-    """Bad input found while preparing data.
-
-    The message lists every problem found.
-    """
 
 
 def run_command(main, *args):
@@ -173,270 +160,6 @@ detail : str
 """
 
 
-def _wav_data_shortfall(path):
-    """Bytes the WAV header promises beyond the end of the file.
-
-    0 if the file is complete or not a WAV. libsndfile quietly reads a
-    truncated WAV as a shorter one, so truncation is read off the RIFF
-    ``data`` chunk size instead.
-    """
-    with open(path, "rb") as fin:
-        if fin.read(12)[:4] not in (b"RIFF", b"RF64"):
-            return 0
-        size = os.fstat(fin.fileno()).st_size
-        while True:
-            header = fin.read(8)
-            if len(header) < 8:
-                return 0
-            chunk, length = header[:4], struct.unpack("<I", header[4:])[0]
-            if chunk == b"data":
-                if length == 0xFFFFFFFF:  # RF64 / streaming: size unknown here
-                    return 0
-                return max(0, fin.tell() + length - size)
-            fin.seek(length + (length & 1), os.SEEK_CUR)
-
-
-# Peak amplitude (full scale 1) below which a recording counts as silent: there
-# is nothing in it for the model to hear. Preparation and prediction both judge
-# by it, so they agree on a file.
-SILENCE_PEAK = 1e-4
-
-# What a user can do about each kind of unusable audio file that inspect_audio
-# reports, quoted by the preparation's summary and by predict's error column
-# alike.
-AUDIO_ADVICE = {
-    "missing audio": "check the path",
-    "not a file": "put the audio file itself at this path",
-    "broken link": "point the link at the audio file, or put the file in its place",
-    "unreadable audio": "convert it to WAV or FLAC (any sample rate and channel count)",
-    "truncated audio": "the file is cut short: write or copy it again",
-    "empty audio": "give a recording with sound in it",
-    "too short": "give a longer recording",
-    "silent audio": "give a recording with sound in it",
-    "non-finite audio": (
-        "write it again from its source (a failed conversion or gain step leaves NaN or "
-        "infinite values in a float WAV)"
-    ),
-}
-
-
-def describe_audio_problem(kind, detail):
-    """The message for an unusable audio file: its kind, what, and what to do.
-
-    Arguments
-    ---------
-    kind : str
-        The kind of problem, a key of :data:`AUDIO_ADVICE`.
-    detail : str
-        What was found, naming the file.
-
-    Returns
-    -------
-    message : str
-        ``"<kind>: <detail>; <advice>"``.
-
-    Example
-    -------
-    >>> describe_audio_problem("missing audio", "x.wav does not exist")
-    'missing audio: x.wav does not exist; check the path'
-    """
-    return f"{kind}: {detail}; {AUDIO_ADVICE[kind]}"
-
-
-def _absent_file_problem(path):
-    """Why ``path``, which is not a regular file, cannot be read.
-
-    It is a folder, a link to nothing, something else, or nothing at all.
-    """
-    if os.path.isdir(path):
-        return "not a file", f"{path} is a folder"
-    if os.path.islink(path) and not os.path.exists(path):
-        return (
-            "broken link",
-            f"{path} links to {os.readlink(path)}, which does not exist",
-        )
-    if os.path.exists(path):
-        return "not a file", f"{path} is not a regular file"
-    return "missing audio", f"{path} does not exist"
-
-
-class SampleCheck:
-    """Judges a recording block by block while it is decoded.
-
-    It looks for NaN or infinite samples, and for silence: a peak below
-    :data:`SILENCE_PEAK` in the channels or in their average (the mono signal
-    the model hears: channels in opposite phase cancel out).
-
-    Feed it each decoded block with :meth:`add` (decoding can stop once
-    :attr:`non_finite` is true), then ask :meth:`problem`.
-
-    Arguments
-    ---------
-    sample_rate : int
-        Sample rate of the recording, in Hz (to say where the first
-        non-finite sample is, in seconds).
-
-    Example
-    -------
-    >>> check = SampleCheck(16000)
-    >>> check.add(np.array([[0.5, -0.5], [0.2, -0.2]], dtype=np.float32))
-    >>> check.problem("x.wav")
-    ('silent audio', 'x.wav is silent once its channels are averaged to mono')
-    """
-
-    def __init__(self, sample_rate):
-        self.sample_rate = sample_rate
-        self.frames = 0
-        self.peak = self.mono_peak = 0.0
-        self.first_non_finite = None
-
-    @property
-    def non_finite(self):
-        """Whether a NaN or infinite sample has been seen.
-
-        Returns
-        -------
-        seen : bool
-            True once a block holding one was added.
-        """
-        return self.first_non_finite is not None
-
-    def add(self, block):
-        """Takes the next block of the recording.
-
-        Arguments
-        ---------
-        block : numpy.ndarray
-            ``[frames, channels]`` float32 samples, following the blocks
-            already added.
-        """
-        finite = np.isfinite(block).all(axis=1)
-        if not finite.all():
-            if self.first_non_finite is None:
-                self.first_non_finite = self.frames + int(np.argmin(finite))
-        elif len(block):
-            self.peak = max(self.peak, float(np.abs(block).max()))
-            self.mono_peak = max(
-                self.mono_peak, float(np.abs(block.mean(axis=1)).max())
-            )
-        self.frames += len(block)
-
-    def problem(self, path):
-        """What was found wrong in the blocks added so far, if anything.
-
-        Arguments
-        ---------
-        path : str
-            The recording, named in the detail.
-
-        Returns
-        -------
-        problem : tuple or None
-            ``(kind, detail)``, ``kind`` a key of :data:`AUDIO_ADVICE`;
-            None when the recording is fine.
-        """
-        if self.non_finite:
-            first = self.first_non_finite / self.sample_rate
-            return (
-                "non-finite audio",
-                f"{path} holds NaN or infinite samples (the first at {first:.3f} s)",
-            )
-        if self.peak < SILENCE_PEAK:
-            return (
-                "silent audio",
-                f"{path} is silent (peak {self.peak:.1e}, below {SILENCE_PEAK:g})",
-            )
-        if self.mono_peak < SILENCE_PEAK:
-            return (
-                "silent audio",
-                f"{path} is silent once its channels are averaged to mono",
-            )
-        return None
-
-
-def _samples_problem(path, samplerate):
-    """What :class:`SampleCheck` finds in a file, decoded block by block.
-
-    Decoded in float32, as the audio is loaded for the model, never more than
-    one block in memory; None when nothing is wrong.
-    """
-    check = SampleCheck(samplerate)
-    for block in soundfile.blocks(
-        path, blocksize=65536, dtype="float32", always_2d=True
-    ):
-        check.add(block)
-        if check.non_finite:
-            break
-    return check.problem(path)
-
-
-def inspect_audio(path, *, min_duration, check_silence=True):
-    """Checks that an audio file can be used, from its header (and samples).
-
-    The kinds of problem it reports are the keys of :data:`AUDIO_ADVICE`; a
-    file it passes with ``check_silence`` is one the model can hear, the same
-    verdict that :meth:`ctsl_brain.inference.EmotionRegressor.load_audio`
-    gives.
-
-    Arguments
-    ---------
-    path : str
-        The audio file.
-    min_duration : float
-        Seconds below which the encoder cannot take the file.
-    check_silence : bool
-        Also decode the file, once, and flag it if a sample is NaN or
-        infinite, or if it is silent: its peak, or the peak of its channels'
-        average, is below :data:`SILENCE_PEAK`. The slowest check: without it
-        only the header is read.
-
-    Returns
-    -------
-    verdict : tuple
-        ``(duration_seconds, None)`` for a usable file,
-        ``(None, (kind, detail))`` otherwise. Another sample rate or several
-        channels are fine: they are resampled and downmixed when the file is
-        loaded.
-
-    Example
-    -------
-    >>> path = str(getfixture("tmp_path") / "quiet.wav")
-    >>> write_audio_atomic(path, np.zeros(1600, dtype=np.float32), 16000)
-    >>> inspect_audio(path, min_duration=0.05)[1][0]
-    'silent audio'
-    >>> inspect_audio(path, min_duration=0.05, check_silence=False)
-    (0.1, None)
-    """
-    if not os.path.isfile(path):
-        return None, _absent_file_problem(path)
-    try:
-        info = soundfile.info(path)
-        shortfall = _wav_data_shortfall(path)
-    except (RuntimeError, OSError) as error:
-        return None, ("unreadable audio", f"{path}: {error}")
-    if shortfall:
-        return None, (
-            "truncated audio",
-            f"{path} ends {shortfall} bytes before its header says",
-        )
-    if info.frames == 0:
-        return None, ("empty audio", f"{path} holds no samples")
-    duration = info.frames / info.samplerate
-    if duration < min_duration:
-        return None, (
-            "too short",
-            f"{path} lasts {duration:.3f} s; the encoder needs at least {min_duration} s",
-        )
-    if check_silence:
-        try:
-            problem = _samples_problem(path, info.samplerate)
-        except (RuntimeError, OSError) as error:
-            return None, ("unreadable audio", f"{path}: {error}")
-        if problem is not None:
-            return None, problem
-    return duration, None
-
-
 def check_labels(values, *, low, high):
     """Parses the attribute labels of one row.
 
@@ -501,37 +224,11 @@ def to_unit_scale(labels, *, low, high):
 
     Example
     -------
+    >>> import torch
     >>> to_unit_scale(torch.tensor([1.0, 4.0, 7.0]), low=1.0, high=7.0).tolist()
     [0.0, 0.5, 1.0]
     """
     return (labels - low) / (high - low)
-
-
-def from_unit_scale(values, *, low, high):
-    """Inverse of :func:`to_unit_scale`: model outputs on the corpus' scale.
-
-    Arguments
-    ---------
-    values : torch.Tensor
-        Model outputs on the [0, 1] scale (any shape; not clipped).
-    low : float
-        Lowest label of the corpus' scale, where 0 goes.
-    high : float
-        Highest label of the corpus' scale, where 1 goes.
-
-    Returns
-    -------
-    labels : torch.Tensor
-        The values on the corpus' scale, same shape.
-
-    Example
-    -------
-    >>> from_unit_scale(
-    ...     torch.tensor([0.0, 0.5, 1.0]), low=1.0, high=7.0
-    ... ).tolist()
-    [1.0, 4.0, 7.0]
-    """
-    return values * (high - low) + low
 
 
 def settle_problems(problems, *, total, drop, source, report_path, examples=5):
@@ -756,38 +453,6 @@ def write_csv_atomic(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
-
-
-def load_audio(path, sample_rate=16000):
-    """Reads a file as a mono float32 tensor at ``sample_rate``.
-
-    Channels are averaged and other rates resampled, so the recipe takes audio
-    as it comes.
-
-    Arguments
-    ---------
-    path : str
-        An audio file that soundfile reads.
-    sample_rate : int
-        Rate of the result, in Hz.
-
-    Returns
-    -------
-    signal : torch.Tensor
-        ``[samples]`` float32 waveform.
-
-    Example
-    -------
-    >>> path = str(getfixture("tmp_path") / "stereo.wav")
-    >>> write_audio_atomic(path, np.full((800, 2), 0.5, np.float32), 8000)
-    >>> load_audio(path, 16000).shape
-    torch.Size([1600])
-    """
-    data, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    signal = torch.from_numpy(data).mean(dim=1)
-    if rate != sample_rate:
-        signal = torchaudio.functional.resample(signal, rate, sample_rate)
-    return signal
 
 
 def check_manifest_columns(path):

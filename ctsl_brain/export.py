@@ -10,18 +10,25 @@ source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form
 Nothing of the training data is needed to use it.
 """
 
+import csv
 import json
 import logging
+import math
 import os
 import re
 import shutil
+import sys
+import warnings
 
+import numpy as np
 import torch
 import yaml
 from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 
+from . import custom_interface
+from .card import model_card
 from .checkpoints import end_of_epoch_checkpoints
 from .dataio import (
     ATTRIBUTES,
@@ -35,7 +42,13 @@ from .dataio import (
 from .models import encoder_hparams_path, load_encoder
 from .statistics import select_checkpoints
 
-__all__ = ["export_run", "WINDOW_SECONDS"]
+__all__ = [
+    "export_run",
+    "export_onnx",
+    "quantize_int8",
+    "data_window",
+    "WINDOW_SECONDS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +61,16 @@ WINDOW_SECONDS = (
     10.0  # about the longest MSP-Podcast utterance (11 s) the model trained on
 )
 # What an exported folder holds; --overwrite replaces only a folder holding nothing else.
-_EXPORTED = {"hyperparams.yaml", "encoder.ckpt", "head.ckpt", "encoder"}
+_EXPORTED = {
+    "hyperparams.yaml",
+    "encoder.ckpt",
+    "head.ckpt",
+    "custom_interface.py",
+    "README.md",
+    "model.onnx",
+    "model.int8.onnx",
+    "encoder",  # the encoder's configuration, in earlier exports
+}
 # Keys of the run's hyperparams.yaml the model is rebuilt from.
 _RUN_KEYS = (
     "encoder_hparams",
@@ -64,37 +86,60 @@ _RUN_KEYS = (
     "min_duration",
 )
 
+# Keys read when present, for the model card and the window.
+_CARD_KEYS = (
+    "corpus",
+    "output_folder",
+    "manifest_folder",
+    "train_annotation",
+    "dev_annotation",
+    "teacher_folder",
+    "lambda_tl",
+    "lambda_cl",
+    "adapt_snr",
+    "freeze_encoder",
+    "number_of_epochs",
+    "test_snrs",
+    "recorded_test_folders",
+)
+
 _HPARAMS = """\
 # ############################################################################
 # Speech emotion regression: arousal, dominance and valence on the
-# {label_min:g}-{label_max:g} scale of the training labels.
-# Exported from
+# {label_min:g}-{label_max:g} scale of the training labels. Exported from the run
 # {run}
-# (the checkpoint of epoch {epoch}, dev CCC {dev_ccc:.4f}).
+# (the checkpoint of epoch {epoch}, dev CCC {dev_ccc:.4f}). README.md is its card.
 #
-#   from ctsl_brain.inference import EmotionRegressor
-#   model = EmotionRegressor.from_hparams(source="<this folder>")
+#   from speechbrain.inference.interfaces import foreign_class
+#   model = foreign_class(
+#       source="<this folder, or its model hub id>",
+#       pymodule_file="custom_interface.py",
+#       classname="EmotionRegressor",
+#   )
 #   model.predict_file("speech.wav")
 # ############################################################################
-
-# This folder; EmotionRegressor.from_hparams sets it.
-model_folder: !PLACEHOLDER
 
 sample_rate: {sample_rate}  # Hz; other rates are resampled, channels averaged
 label_min: {label_min}  # the scale of the training labels
 label_max: {label_max}
+# True: predictions are clipped to label_min-label_max (they may step outside).
+clip_to_scale: False
 min_duration: {min_duration}  # seconds; shorter files are refused
-# Longer files are embedded in windows of at most this many seconds.
+# Longer files are embedded in windows of at most this many seconds (at least
+# the longest utterance of the run's data, which was embedded whole).
 window_seconds: {window_seconds}
 
-# The encoder is built from encoder/config.json; its weights are encoder.ckpt.
-encoder: !new:ctsl_brain.models.SSLEncoder
+# The pruned encoder, built from its configuration; its weights are
+# encoder.ckpt. Nothing is downloaded.
+encoder: !new:custom_interface.SSLEncoder
     hf_class: !name:{hf_class}
-    source: !ref <model_folder>/encoder
-    save_path: !ref <model_folder>/encoder
     pretrained: False
+    config:
+{config}
+    preprocessor_config:
+{preprocessor_config}
 
-head: !new:ctsl_brain.models.RegressionHead
+head: !new:custom_interface.RegressionHead
     input_size: {input_size}
     hidden_size: {head_hidden_size}
     num_hidden_layers: {head_hidden_layers}
@@ -172,7 +217,9 @@ def run_settings(run_folder):
         raise DataError(
             f"{path} lacks {', '.join(missing)}: it was not written by this recipe's train.py"
         )
-    return {key: values[key] for key in _RUN_KEYS}
+    return {
+        key: values[key] for key in (*_RUN_KEYS, *_CARD_KEYS) if key in values
+    }
 
 
 def _selected_checkpoint(run_folder, epoch):
@@ -245,16 +292,25 @@ def export_run(
     out_folder,
     *,
     epoch=None,
-    window_seconds=WINDOW_SECONDS,
+    window_seconds=None,
     overwrite=False,
+    onnx=False,
+    onnx_int8=False,
 ):
     """Writes a trained run's model as a self-contained folder.
 
-    Works for teacher and student runs alike. The folder is written under a
-    temporary name, checked by loading the checkpoint into the model its
-    ``hyperparams.yaml`` builds, and only then renamed to ``out_folder``, so a
-    folder of that name is always complete. Exporting needs the run's encoder as
-    it was trained (its local folder or download cache, e.g. run from where
+    Works for teacher and student runs alike. The folder holds
+    ``hyperparams.yaml`` (the model, its encoder's configuration inline),
+    the checkpoint's ``encoder.ckpt`` and ``head.ckpt``,
+    ``custom_interface.py`` (a copy of :mod:`ctsl_brain.custom_interface`)
+    and a model card, ``README.md``; with ``onnx``, ``model.onnx`` too. It
+    loads with SpeechBrain's ``foreign_class`` wherever speechbrain and
+    transformers are installed, without this project. It is written under a
+    temporary name, checked (the weights load strictly into the model its
+    ``hyperparams.yaml`` builds; an ONNX model gives the PyTorch model's
+    numbers) and only then renamed to ``out_folder``, so a folder of that
+    name is always complete. Exporting needs the run's encoder as it was
+    trained (its local folder or download cache, e.g. run from where
     train.py ran); the exported folder does not.
 
     Arguments
@@ -269,16 +325,25 @@ def export_run(
         ``predictions.csv``); None: the one the run's evaluation treats as its
         best (the first in ``evaluation.json``, whose numbers are in
         ``test_results.json``).
-    window_seconds : float
-        Default window length for long files (see ``EmotionRegressor``).
+    window_seconds : float or None
+        The model's window for long files (see ``EmotionRegressor``); None:
+        the longest utterance of the run's manifests, rounded up to a tenth
+        of a second, and at least :data:`WINDOW_SECONDS`, so that the model
+        embeds every utterance like the run's whole, as its evaluation did.
     overwrite : bool
         Replace an earlier export in ``out_folder``.
+    onnx : bool
+        Also write ``model.onnx`` (see :func:`export_onnx`).
+    onnx_int8 : bool
+        Also write ``model.onnx`` and its dynamically quantised
+        ``model.int8.onnx``.
 
     Returns
     -------
     exported : dict
-        ``epoch`` and ``dev_ccc`` of the exported checkpoint, and
-        ``out_folder``.
+        ``epoch`` and ``dev_ccc`` of the exported checkpoint,
+        ``out_folder``, ``window_seconds``, and ``onnx_difference`` (largest
+        difference between the ONNX and PyTorch models, None without ONNX).
 
     Raises
     ------
@@ -289,11 +354,15 @@ def export_run(
         When the run has no checkpoint of ``epoch``.
     ExistingOutputError
         When ``out_folder`` holds something an export must not replace.
+    DataError
+        When the ONNX model does not give the PyTorch model's numbers.
     """
     run_folder, out_folder = str(run_folder), str(out_folder)
     settings = run_settings(run_folder)
     epoch, checkpoint = _selected_checkpoint(run_folder, epoch)
     _check_out_folder(out_folder, overwrite)
+    if window_seconds is None:
+        window_seconds = data_window(run_folder, settings)
 
     encoder_file = encoder_hparams_path(settings["encoder_hparams"])
     try:
@@ -309,12 +378,15 @@ def export_run(
             f"{settings['encoder_source']}, cache {settings['encoder_cache']}): {error}. Export "
             "where the run was trained, from the folder train.py ran in."
         ) from None
-    hf_class = type(encoder.ssl)
     text = _HPARAMS.format(
         run=os.path.abspath(run_folder),
         epoch=epoch,
         dev_ccc=checkpoint.meta["ccc"],
-        hf_class=f"{hf_class.__module__}.{hf_class.__qualname__}",
+        hf_class=_wrapper_class(encoder),
+        config=_yaml_block(encoder.ssl.model.config.to_dict()),
+        preprocessor_config=_yaml_block(
+            encoder.ssl.feature_extractor.to_dict()
+        ),
         input_size=encoder.output_size,
         num_outputs=len(ATTRIBUTES),
         window_seconds=float(window_seconds),
@@ -332,20 +404,52 @@ def export_run(
     staging = _beside(out_folder, "partial")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(staging)
+    difference = None
     try:
-        encoder.ssl.model.config.save_pretrained(
-            os.path.join(staging, "encoder")
-        )
-        encoder.ssl.feature_extractor.save_pretrained(
-            os.path.join(staging, "encoder")
-        )
         for name in ("encoder", "head"):
             shutil.copyfile(
                 os.path.join(checkpoint.path, f"{name}.ckpt"),
                 os.path.join(staging, f"{name}.ckpt"),
             )
+        shutil.copyfile(
+            custom_interface.__file__,
+            os.path.join(staging, "custom_interface.py"),
+        )
         write_text_atomic(os.path.join(staging, "hyperparams.yaml"), text)
-        _check_loadable(staging)
+        hparams = _check_loadable(staging)
+        if onnx or onnx_int8:
+            graph = custom_interface.EmotionGraph(
+                hparams["encoder"],
+                hparams["head"],
+                hparams["label_min"],
+                hparams["label_max"],
+            ).eval()
+            difference = export_onnx(
+                graph,
+                os.path.join(staging, "model.onnx"),
+                sample_rate=hparams["sample_rate"],
+            )
+            if onnx_int8:
+                quantize_int8(
+                    os.path.join(staging, "model.onnx"),
+                    os.path.join(staging, "model.int8.onnx"),
+                )
+        write_text_atomic(
+            os.path.join(staging, "README.md"),
+            model_card(
+                run_folder,
+                settings,
+                epoch=epoch,
+                dev_ccc=checkpoint.meta["ccc"],
+                encoder=encoder,
+                window_seconds=float(window_seconds),
+                onnx=sorted(
+                    name
+                    for name in os.listdir(staging)
+                    if name.endswith(".onnx")
+                ),
+            ),
+        )
         earlier = _beside(out_folder, "old")
         if os.path.isdir(
             out_folder
@@ -359,7 +463,233 @@ def export_run(
         "epoch": epoch,
         "dev_ccc": checkpoint.meta["ccc"],
         "out_folder": out_folder,
+        "window_seconds": float(window_seconds),
+        "onnx_difference": difference,
     }
+
+
+def _wrapper_class(encoder):
+    """The import path of the SpeechBrain wrapper class of ``encoder``."""
+    for cls in type(encoder.ssl).__mro__:
+        if cls.__module__.startswith("speechbrain."):
+            return f"{cls.__module__}.{cls.__qualname__}"
+    raise TypeError(f"{type(encoder.ssl)} is not a SpeechBrain wrapper")
+
+
+def _yaml_block(mapping, indent=8):
+    """``mapping`` as block YAML, indented under a key, within 80 columns."""
+    text = yaml.safe_dump(
+        json.loads(json.dumps(mapping)),
+        default_flow_style=False,
+        sort_keys=True,
+        width=80 - indent,
+    )
+    return "\n".join(" " * indent + line for line in text.splitlines())
+
+
+def _resolve(path, run_folder, settings):
+    """A path of the run's hyperparams.yaml, as seen from here.
+
+    Relative paths in it are relative to the folder train.py ran in, which is
+    where ``run_folder`` is, less the run's own ``output_folder``.
+    """
+    path = str(path)
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    output = os.path.normpath(str(settings.get("output_folder", "")))
+    run = os.path.normpath(os.path.abspath(run_folder))
+    if output and run.endswith(os.sep + output):
+        return os.path.join(run[: -len(output)], path)
+    return path
+
+
+def data_window(run_folder, settings):
+    """The window an export uses by default: the longest utterance, or more.
+
+    The longest ``duration`` of the run's train, dev and test manifests,
+    rounded up to a tenth of a second, and at least
+    :data:`WINDOW_SECONDS`. Where the manifests cannot be found, a warning
+    says so and :data:`WINDOW_SECONDS` is used.
+
+    Arguments
+    ---------
+    run_folder : str
+        The run's ``output_folder``.
+    settings : dict
+        Its settings (:func:`run_settings`).
+
+    Returns
+    -------
+    seconds : float
+        The window.
+    """
+    manifests = [
+        settings.get("train_annotation"),
+        settings.get("dev_annotation"),
+    ]
+    if settings.get("manifest_folder"):
+        manifests.append(os.path.join(settings["manifest_folder"], "test.csv"))
+    longest, found = 0.0, []
+    for manifest in filter(None, manifests):
+        path = _resolve(manifest, run_folder, settings)
+        if not os.path.isfile(path):
+            continue
+        with open(path, newline="") as fin:
+            durations = [float(row["duration"]) for row in csv.DictReader(fin)]
+        found.append(path)
+        longest = max([longest, *durations])
+    if not found:
+        logger.warning(
+            "the manifests of %s were not found (run the export from the folder train.py "
+            "ran in): its window for long files is %g s, and utterances longer than that "
+            "are embedded in windows rather than whole as in the run's evaluation; give "
+            "--window_seconds to choose",
+            run_folder,
+            WINDOW_SECONDS,
+        )
+        return WINDOW_SECONDS
+    return max(WINDOW_SECONDS, math.ceil(longest * 10 - 1e-9) / 10)
+
+
+def export_onnx(graph, path, *, sample_rate=16000, tolerance=1e-4):
+    """Writes ``graph`` as ONNX, checked against PyTorch before it is kept.
+
+    Inputs ``wavs`` (``[batch, samples]`` float32, zero-padded) and
+    ``wav_lens`` (``[batch]`` lengths relative to ``samples``); outputs
+    ``predictions`` (``[batch, 3]``: arousal, dominance, valence on the
+    label scale) and ``embedding`` (``[batch, D]``, the pooled embedding).
+    Batch and length are dynamic, and padding is masked as in PyTorch (the
+    same code, traced). The file is written under a temporary name, run
+    with onnxruntime on several padded batches of other sizes and lengths
+    than the traced one, and renamed to ``path`` only if every output is
+    within ``tolerance`` of PyTorch's.
+
+    Arguments
+    ---------
+    graph : custom_interface.EmotionGraph
+        The model, in eval mode.
+    path : str
+        The ``.onnx`` file to write.
+    sample_rate : int
+        The model's sample rate, for the test batches' lengths.
+    tolerance : float
+        Largest difference allowed.
+
+    Returns
+    -------
+    difference : float
+        The largest difference found.
+
+    Raises
+    ------
+    MissingInputError
+        onnxruntime is not installed.
+    DataError
+        The ONNX model's outputs differ by more than ``tolerance``.
+    """
+    ort = _onnxruntime()
+    graph = graph.eval()
+    generator = torch.Generator().manual_seed(0)
+
+    def batch(seconds):
+        lengths = [round(s * sample_rate) for s in seconds]
+        wavs = torch.zeros(len(lengths), max(lengths))
+        for row, length in enumerate(lengths):
+            wavs[row, :length] = 0.1 * torch.randn(length, generator=generator)
+        return wavs, torch.tensor(lengths, dtype=torch.float32) / max(lengths)
+
+    staging = f"{path}.{os.getpid()}.tmp"
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the tracer's notes on shapes
+            torch.onnx.export(
+                graph,
+                batch([1.5, 0.9]),
+                staging,
+                input_names=["wavs", "wav_lens"],
+                output_names=["predictions", "embedding"],
+                dynamic_axes={
+                    "wavs": {0: "batch", 1: "samples"},
+                    "wav_lens": {0: "batch"},
+                    "predictions": {0: "batch"},
+                    "embedding": {0: "batch"},
+                },
+                opset_version=17,
+                dynamo=False,
+            )
+        session = ort.InferenceSession(
+            staging, providers=["CPUExecutionProvider"]
+        )
+        difference = 0.0
+        for seconds in (
+            [1.3],
+            [2.1, 0.7, 1.6],
+            [1.0, 1.0],
+            [0.4, 2.6, 1.2, 2.0],
+        ):
+            wavs, lens = batch(seconds)
+            with torch.no_grad():
+                expected = [t.numpy() for t in graph(wavs, lens)]
+            found = session.run(
+                ["predictions", "embedding"],
+                {"wavs": wavs.numpy(), "wav_lens": lens.numpy()},
+            )
+            for want, got in zip(expected, found, strict=True):
+                difference = max(difference, float(np.abs(want - got).max()))
+        if not difference <= tolerance:
+            raise DataError(
+                f"the ONNX model differs from the PyTorch model by {difference:.2g} (more than "
+                f"{tolerance:g}) on padded test batches, so it was not written: export without "
+                "--onnx, and report the encoder and versions of torch and onnxruntime"
+            )
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+    return difference
+
+
+def quantize_int8(source, path):
+    """Writes a dynamically quantised (int8) copy of an ONNX model.
+
+    The weights of the encoder's matrix products (``MatMul``) become int8,
+    with activations quantised on the fly (onnxruntime's
+    ``quantize_dynamic``); the convolutions and the head (``Gemm``) stay in
+    float32. Written under a temporary name and renamed.
+
+    Arguments
+    ---------
+    source : str
+        The float32 ``.onnx`` file.
+    path : str
+        The quantised ``.onnx`` file to write.
+    """
+    _onnxruntime()
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    staging = f"{path}.{os.getpid()}.tmp.onnx"
+    try:
+        quantize_dynamic(
+            source,
+            staging,
+            op_types_to_quantize=["MatMul"],
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.remove(staging)
+
+
+def _onnxruntime():
+    """onnxruntime, or a MissingInputError saying how to install it."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise MissingInputError(
+            "ONNX export needs onnx and onnxruntime: pip install -r requirements-onnx.txt"
+        ) from None
+    return onnxruntime
 
 
 def _beside(out_folder, kind):
@@ -389,12 +719,16 @@ def _check_loadable(folder):
     """Builds the model of ``folder``'s hyperparams.yaml, loads its weights.
 
     The weights are loaded strictly (the pretrainer alone would only warn about
-    a missing or unexpected weight).
+    a missing or unexpected weight). Returns the loaded hyperparameters.
     """
+    # The file names the interface as custom_interface, as foreign_class sees it.
+    sys.modules.setdefault("custom_interface", custom_interface)
     with open(os.path.join(folder, "hyperparams.yaml")) as fin:
-        hparams = load_hyperpyyaml(fin, {"model_folder": folder})
+        hparams = load_hyperpyyaml(fin)
     for name, module in hparams["modules"].items():
         state = torch.load(
             os.path.join(folder, f"{name}.ckpt"), map_location="cpu"
         )
         module.load_state_dict(state, strict=True)
+        module.eval()
+    return hparams

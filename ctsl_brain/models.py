@@ -3,10 +3,13 @@
 The model is an SSL encoder, mean pooling and a regression head. The encoder
 comes through SpeechBrain's Hugging Face integration, so ``source`` is a hub id
 or a local folder (``config.json``, weights, ``preprocessor_config.json``). On
-top of it this module adds what the paper needs and the integration lacks:
+top of it the recipe adds what the paper needs and the integration lacks:
 pruning of the top transformer layers, waveform normalisation over each
 utterance's own samples, and mean pooling over valid frames only, so that an
-utterance gets the same embedding alone or padded in a batch.
+utterance gets the same embedding alone or padded in a batch. The encoder and
+head classes are those of :mod:`ctsl_brain.custom_interface`, the code an
+exported model carries with it; this module adds how the recipe builds them
+(encoder files, tiny demo encoders) and the teacher's embedding cache.
 """
 
 import hashlib
@@ -18,330 +21,23 @@ import tempfile
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
-from speechbrain.dataio.dataio import length_to_mask
-
-from .dataio import MissingInputError, SettingsError
+from .custom_interface import (
+    RegressionHead,
+    SSLEncoder,
+    masked_mean,
+    normalize_waveforms,
+)
+from .dataio import MissingInputError
 
 __all__ = [
     "SSLEncoder",
     "RegressionHead",
     "TeacherEmbeddingCache",
     "masked_mean",
+    "normalize_waveforms",
     "load_encoder",
     "tiny_encoder_folder",
 ]
-
-
-def masked_mean(frames, lengths):
-    """Mean over the valid frames of each sequence.
-
-    SpeechBrain's ``StatisticsPooling`` is not used because it adds random
-    noise to the mean and derives frame counts by rounding relative lengths,
-    which can be one frame off.
-
-    Arguments
-    ---------
-    frames : torch.Tensor
-        ``[B, T, D]``.
-    lengths : torch.Tensor
-        ``[B]`` number of valid frames of each sequence (absolute, not
-        relative).
-
-    Returns
-    -------
-    means : torch.Tensor
-        ``[B, D]``.
-
-    Example
-    -------
-    >>> frames = torch.tensor([[[1.0], [3.0], [100.0]]])
-    >>> masked_mean(frames, torch.tensor([2])).tolist()
-    [[2.0]]
-    """
-    mask = length_to_mask(
-        lengths, frames.shape[1], frames.dtype, frames.device
-    ).unsqueeze(-1)
-    return (frames * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
-
-
-class SSLEncoder(torch.nn.Module):
-    """A self-supervised speech encoder with mean pooling.
-
-    Waveform in, utterance embedding out.
-
-    Arguments
-    ---------
-    hf_class : callable
-        SpeechBrain's wrapper class, e.g.
-        ``speechbrain.integrations.huggingface.Wav2Vec2`` (``WavLM`` and
-        ``HuBERT`` work the same way).
-    source : str
-        Hub id or local folder of the pretrained model.
-    save_path : str
-        Where hub downloads are cached.
-    num_layers : int or None
-        Transformer layers kept, counted from the bottom; the rest are deleted
-        (paper: 12 of wav2vec2-large-robust's 24). The encoder's final layer
-        norm is kept. None keeps all.
-    freeze : bool
-        Freeze the whole encoder (the RH baseline): no parameter is trained
-        and the module stays in eval mode, so its dropout is off even while
-        the Brain trains the head.
-    freeze_feature_extractor : bool
-        Freeze the CNN feature encoder (the paper fine-tunes the transformer
-        only).
-    pretrained : bool
-        Load the source's weights. False builds the model from the source's
-        ``config.json`` with random weights, for an exported model whose
-        weights come from its checkpoint: the folder then needs only
-        ``config.json`` and ``preprocessor_config.json``.
-
-    Raises
-    ------
-    ctsl_brain.dataio.MissingInputError
-        ``source`` cannot be loaded (no such hub id or folder, or no network).
-    ctsl_brain.dataio.SettingsError
-        ``num_layers`` is not between 1 and the encoder's layer count.
-
-    Example
-    -------
-    >>> from speechbrain.integrations.huggingface import Wav2Vec2
-    >>> folder = tiny_encoder_folder(getfixture("tmp_path"))
-    >>> encoder = SSLEncoder(Wav2Vec2, folder, save_path=folder, num_layers=1)
-    >>> encoder(torch.randn(2, 16000), torch.tensor([1.0, 0.5])).shape
-    torch.Size([2, 32])
-    """
-
-    def __init__(
-        self,
-        hf_class,
-        source,
-        save_path,
-        *,
-        num_layers=None,
-        freeze=False,
-        freeze_feature_extractor=True,
-        pretrained=True,
-    ):
-        super().__init__()
-        if not pretrained:
-            hf_class = _built_from_config(hf_class)
-        try:
-            self.ssl = hf_class(
-                source=source, save_path=save_path, freeze=False
-            )
-        except (
-            OSError
-        ) as error:  # transformers: no such hub id or folder, or no network
-            if getattr(error, "errno", None) is not None:
-                raise  # a file system error, not the source
-            reason = (
-                str(error).strip().splitlines()[0]
-                if str(error).strip()
-                else "not found"
-            )
-            raise MissingInputError(
-                f"encoder source {source!r} cannot be loaded ({reason}): give a hub id that can "
-                "be downloaded here, or a local folder holding config.json, the weights and "
-                "preprocessor_config.json (--encoder_source /path/to/folder)"
-            ) from None
-        model = self.ssl.model
-        available = len(model.encoder.layers)
-        if num_layers is not None:
-            if not 1 <= num_layers <= available:
-                raise SettingsError(
-                    f"num_layers={num_layers}, but {source} has {available} transformer layers: "
-                    f"choose --encoder_layers from 1 to {available}"
-                )
-            del model.encoder.layers[num_layers:]
-            model.config.num_hidden_layers = num_layers
-
-        # The integration normalises over the padded length; this class does it
-        # per utterance.
-        self.normalize_wav = bool(self.ssl.normalize_wav)
-        self.ssl.normalize_wav = False
-
-        if freeze_feature_extractor:
-            # Also stops the CNN from propagating gradients to its input (unlike
-            # requires_grad).
-            model.feature_extractor._freeze_parameters()
-        self.freeze = freeze
-        if freeze:
-            for param in self.parameters():
-                param.requires_grad_(False)
-        self.train()
-
-    @property
-    def output_size(self):
-        """Dimension of the embedding.
-
-        Returns
-        -------
-        size : int
-            The encoder's hidden size.
-        """
-        return self.ssl.model.config.hidden_size
-
-    def train(self, mode=True):
-        """Sets the training mode; a frozen encoder always stays in eval mode.
-
-        Arguments
-        ---------
-        mode : bool
-            True for training mode, False for eval mode.
-
-        Returns
-        -------
-        module : SSLEncoder
-            The encoder itself, as ``torch.nn.Module.train`` returns.
-        """
-        return super().train(mode and not self.freeze)
-
-    def frame_lengths(self, num_samples):
-        """Number of encoder frames for inputs of ``num_samples`` samples.
-
-        Arguments
-        ---------
-        num_samples : torch.Tensor
-            Input lengths, in samples (absolute).
-
-        Returns
-        -------
-        num_frames : torch.Tensor
-            The matching frame counts, a LongTensor of the same shape.
-        """
-        return self.ssl.model._get_feat_extract_output_lengths(
-            num_samples
-        ).long()
-
-    def forward(self, wavs, wav_lens):
-        """Embeds a batch of waveforms.
-
-        Arguments
-        ---------
-        wavs : torch.Tensor
-            ``[B, S]`` waveforms at 16 kHz, zero-padded.
-        wav_lens : torch.Tensor
-            ``[B]`` lengths relative to ``S`` (SpeechBrain's convention).
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-            ``[B, D]`` mean-pooled embeddings.
-        """
-        with torch.set_grad_enabled(
-            torch.is_grad_enabled() and not self.freeze
-        ):
-            num_samples = torch.round(wav_lens * wavs.shape[1]).long()
-            if self.normalize_wav:
-                wavs = normalize_waveforms(wavs, num_samples)
-            frames = self.ssl(wavs, wav_lens)
-            return masked_mean(frames, self.frame_lengths(num_samples))
-
-
-def _built_from_config(hf_class):
-    """``hf_class``, building its model from the source's config alone.
-
-    ``hf_class`` is one of SpeechBrain's Hugging Face wrappers. SpeechBrain
-    1.1's wrappers have no switch for it (they always load weights, from the
-    hub or a folder), so their loading step is replaced.
-    """
-
-    class BuiltFromConfig(hf_class):
-        """The wrapper, its model built with random weights from the config."""
-
-        def _from_pretrained(
-            self, source, save_path, cache_dir, device=None, **kwargs
-        ):
-            self.model = self.auto_class.from_config(self.config)
-            if device is not None:
-                self.model.to(device)
-
-    BuiltFromConfig.__name__ = BuiltFromConfig.__qualname__ = hf_class.__name__
-    return BuiltFromConfig
-
-
-def normalize_waveforms(wavs, num_samples, eps=1e-7):
-    """Zero mean, unit variance over each waveform's own samples.
-
-    Padding stays zero. The same as Hugging Face's
-    ``Wav2Vec2FeatureExtractor(do_normalize=True)`` applied to each utterance
-    alone.
-
-    Arguments
-    ---------
-    wavs : torch.Tensor
-        ``[B, S]`` waveforms, zero-padded.
-    num_samples : torch.Tensor
-        ``[B]`` number of valid samples of each waveform (absolute).
-    eps : float
-        Added to the variance, against division by zero.
-
-    Returns
-    -------
-    normalized : torch.Tensor
-        ``[B, S]``, zero beyond each waveform's length.
-
-    Example
-    -------
-    >>> wavs = torch.tensor([[1.0, 3.0, 0.0]])
-    >>> out = normalize_waveforms(wavs, torch.tensor([2]))
-    >>> out[:, :2].round().tolist(), out[0, 2].item() == 0
-    ([[-1.0, 1.0]], True)
-    """
-    mask = length_to_mask(num_samples, wavs.shape[1], wavs.dtype, wavs.device)
-    count = num_samples.clamp_min(1).unsqueeze(1).to(wavs.dtype)
-    mean = (wavs * mask).sum(dim=1, keepdim=True) / count
-    var = ((wavs - mean).pow(2) * mask).sum(dim=1, keepdim=True) / count
-    return (wavs - mean) / torch.sqrt(var + eps) * mask
-
-
-class RegressionHead(torch.nn.Sequential):
-    """The downstream head: hidden layers, then a Linear output layer.
-
-    Each hidden layer is Linear, LayerNorm, ReLU, Dropout.
-
-    Arguments
-    ---------
-    input_size : int
-        Embedding dimension.
-    hidden_size : int
-        Width of each hidden layer (paper: 1024).
-    num_hidden_layers : int
-        Paper: 2; the authors' released code used 1; 0 gives a linear head.
-    dropout : float
-        Dropout after each hidden layer (paper: 0.5).
-    num_outputs : int
-        Attributes predicted (arousal, dominance, valence).
-
-    Example
-    -------
-    >>> head = RegressionHead(32, hidden_size=16)
-    >>> head(torch.randn(4, 32)).shape
-    torch.Size([4, 3])
-    """
-
-    def __init__(
-        self,
-        input_size,
-        *,
-        hidden_size=1024,
-        num_hidden_layers=2,
-        dropout=0.5,
-        num_outputs=3,
-    ):
-        layers = []
-        size = input_size
-        for _ in range(num_hidden_layers):
-            layers += [
-                torch.nn.Linear(size, hidden_size),
-                torch.nn.LayerNorm(hidden_size),
-                torch.nn.ReLU(),
-                torch.nn.Dropout(dropout),
-            ]
-            size = hidden_size
-        layers.append(torch.nn.Linear(size, num_outputs))
-        super().__init__(*layers)
 
 
 # The recipe's folder: where train.py and hparams/ are.

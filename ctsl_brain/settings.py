@@ -158,7 +158,7 @@ def check_settings(hparams, *, choices=None, at_least=None, above=None):
     >>> check_settings({"lr": 0}, above={"lr": 0})
     Traceback (most recent call last):
     ...
-    ctsl_brain.dataio.SettingsError: lr must be a number above 0; got 0
+    ctsl_brain.custom_interface.SettingsError: lr must be a number above 0; got 0
     """
     for key, allowed in (choices or {}).items():
         if key in hparams and hparams[key] not in allowed:

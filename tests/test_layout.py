@@ -8,10 +8,24 @@ import ast
 import collections
 import os
 import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LIBRARY = "ctsl_brain"
 GROUND = "ctsl_brain.dataio"
+# The code an exported model carries: below the ground floor, it imports nothing of the project.
+INTERFACE = "ctsl_brain.custom_interface"
+# What it may import at its top: what SpeechBrain installs, and transformers (pandas and
+# onnxruntime only inside the functions that need them).
+INTERFACE_IMPORTS = {
+    "numpy",
+    "soundfile",
+    "speechbrain.inference.interfaces",
+    "torch",
+    "torchaudio",
+    "tqdm",
+}
+STDLIB = sys.stdlib_module_names
 SCRIPTS = {"train", "study", "msp_podcast_prepare", "inspect_encoder"}
 
 
@@ -84,9 +98,26 @@ def test_the_library_has_no_import_circle():
     assert not circles, "import circles: " + "; ".join(circles)
 
 
-def test_the_ground_floor_imports_no_other_module_of_the_library():
+def test_the_ground_floor_imports_only_the_exported_interface():
     _, graph = _library_graph()
-    assert graph[GROUND] == set()
+    assert graph[GROUND] <= {INTERFACE}
+    assert graph[INTERFACE] == set()
+
+
+def test_the_exported_interface_imports_only_what_speechbrain_installs():
+    """A model folder must load where only speechbrain and transformers are installed."""
+    path = os.path.join(ROOT, *INTERFACE.split(".")) + ".py"
+    with open(path, encoding="utf-8") as fin:
+        tree = ast.parse(fin.read())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            top.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "the exported interface uses no relative import"
+            top.add(node.module)
+    third_party = {name for name in top if name.split(".")[0] not in STDLIB}
+    assert third_party <= INTERFACE_IMPORTS, third_party - INTERFACE_IMPORTS
 
 
 def test_the_library_imports_no_script():
