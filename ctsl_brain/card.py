@@ -79,10 +79,10 @@ def test_table(run_folder, epoch):
     found = {}
     for condition, group in rows.groupby("condition", sort=False):
         predicted = torch.tensor(
-            group[[f"{name}_pred" for name in ATTRIBUTES]].to_numpy()
+            group[[f"{name}_pred" for name in ATTRIBUTES]].to_numpy(float)
         )
         true = torch.tensor(
-            group[[f"{name}_true" for name in ATTRIBUTES]].to_numpy()
+            group[[f"{name}_true" for name in ATTRIBUTES]].to_numpy(float)
         )
         ccc = concordance_cc(predicted, true).tolist()
         found[condition] = {

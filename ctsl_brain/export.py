@@ -476,11 +476,69 @@ def _wrapper_class(encoder):
     raise TypeError(f"{type(encoder.ssl)} is not a SpeechBrain wrapper")
 
 
+class _RecipeDumper(yaml.SafeDumper):
+    """YAML as SpeechBrain's recipes write it (and yamllint accepts).
+
+    Booleans are ``True``/``False``, and block lists are indented under their
+    key.
+    """
+
+    def increase_indent(self, flow=False, indentless=False):
+        """Indents block sequences (PyYAML's default leaves them flush).
+
+        Arguments
+        ---------
+        flow : bool
+            Whether the collection is in flow style.
+        indentless : bool
+            Ignored: sequences are always indented.
+
+        Returns
+        -------
+        None
+            As PyYAML's.
+        """
+        return super().increase_indent(flow, False)
+
+
+_RecipeDumper.add_representer(
+    dict,
+    lambda dumper, value: dumper.represent_mapping(
+        "tag:yaml.org,2002:map", value, flow_style=False
+    ),
+)
+_RecipeDumper.add_representer(
+    list,
+    lambda dumper, value: dumper.represent_sequence(
+        "tag:yaml.org,2002:seq",
+        value,
+        flow_style=not any(isinstance(item, (dict, list)) for item in value),
+    ),
+)
+_RecipeDumper.add_representer(
+    bool,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:bool", "True" if value else "False"
+    ),
+)
+
+
 def _yaml_block(mapping, indent=8):
-    """``mapping`` as block YAML, indented under a key, within 80 columns."""
-    text = yaml.safe_dump(
-        json.loads(json.dumps(mapping)),
-        default_flow_style=False,
+    """``mapping`` as YAML indented under a key, within 80 columns.
+
+    Lists of plain values in flow style (``[512, 512]``), the rest in block
+    style. Keys starting with ``_`` (transformers' ``_name_or_path``, where
+    the encoder was loaded from) are left out.
+    """
+    plain = {
+        key: value
+        for key, value in json.loads(json.dumps(mapping)).items()
+        if not key.startswith("_")
+    }
+    text = yaml.dump(
+        plain,
+        Dumper=_RecipeDumper,
+        indent=4,
         sort_keys=True,
         width=80 - indent,
     )
@@ -669,12 +727,18 @@ def quantize_int8(source, path):
 
     staging = f"{path}.{os.getpid()}.tmp.onnx"
     try:
-        quantize_dynamic(
-            source,
-            staging,
-            op_types_to_quantize=["MatMul"],
-            weight_type=QuantType.QInt8,
-        )
+        # Its advice to pre-process first is for static quantisation.
+        previous = logging.root.manager.disable
+        logging.disable(logging.WARNING)
+        try:
+            quantize_dynamic(
+                source,
+                staging,
+                op_types_to_quantize=["MatMul"],
+                weight_type=QuantType.QInt8,
+            )
+        finally:
+            logging.disable(previous)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):

@@ -135,4 +135,5 @@ def plot_trajectory(rows, path, *, title):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_bytes_atomic(path, buffer.getvalue())

@@ -3,6 +3,7 @@
 A tiny teacher (two epochs) and student (one epoch) are trained on a few demo utterances; their
 exports must give the predictions of the runs' own evaluation."""
 
+import inspect
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import pytest
 import soundfile
 import torch
 import torchaudio
+from ctsl_brain import custom_interface
 from ctsl_brain.__main__ import main
 from ctsl_brain.conditions import condition_manifest
 from ctsl_brain.dataio import (
@@ -115,9 +117,14 @@ def _run_predictions(runs, system, epoch):
     return found
 
 
+def _values(prediction):
+    """A prediction of predict_file (a dict) as an array, in the attributes' order."""
+    return np.array([prediction[name] for name in ATTRIBUTES])
+
+
 def _largest_difference(model, expected, count=None):
     return max(
-        np.abs(model.predict_file(path).to_numpy() - values).max()
+        np.abs(_values(model.predict_file(path)) - values).max()
         for path, values in list(expected.items())[:count]
     )
 
@@ -150,15 +157,16 @@ def test_checkpoint_option_exports_that_epoch(runs):
 def test_exported_folder_is_self_contained_and_lint_clean(runs):
     folder = runs["models"]["teacher"]
     assert sorted(os.listdir(folder)) == [
-        "encoder",
+        "README.md",
+        "custom_interface.py",
         "encoder.ckpt",
         "head.ckpt",
         "hyperparams.yaml",
     ]
-    assert sorted(os.listdir(os.path.join(folder, "encoder"))) == [
-        "config.json",
-        "preprocessor_config.json",
-    ]
+    with open(os.path.join(folder, "custom_interface.py")) as fin:
+        assert fin.read() == inspect.getsource(custom_interface), (
+            "the exported code is not the project's"
+        )
     with open(os.path.join(folder, "hyperparams.yaml")) as fin:
         text = fin.read()
     assert runs["runs"]["teacher"] in text and "label_min: 1.0" in text
@@ -308,11 +316,10 @@ def _batch(model, signal):
 def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
     speech = _speech(runs)
     prediction = model.predict_file(_write(tmp_path / "mono.wav", speech))
-    assert list(prediction.index) == list(ATTRIBUTES)
-    assert prediction.arousal == prediction["arousal"]
+    assert list(prediction) == list(ATTRIBUTES)
     # Shorter than the window: one window, exactly the waveform's prediction.
     assert np.array_equal(
-        prediction.to_numpy(), _batch(model, speech).astype(np.float64)
+        _values(prediction), _batch(model, speech).astype(np.float64)
     )
     embedding = model.encode_batch(torch.as_tensor(speech)[None])
     assert embedding.shape == (1, model.mods.encoder.output_size)
@@ -320,20 +327,20 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
 
 def test_channels_are_averaged(model, runs, tmp_path):
     speech, other = _speech(runs, 0), _speech(runs, 1)
-    mono = model.predict_file(_write(tmp_path / "mono.wav", speech)).to_numpy()
+    mono = _values(model.predict_file(_write(tmp_path / "mono.wav", speech)))
     twice = model.predict_file(
         _write(tmp_path / "twice.wav", np.stack([speech, speech], 1))
     )
-    assert np.array_equal(twice.to_numpy(), mono)
+    assert np.array_equal(_values(twice), mono)
 
     other = np.resize(other, len(speech))
     stereo = model.predict_file(
         _write(tmp_path / "stereo.wav", np.stack([speech, other], 1))
     )
     assert np.allclose(
-        stereo.to_numpy(), _batch(model, (speech + other) / 2), atol=1e-5
+        _values(stereo), _batch(model, (speech + other) / 2), atol=1e-5
     )
-    assert not np.allclose(stereo.to_numpy(), mono, atol=1e-3)
+    assert not np.allclose(_values(stereo), mono, atol=1e-3)
 
 
 @pytest.mark.parametrize("rate", [44100, 8000])
@@ -346,7 +353,7 @@ def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
     heard = torchaudio.functional.resample(
         torch.as_tensor(recorded), rate, RATE
     )
-    assert np.allclose(prediction.to_numpy(), _batch(model, heard), atol=1e-5)
+    assert np.allclose(_values(prediction), _batch(model, heard), atol=1e-5)
 
 
 def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
@@ -357,7 +364,7 @@ def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
     as_float = model.predict_file(
         _write(tmp_path / "float.wav", quantised / 32768.0)
     )
-    assert np.array_equal(as_int.to_numpy(), as_float.to_numpy())
+    assert np.array_equal(_values(as_int), _values(as_float))
 
 
 def _manual_windows(model, signal, count, *, by_frames=True):
@@ -396,17 +403,15 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     ]
     mean = torch.cat(windows).mean(0, keepdim=True)
     expected = (model.mods.head(mean)[0] * 6 + 1).numpy()
-    assert np.allclose(by_window.to_numpy(), expected, atol=1e-5)
+    assert np.allclose(_values(by_window), expected, atol=1e-5)
 
     count = int(np.ceil(seconds / 2.0))
     assert count >= 3
     windowed = model.predict_file(path, window_seconds=2.0, batch_size=2)
     assert np.allclose(
-        windowed.to_numpy(), _manual_windows(model, speech, count), atol=1e-5
+        _values(windowed), _manual_windows(model, speech, count), atol=1e-5
     )
-    assert not np.allclose(
-        windowed.to_numpy(), _batch(model, speech), atol=1e-3
-    )
+    assert not np.allclose(_values(windowed), _batch(model, speech), atol=1e-3)
 
     # Two windows a frame apart (one sample apart, across a frame boundary): weighted by their
     # frame counts, not equally.
@@ -424,18 +429,18 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     assert not np.allclose(
         weighted, _manual_windows(model, pair, 2, by_frames=False), atol=1e-5
     )
-    assert np.allclose(uneven.to_numpy(), weighted, atol=1e-6)
+    assert np.allclose(_values(uneven), weighted, atol=1e-6)
 
     # The window is a key of the model too, and a window as long as the file is the file.
     shorter = EmotionRegressor.from_hparams(
         source=runs["models"]["teacher"], overrides={"window_seconds": 2.0}
     )
     assert np.allclose(
-        shorter.predict_file(path).to_numpy(), windowed.to_numpy(), atol=1e-6
+        _values(shorter.predict_file(path)), _values(windowed), atol=1e-6
     )
     whole = model.predict_file(path, window_seconds=seconds)
     assert np.array_equal(
-        whole.to_numpy(), _batch(model, speech).astype(np.float64)
+        _values(whole), _batch(model, speech).astype(np.float64)
     )
     with pytest.raises(ValueError, match="window_seconds=0.1"):
         model.predict_file(path, window_seconds=0.1)
@@ -569,7 +574,7 @@ def test_predict_command_reports_a_broken_file_and_predicts_the_rest(
     assert (table.loc[str(broken), list(ATTRIBUTES)] == "").all()
     for path in good:
         assert table.loc[path, "error"] == ""
-        expected = model.predict_file(path).to_numpy()
+        expected = _values(model.predict_file(path))
         assert np.allclose(
             table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
         )
@@ -661,7 +666,7 @@ def test_predict_reports_bad_audio_and_never_writes_nan(
         assert (table.loc[path, ["duration", *ATTRIBUTES]] == "").all()
     for path in good:
         assert table.loc[path, "error"] == ""
-        expected = model.predict_file(path).to_numpy()
+        expected = _values(model.predict_file(path))
         assert np.allclose(
             table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
         )

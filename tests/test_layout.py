@@ -114,7 +114,9 @@ def test_the_exported_interface_imports_only_what_speechbrain_installs():
         if isinstance(node, ast.Import):
             top.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "the exported interface uses no relative import"
+            assert node.level == 0, (
+                "the exported interface uses no relative import"
+            )
             top.add(node.module)
     third_party = {name for name in top if name.split(".")[0] not in STDLIB}
     assert third_party <= INTERFACE_IMPORTS, third_party - INTERFACE_IMPORTS
