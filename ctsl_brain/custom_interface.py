@@ -1162,7 +1162,12 @@ class EmotionRegressor(Pretrained):
         export = (
             f"python -m ctsl_brain export --run <output_folder> --out {source}"
         )
-        hub_id = not os.path.exists(source) and source.count("/") == 1
+        # "owner/name" that is no local path: SpeechBrain fetches it from the hub.
+        hub_id = (
+            source.count("/") == 1
+            and not source.startswith((".", "/", "~"))
+            and not os.path.exists(source.split("/")[0])
+        )
         if not hub_id and not os.path.isdir(source):
             raise MissingInputError(
                 f"model folder {source} does not exist: give the folder an export wrote, or "

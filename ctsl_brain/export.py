@@ -650,6 +650,7 @@ def export_onnx(graph, path, *, sample_rate=16000, tolerance=1e-4):
     generator = torch.Generator().manual_seed(0)
 
     def batch(seconds):
+        """A zero-padded batch of noise, one row per duration, and its lengths."""
         lengths = [round(s * sample_rate) for s in seconds]
         wavs = torch.zeros(len(lengths), max(lengths))
         for row, length in enumerate(lengths):
