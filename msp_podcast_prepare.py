@@ -125,7 +125,8 @@ def prepare_msp_podcast(
     if noise_folder is None:
         raise SettingsError(
             "noise_folder is not set: run with --noise_folder <folder of your recordings of the "
-            "target noise> (the noise the student adapts to)"
+            "target noise> (the noise the student adapts to), or, where there are only "
+            "recordings of the place with people talking in them, --field_folder <their folder>"
         )
     manifests = write_manifests(
         data_folder,

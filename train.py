@@ -27,6 +27,7 @@ Authors
 """
 
 import copy
+import csv
 import os
 import sys
 import time
@@ -58,6 +59,7 @@ from ctsl_brain.dataio import (
 )
 from ctsl_brain.demo_corpus import prepare_demo_corpus
 from ctsl_brain.evaluation import write_evaluation
+from ctsl_brain.field_prep import extract_field_noise
 from ctsl_brain.losses import (
     INFONCE_DENOMINATORS,
     NEGATIVE_BOUNDARIES,
@@ -69,6 +71,7 @@ from ctsl_brain.losses import (
     transfer_loss,
 )
 from ctsl_brain.models import TeacherEmbeddingCache
+from ctsl_brain.noise_prep import prepare_noise_banks
 from ctsl_brain.settings import (
     check_prepare_options,
     check_settings,
@@ -728,9 +731,11 @@ def prepare_corpus(hparams):
     manifest_folder = hparams["manifest_folder"]
     options = dict(hparams["prepare_options"] or {})
     recorded = hparams["recorded_test_folders"]
+    field = extract_field(hparams)
     if corpus == "msp_podcast":
         settings = {
-            "noise_folder": hparams["noise_folder"],
+            # Without noise-only recordings, the field recordings' noise is the test noise too.
+            "noise_folder": hparams["noise_folder"] or field,
             "adapt_noise_minutes": hparams["adapt_noise_minutes"],
             "test_noise_bank": not recorded,
             "test_set": hparams["test_set"],
@@ -753,6 +758,17 @@ def prepare_corpus(hparams):
         )
     else:
         check_manifest_folder(manifest_folder)
+
+    if field is not None:
+        prepare_noise_banks(
+            field,
+            hparams["field_bank_folder"],
+            # A segment covers the longest utterance with room for a random offset.
+            segment_seconds=longest_utterance(manifest_folder) + 1.0,
+            adapt_minutes=hparams["adapt_noise_minutes"],
+            test_bank=False,
+            drop_bad_files=hparams["drop_bad_rows"],
+        )
 
     # The test set, and the dev set for the embedding analysis, in the same conditions.
     conditions = {
@@ -785,6 +801,66 @@ def prepare_corpus(hparams):
             "of the embedding analysis are not prepared",
             hparams["adapt_noise_csv"],
         )
+
+
+def extract_field(hparams):
+    """The noise of the field recordings of ``field_folder``, if any, as a noise folder.
+
+    The stretches without speech of the recordings (see
+    :func:`ctsl_brain.field_prep.extract_field_noise`) are written under
+    ``field_bank_folder``.
+
+    Arguments
+    ---------
+    hparams : dict
+        The loaded hyperparameters.
+
+    Returns
+    -------
+    str or None
+        The folder of the stretches' WAV files; None without ``field_folder``.
+    """
+    if not hparams.get("field_folder"):
+        return None
+    extracted = extract_field_noise(
+        hparams["field_folder"],
+        hparams["field_bank_folder"],
+        sample_rate=hparams["sample_rate"],
+        threshold=hparams["field_vad_threshold"],
+        margin_seconds=hparams["field_margin_seconds"],
+        min_stretch_seconds=hparams["field_min_stretch_seconds"],
+        min_total_seconds=hparams["field_min_total_seconds"],
+        foreground_db=hparams["field_foreground_db"],
+        drop_bad_files=hparams["drop_bad_rows"],
+    )
+    return extracted["stretch_folder"]
+
+
+def longest_utterance(manifest_folder):
+    """The longest ``duration`` of the train, dev and test manifests, in seconds.
+
+    Arguments
+    ---------
+    manifest_folder : str
+        Holds ``train.csv``, ``dev.csv`` and ``test.csv``.
+
+    Returns
+    -------
+    float
+        The longest duration.
+    """
+    longest = 0.0
+    for split in ("train", "dev", "test"):
+        with open(
+            os.path.join(manifest_folder, f"{split}.csv"), newline=""
+        ) as fin:
+            longest = max(
+                [
+                    longest,
+                    *(float(row["duration"]) for row in csv.DictReader(fin)),
+                ]
+            )
+    return longest
 
 
 def install_manifests(written, manifest_folder):
@@ -896,6 +972,8 @@ def main(argv):
         raise message from None
 
     run_on_main(prepare_corpus, args=[hparams])
+    if "training_noise_csv" in hparams:
+        logger.info("adaptation noise bank: %s", hparams["training_noise_csv"])
     datasets = dataio_prepare(hparams)
 
     teacher = load_teacher(hparams) if "teacher_folder" in hparams else None

@@ -38,6 +38,7 @@ from .report import SHORT_NAMES
 from .statistics import fixed_groups, group_ccc, significance
 
 __all__ = [
+    "FIELD_FOLDER_MARKER",
     "MARKERS",
     "SYSTEMS",
     "analyse_study",
@@ -46,7 +47,10 @@ __all__ = [
     "table1_markdown",
 ]
 
-# The paper's systems (section 3.3): the hparams file and the overrides of each.
+# Stands for the study's field folder in the overrides of SYSTEMS.
+FIELD_FOLDER_MARKER = "<field_folder>"
+# The paper's systems (section 3.3), and the method adapted from field recordings: the
+# hparams file and the overrides of each.
 SYSTEMS = {
     "Original": ("hparams/teacher.yaml", []),
     "RH": (
@@ -74,6 +78,17 @@ SYSTEMS = {
         ["--experiment_name", "rm_cl", "--lambda_tl", "0"],
     ),
     "RM+TL+CL": ("hparams/student.yaml", ["--experiment_name", "rm_tl_cl"]),
+    # The method adapted from recordings of the place with people talking in them instead
+    # of noise-only recordings (study.py puts its field folder in place of the marker).
+    "RM+TL+CL (field)": (
+        "hparams/student.yaml",
+        [
+            "--experiment_name",
+            "rm_tl_cl_field",
+            "--field_folder",
+            FIELD_FOLDER_MARKER,
+        ],
+    ),
 }
 
 # The arguments of negative_mask among those of info_nce.

@@ -52,10 +52,11 @@ from .dataio import (
     write_text_atomic,
 )
 from .demo_noise import radio_recording
-from .demo_speech import Voice, draw_labels, draw_voice, synthesize_speech
+from .demo_speech import Voice, draw_labels, draw_voice, rms, synthesize_speech
 
 __all__ = [
     "CORPUS_VERSION",
+    "FIELD_SPEECH_FILE",
     "MANIFEST_HEADER",
     "NOISE_HEADER",
     "SPEAKERS_PER_SPLIT",
@@ -63,12 +64,14 @@ __all__ = [
 ]
 
 # Bump whenever the synthesis changes, so that caches built by older code are regenerated.
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 
 # The recipe's manifest and noise bank formats.
 MANIFEST_HEADER = MANIFEST_COLUMNS
 NOISE_HEADER = NOISE_COLUMNS
 OPTIONS_FILE = "demo_corpus.json"
+# The true speech intervals of the field recordings.
+FIELD_SPEECH_FILE = "field_speech.csv"
 
 SPEAKERS_PER_SPLIT = {"train": 16, "dev": 4, "test": 6}
 _SPLITS = ("train", "dev", "test")
@@ -82,11 +85,20 @@ _STREAM_SPEAKER = 1
 _STREAM_UTTERANCE = 2
 _STREAM_RECORDING = 3
 _STREAM_BABBLE_VOICE = 4
+_STREAM_FIELD = 5
+_STREAM_FIELD_VOICE = 6
 
 # Babble voices per noise bank; each recording of the bank draws 4-8 of them.
 _BABBLE_POOL = 12
 # Segments cut from one synthetic recording; several recordings make a bank.
 _SEGMENTS_PER_RECORDING = 6
+# Field recordings: people of their own (outside every split and every babble) talk, in turns
+# of one utterance separated by pauses, over new recordings of the adaptation noise's place.
+_FIELD_TALKERS = 6
+_FIELD_RECORDING_SECONDS = 60.0
+_FIELD_PAUSE_SECONDS = (2.0, 10.0)  # between turns, uniform
+_FIELD_SPEECH_DB = (5.0, 15.0)  # speech level above the noise's (RMS), uniform
+_FIELD_NOISE_RMS = 0.05  # about -26 dBFS
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -227,6 +239,75 @@ def _write_noise_bank(
     write_csv_atomic(csv_path, NOISE_HEADER, rows)
 
 
+def _write_field_recordings(
+    data_folder: str,
+    csv_path: str,
+    minutes: float,
+    *,
+    seed: int,
+    min_duration: float,
+    max_duration: float,
+    sample_rate: int,
+) -> None:
+    """Write recordings of the adaptation noise's place with people talking in them.
+
+    Each recording is a new radio-show mixture of the adaptation bank's babble voices (the
+    same place, not the same audio), over which talkers of their own speak one utterance per
+    turn, 5 to 15 dB above the noise, with pauses of 2 to 10 s. ``field_speech.csv`` lists
+    the true speech intervals (``file,start,end``, seconds).
+    """
+    folder = os.path.join(data_folder, "field")
+    os.makedirs(folder, exist_ok=True)
+    remove_stale_staging(folder)
+    voices = _babble_voices(seed, "adapt")
+    talkers = [
+        draw_voice(_rng(seed, _STREAM_FIELD_VOICE, k), female=k % 2 == 1)
+        for k in range(_FIELD_TALKERS)
+    ]
+    n_samples = round(_FIELD_RECORDING_SECONDS * sample_rate)
+    rows = []
+    for rec in range(
+        max(1, math.ceil(minutes * 60.0 / _FIELD_RECORDING_SECONDS - 1e-9))
+    ):
+        rng = _rng(seed, _STREAM_FIELD, rec)
+        mix = radio_recording(rng, voices, n_samples, sample_rate)
+        mix *= _FIELD_NOISE_RMS / rms(mix)
+        rel = f"field/field_{rec:02d}.wav"
+        start = rng.uniform(*_FIELD_PAUSE_SECONDS) / 2
+        while True:
+            seconds = rng.uniform(min_duration, max_duration)
+            if start + seconds > _FIELD_RECORDING_SECONDS - 0.5:
+                break
+            talker = talkers[int(rng.integers(len(talkers)))]
+            n = round(seconds * sample_rate)
+            utterance = synthesize_speech(
+                rng,
+                talker,
+                draw_labels(rng),
+                n_samples=n,
+                sample_rate=sample_rate,
+            )
+            level = 10.0 ** (rng.uniform(*_FIELD_SPEECH_DB) / 20.0)
+            first = round(start * sample_rate)
+            mix[first : first + n] += (
+                utterance / rms(utterance) * _FIELD_NOISE_RMS * level
+            )
+            rows.append(
+                [
+                    rel,
+                    f"{first / sample_rate:.3f}",
+                    f"{(first + n) / sample_rate:.3f}",
+                ]
+            )
+            start += seconds + rng.uniform(*_FIELD_PAUSE_SECONDS)
+        _write_wav(
+            os.path.join(data_folder, rel),
+            _peak_normalise(mix, 0.9),
+            sample_rate,
+        )
+    write_csv_atomic(csv_path, ["file", "start", "end"], rows)
+
+
 def _is_up_to_date(
     data_folder: str, options: dict, paths: dict[str, str]
 ) -> bool:
@@ -243,6 +324,11 @@ def _is_up_to_date(
                     wav = row["wav"].replace("$data_root", data_folder)
                     if not os.path.isfile(wav):
                         return False
+        field = os.path.join(data_folder, FIELD_SPEECH_FILE)
+        with open(field, encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f):
+                if not os.path.isfile(os.path.join(data_folder, row["file"])):
+                    return False
     except (OSError, ValueError, KeyError):
         return False
     return True
@@ -259,6 +345,7 @@ def prepare_demo_corpus(
     max_duration: float = 3.5,
     adapt_noise_minutes: float = 3.0,
     test_noise_minutes: float = 2.0,
+    field_minutes: float = 5.0,
     noise_segment_seconds: float | None = None,
     sample_rate: int = 16000,
 ) -> dict[str, str]:
@@ -273,6 +360,9 @@ def prepare_demo_corpus(
             noise/{adapt,test}/<ID>.wav      noise segments, mono PCM_16
             train.csv, dev.csv, test.csv     ID,wav,duration,arousal,dominance,valence,spk_id
             noise_adapt.csv, noise_test.csv  ID,duration,wav (SpeechBrain AddNoise format)
+            field/field_<NN>.wav             field recordings: the adaptation noise's place,
+                                             with people talking (mono PCM_16, 60 s each)
+            field_speech.csv                 file,start,end: their true speech intervals
             demo_corpus.json                 the options, written last
 
         ``wav`` columns use ``$data_root`` (load with ``replacements={"data_root": folder}``).
@@ -285,6 +375,10 @@ def prepare_demo_corpus(
     adapt_noise_minutes, test_noise_minutes : float
         Total length of the adaptation and test noise banks, in minutes (rounded up to
         whole segments).
+    field_minutes : float
+        Total length of the field recordings, in minutes (rounded up to whole recordings of
+        60 s): new recordings of the adaptation noise's place with talkers of their own, for
+        adapting from recordings with speech in them (``--field_folder <data_folder>/field``).
     noise_segment_seconds : float, optional
         Length of each noise segment in seconds; default ``max_duration + 1.0``. Must be at
         least ``max_duration`` so that one segment covers any utterance.
@@ -318,7 +412,7 @@ def prepare_demo_corpus(
         raise SettingsError(
             "prepare_options of the demo corpus: noise_segment_seconds must be >= max_duration"
         )
-    if min(adapt_noise_minutes, test_noise_minutes) <= 0:
+    if min(adapt_noise_minutes, test_noise_minutes, field_minutes) <= 0:
         raise SettingsError(
             "prepare_options of the demo corpus: noise bank lengths must be positive"
         )
@@ -338,6 +432,7 @@ def prepare_demo_corpus(
         "max_duration": float(max_duration),
         "adapt_noise_minutes": float(adapt_noise_minutes),
         "test_noise_minutes": float(test_noise_minutes),
+        "field_minutes": float(field_minutes),
         "noise_segment_seconds": float(noise_segment_seconds),
         "sample_rate": int(sample_rate),
     }
@@ -379,6 +474,16 @@ def prepare_demo_corpus(
             seg_len=seg_len,
             sample_rate=sample_rate,
         )
+
+    _write_field_recordings(
+        data_folder,
+        os.path.join(data_folder, FIELD_SPEECH_FILE),
+        field_minutes,
+        seed=seed,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        sample_rate=sample_rate,
+    )
 
     write_text_atomic(
         options_path, json.dumps(options, indent=2, sort_keys=True) + "\n"

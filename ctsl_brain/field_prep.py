@@ -24,7 +24,9 @@ length of a recording (one float per 32 ms is kept, about 110 kB per hour):
 Speech is found as silero-vad's ``get_speech_timestamps`` finds it (:func:`speech_spans`); the
 stretches kept are what lies at least ``margin_seconds`` away from speech, without digital
 silence (a recorder's pause or a muted microphone holds no noise of the place), and at least
-``min_stretch_seconds`` long (:func:`noise_stretches`).
+``min_stretch_seconds`` long (:func:`noise_stretches`). Speech counts only where the recording
+stands ``foreground_db`` above its background level (:func:`foreground`): talk in the
+background, at the level of the rest of the place's noise, is part of that noise and is kept.
 
 Messages point to the recipe's options that set the arguments (see ``_OPTIONS``), and say what
 to do about what they report.
@@ -64,11 +66,13 @@ from .noise_reading import (
 from .noise_report import duration_text
 
 __all__ = [
+    "adaptation_csv",
     "FIELD_COLUMNS",
     "STAMP_FILE",
     "VAD_CHUNK",
     "VAD_RATE",
     "extract_field_noise",
+    "foreground",
     "load_vad",
     "noise_stretches",
     "speech_spans",
@@ -85,9 +89,9 @@ STAMP_FILE = "field_stretches.json"
 STRETCH_FOLDER = "stretches"
 VAD_FOLDER = "vad"
 # Bump whenever the output for the same inputs and options changes, so that old output is redone.
-_VERSION = 1
+_VERSION = 2
 # Bump whenever the probabilities cached for the same file change.
-_VAD_VERSION = 1
+_VAD_VERSION = 2
 
 # silero-vad's rate and chunk at 16 kHz, and the settings of its get_speech_timestamps.
 VAD_RATE = 16000
@@ -97,6 +101,9 @@ VAD_CHUNK = 512
 _MIN_SPEECH = VAD_RATE * 250 // 1000
 _MIN_SILENCE = VAD_RATE * 100 // 1000
 _NEG_OFFSET = 0.15
+# The foreground gate: levels averaged over 8 chunks (0.25 s), against the 30th percentile.
+_LEVEL_CHUNKS = 8
+_BACKGROUND_PERCENTILE = 30
 # Longer stretches are written as consecutive files, so that a WAV file stays far below 4 GB.
 _MAX_STRETCH_SECONDS = 3600
 _SILERO_PIN = "silero-vad==6.2.3"
@@ -110,6 +117,7 @@ _OPTIONS = {
     "margin_seconds": "--field_margin_seconds",
     "min_stretch_seconds": "--field_min_stretch_seconds",
     "min_total_seconds": "--field_min_total_seconds",
+    "foreground_db": "--field_foreground_db",
     "drop_bad_files": "--drop_bad_rows True",
 }
 
@@ -120,9 +128,10 @@ def extract_field_noise(
     *,
     sample_rate=16000,
     threshold=0.5,
-    margin_seconds=0.5,
+    margin_seconds=0.3,
     min_stretch_seconds=1.0,
     min_total_seconds=10.0,
+    foreground_db=3.0,
     drop_bad_files=False,
 ):
     """Writes the stretches without speech of a folder of field recordings as noise recordings.
@@ -157,6 +166,13 @@ def extract_field_noise(
         Shorter stretches are left out.
     min_total_seconds : float
         The least noise to be found in all; with less, the folder is refused.
+    foreground_db : float or None
+        Speech counts only where it stands out of the place's background: where the
+        recording's level (over 0.25 s) is at least this many dB above its background level
+        (the 30th percentile of its 32 ms levels). Talk in the background, at the level of the
+        rest of the noise, is then noise of the place, kept; the people talking in the
+        foreground, whose speech is what the model will hear, are not. None: every stretch
+        the detector calls speech is left out.
     drop_bad_files : bool
         Whether to skip files that cannot be used (unreadable, corrupt, empty, silent) with a
         warning, instead of refusing the folder.
@@ -208,6 +224,9 @@ def extract_field_noise(
         "min_total_seconds": _option(
             "min_total_seconds", min_total_seconds, low=0.0
         ),
+        "foreground_db": None
+        if foreground_db is None
+        else _option("foreground_db", foreground_db, low=0.0),
         "drop_bad_files": bool(drop_bad_files),
     }
     if not os.path.isdir(field_folder):
@@ -249,13 +268,15 @@ def extract_field_noise(
     vad = _LazyVad()
     files, plans = [], []
     for (entry, recording), name in zip(usable, names):
-        probs, silent, length = _detect(
+        probs, silent, levels, length = _detect(
             recording,
             entry,
             os.path.join(vad_folder, f"{name}.npz"),
             vad,
             options["silero_vad"],
         )
+        if options["foreground_db"] is not None:
+            probs = foreground(probs, levels, options["foreground_db"])
         speech = speech_spans(probs, length, threshold=options["threshold"])
         silence = _silent_spans(silent, length)
         stretches = noise_stretches(
@@ -303,6 +324,36 @@ def extract_field_noise(
     write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
     _log(report, field_folder, stretch_folder, up_to_date=False)
     return _result(stretch_folder, manifest, report)
+
+
+def adaptation_csv(field_folder, adapt_noise_csv, field_bank_folder):
+    """The noise bank the student adapts with: the field recordings' or the clean one.
+
+    Arguments
+    ---------
+    field_folder : str or None
+        The recipe's ``field_folder``.
+    adapt_noise_csv : str
+        The adaptation bank of the noise-only recordings (``noise_adapt.csv``).
+    field_bank_folder : str
+        Where the recipe writes the bank of the field recordings' noise.
+
+    Returns
+    -------
+    str
+        ``<field_bank_folder>/noise_adapt.csv`` with a field folder, else
+        ``adapt_noise_csv``.
+
+    Example
+    -------
+    >>> adaptation_csv(None, "m/noise_adapt.csv", "m/field")
+    'm/noise_adapt.csv'
+    >>> adaptation_csv("/data/room", "m/noise_adapt.csv", "m/field")
+    'm/field/noise_adapt.csv'
+    """
+    if not field_folder:
+        return adapt_noise_csv
+    return f"{field_bank_folder}/noise_adapt.csv"
 
 
 def load_vad():
@@ -383,6 +434,53 @@ def speech_spans(probs, length, *, threshold=0.5):
     if start is not None and length - start > _MIN_SPEECH:
         spans.append((start, length))
     return spans
+
+
+def foreground(probs, levels, foreground_db):
+    """The speech probabilities where the recording stands out of its background, else 0.
+
+    The level of each chunk is averaged over 8 chunks (0.25 s) around it; the background
+    level is the 30th percentile of the chunks' levels (speech that stands out fills less of
+    a recording than its background does).
+
+    Arguments
+    ---------
+    probs : numpy.ndarray
+        silero-vad's probability of each 32 ms chunk.
+    levels : numpy.ndarray
+        The level of each chunk, in dB.
+    foreground_db : float
+        How far above the background level speech must be to count.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``probs``, 0 where the smoothed level is below the background level plus
+        ``foreground_db``.
+
+    Example
+    -------
+    >>> levels = np.array([-40.0] * 20 + [-20.0] * 10 + [-40.0] * 10)
+    >>> gated = foreground(np.full(40, 0.9), levels, 3.0)
+    >>> float(gated[:16].max()), round(float(gated[22:28].min()), 2)
+    (0.0, 0.9)
+    """
+    probs = np.asarray(probs, dtype=np.float32)
+    levels = np.asarray(levels, dtype=np.float64)
+    if not len(levels):
+        return probs
+    padded = np.pad(
+        levels,
+        (_LEVEL_CHUNKS // 2, _LEVEL_CHUNKS - 1 - _LEVEL_CHUNKS // 2),
+        mode="edge",
+    )
+    smoothed = np.convolve(
+        padded, np.ones(_LEVEL_CHUNKS) / _LEVEL_CHUNKS, mode="valid"
+    )
+    background = np.percentile(levels, _BACKGROUND_PERCENTILE)
+    return np.where(smoothed >= background + foreground_db, probs, 0.0).astype(
+        np.float32
+    )
 
 
 def noise_stretches(
@@ -509,6 +607,7 @@ def _detect(recording, entry, cache_path, vad, version):
                 return (
                     cached["probs"],
                     bytearray(cached["silent"].tobytes()),
+                    cached["levels"],
                     int(cached["length"]),
                 )
     except (OSError, ValueError, KeyError, EOFError):
@@ -519,7 +618,7 @@ def _detect(recording, entry, cache_path, vad, version):
         duration_text(recording.frames / recording.sample_rate),
     )
     model = vad.get()
-    probs, silent, length = array("f"), bytearray(), 0
+    probs, silent, levels, length = array("f"), bytearray(), array("f"), 0
     rest = np.zeros(0, np.float32)
     model.reset_states()
     with sf.SoundFile(recording.path) as sound, torch.inference_mode():
@@ -528,29 +627,38 @@ def _detect(recording, entry, cache_path, vad, version):
             length += len(block)
             buffer = np.concatenate([rest, block])
             whole = len(buffer) // VAD_CHUNK * VAD_CHUNK
-            _score(model, buffer[:whole], probs, silent)
+            _score(model, buffer[:whole], probs, silent, levels)
             rest = buffer[whole:]
         if len(rest):  # the last chunk, padded with zeros as silero-vad does
             _score(
-                model, np.pad(rest, (0, VAD_CHUNK - len(rest))), probs, silent
+                model,
+                np.pad(rest, (0, VAD_CHUNK - len(rest))),
+                probs,
+                silent,
+                levels,
             )
     probs = np.frombuffer(probs, np.float32)
+    levels = np.frombuffer(levels, np.float32)
     buffer = io.BytesIO()
     np.savez(
         buffer,
         key=np.array(key),
         probs=probs,
         silent=np.frombuffer(bytes(silent), np.uint8),
+        levels=levels,
         length=np.array(length),
     )
     write_bytes_atomic(cache_path, buffer.getvalue())
-    return probs, silent, length
+    return probs, silent, levels, length
 
 
-def _score(model, audio, probs, silent):
-    """Appends the speech probability and the digital silence of each chunk of ``audio``."""
+def _score(model, audio, probs, silent, levels):
+    """Appends the speech probability, the digital silence and the level (dB) of each chunk
+    of ``audio``."""
     chunks = audio.reshape(-1, VAD_CHUNK)
     silent.extend((np.abs(chunks).max(axis=1) < SILENCE_PEAK).astype(np.uint8))
+    power = (chunks.astype(np.float64) ** 2).mean(axis=1)
+    levels.extend((10.0 * np.log10(power + 1e-12)).astype(np.float32))
     for chunk in torch.from_numpy(np.ascontiguousarray(chunks)):
         probs.append(model(chunk, VAD_RATE).item())
 

@@ -38,7 +38,11 @@ LEARN = {
     "test_noise_minutes": 1.0,
     "seed": 11,
 }
-TINY_NOISE = {"adapt_noise_minutes": 0.1, "test_noise_minutes": 0.1}
+TINY_NOISE = {
+    "adapt_noise_minutes": 0.1,
+    "test_noise_minutes": 0.1,
+    "field_minutes": 1.0,
+}
 ATTRIBUTES = ("arousal", "dominance", "valence")
 
 
@@ -176,6 +180,33 @@ def test_noise_is_non_stationary(small_corpus):
     assert np.ptp(level_db) > 3.0
 
 
+def test_field_recordings_have_known_speech_over_the_places_noise(small_corpus):
+    """The field recordings: 60 s each, their speech intervals listed, each utterance well
+    above the noise around it, pauses of 2 to 10 s between turns."""
+    folder, _ = small_corpus
+    _, rows = read_csv(folder / "field_speech.csv")
+    by_file = {}
+    for row in rows:
+        by_file.setdefault(row["file"], []).append(
+            (float(row["start"]), float(row["end"]))
+        )
+    assert len(by_file) == 5  # 5 minutes, the default
+    for rel, spans in by_file.items():
+        audio, rate = sf.read(folder / rel)
+        assert len(audio) == 60 * rate
+        speech = np.zeros(len(audio), bool)
+        for start, end in spans:
+            assert 1.5 <= end - start <= 3.5
+            speech[round(start * rate) : round(end * rate)] = True
+        pauses = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        assert min(pauses) >= 2.0 - 1e-3 and max(pauses) <= 10.0 + 1e-3
+        level = 10 * np.log10(
+            np.mean(audio[speech] ** 2) / np.mean(audio[~speech] ** 2)
+        )
+        assert level > 5.0, rel
+        assert 0.15 < speech.mean() < 0.5
+
+
 # ----------------------------------------------------------------- determinism and caching
 
 
@@ -186,7 +217,9 @@ def test_deterministic(tmp_path):
     prepare_demo_corpus(b, **options)
     files = all_files(a)
     assert files == all_files(b)
-    assert len([f for f in files if f.endswith(".wav")]) == 6 + 2 + 3 + 2 * 2
+    assert (
+        len([f for f in files if f.endswith(".wav")]) == 6 + 2 + 3 + 2 * 2 + 1
+    )
     for rel in files:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     # Another seed gives another corpus.

@@ -139,6 +139,7 @@ def field(tmp_path_factory):
             root / f"out_{name}",
             margin_seconds=MARGIN,
             min_stretch_seconds=MIN_STRETCH,
+            foreground_db=None,  # the detector alone; the gate is tested below
         )
         for name in ("mono", "stereo")
     }
@@ -243,6 +244,43 @@ def test_stretches_are_the_recordings_audio(field):
         assert name == (
             f"room__take1.wav_{round(start / 16):09d}-{round(end / 16):09d}.wav"
         )
+
+
+def test_talk_in_the_background_is_noise_of_the_place(tmp_path):
+    """Chatter at the level of the background (a waiting room's) is kept as noise; the
+    people talking in the foreground, 10 dB above it, are left out. Without the foreground
+    gate the detector takes the chatter for speech too, and little noise is left."""
+    seconds = 40
+    chatter = sum(
+        np.resize(_utterance(50 + k, 3.0 + k, SR), seconds * SR)
+        for k in range(4)
+    )
+    audio = _background(7, seconds, SR) + chatter / rms(chatter) * 10 ** (
+        -30 / 20
+    )
+    for k, (start, length) in enumerate(UTTERANCES):
+        speech = _utterance(70 + k, length, SR) * 10 ** (-10 / 20) * 3
+        at = round(start * SR)
+        audio[at : at + len(speech)] += speech
+    _write(tmp_path / "field" / "room.wav", audio.astype(np.float32), SR)
+    truth = [(start, start + length) for start, length in UTTERANCES]
+    pauses = seconds - sum(length for _, length in UTTERANCES)
+    found = {}
+    for gate in (3.0, None):
+        result = extract_field_noise(
+            tmp_path / "field",
+            tmp_path / f"out_{gate}",
+            margin_seconds=0.3,
+            foreground_db=gate,
+            min_total_seconds=0,
+        )
+        spans = [(start, end) for _, start, end in _stretches(result)]
+        kept = sum(end - start for start, end in spans)
+        found[gate] = (kept - _overlap(spans, truth), kept)
+    noise, kept = found[3.0]
+    assert noise / kept >= 0.95, "foreground speech in the noise"
+    assert noise / pauses >= 0.8, "background talk left out"
+    assert found[None][0] / pauses < 0.5, "the detector alone keeps the chatter"
 
 
 def test_rates_and_channels_give_the_same_stretches(field):

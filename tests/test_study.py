@@ -70,8 +70,8 @@ def test_miniature_study_writes_every_output(study):
     folder = os.path.join(results, "demo", "study", "1986")
     for name in OUTPUTS:
         assert os.path.getsize(os.path.join(folder, name)) > 0, name
-    for number in range(1, 8):
-        assert f"stage {number}/7" in first
+    for number in range(1, 9):
+        assert f"stage {number}/8" in first
 
     table1 = pd.read_csv(os.path.join(folder, "table1.csv"))
     assert list(dict.fromkeys(table1["system"])) == list(SYSTEMS)
@@ -107,15 +107,15 @@ def test_miniature_study_writes_every_output(study):
         "checkpoint",
     ]
     # systems x conditions x test utterances (x checkpoints for Original)
-    assert len(predictions) == (5 + len(epochs)) * 3 * 8
+    assert len(predictions) == (6 + len(epochs)) * 3 * 8
     assert set(
         predictions.loc[predictions["system"] == "Original", "checkpoint"]
     ) == set(epochs)
     values = pd.read_csv(os.path.join(folder, "group_ccc.csv"))
-    assert len(values) == (5 + len(epochs)) * 3 * 4
+    assert len(values) == (6 + len(epochs)) * 3 * 4
 
     table2 = pd.read_csv(os.path.join(folder, "table2.csv"))
-    assert len(table2) == 6 * 3  # systems x dev conditions (clean, 5 and 0 dB)
+    assert len(table2) == 7 * 3  # systems x dev conditions (clean, 5 and 0 dB)
     original_clean = table2[
         (table2["system"] == "Original") & (table2["condition"] == "clean")
     ]
@@ -183,6 +183,59 @@ def test_embedding_analysis_matches_the_training_losses():
     )
     expected_cos = torch.nn.functional.cosine_similarity(clean, noisy).mean()
     assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
+
+
+def test_the_field_system_adapts_from_the_field_recordings_noise(study):
+    """RM+TL+CL (field) trains with the bank of the demo's field recordings' stretches without
+    speech, every other student with the clean adaptation bank."""
+    results, first, _ = study
+    manifests = os.path.join(results, "demo", "manifests")
+    field_bank = os.path.join(manifests, "field", "noise_adapt.csv")
+    stretches = pd.read_csv(
+        os.path.join(manifests, "field", "field_stretches.csv")
+    )
+    assert len(stretches) > 0 and os.path.isfile(field_bank)
+    for name, expected in (
+        ("rm_tl_cl_field", field_bank),
+        ("rm_tl_cl", os.path.join(manifests, "noise_adapt.csv")),
+    ):
+        with open(
+            os.path.join(results, "demo", name, "1986", "log.txt")
+        ) as fin:
+            assert f"adaptation noise bank: {expected}" in fin.read(), name
+    assert "RM+TL+CL (field):" in first
+
+
+def test_the_field_system_needs_field_recordings(tmp_path):
+    """Outside the demo, the field system runs only with --field_folder."""
+    from study import parse_arguments
+
+    args, _ = parse_arguments(
+        ["--corpus", "manifests", "--data_folder", str(tmp_path)]
+    )
+    assert "RM+TL+CL (field)" not in args.systems and len(args.systems) == 6
+    args, _ = parse_arguments(
+        [
+            "--corpus",
+            "manifests",
+            "--data_folder",
+            str(tmp_path),
+            "--field_folder",
+            str(tmp_path / "room"),
+        ]
+    )
+    assert args.systems[-1] == "RM+TL+CL (field)"
+    with pytest.raises(SystemExit):
+        parse_arguments(
+            [
+                "--corpus",
+                "manifests",
+                "--data_folder",
+                str(tmp_path),
+                "--systems",
+                "RM+TL+CL (field)",
+            ]
+        )
 
 
 def test_unknown_system_is_a_clear_error(tmp_path):
