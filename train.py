@@ -731,10 +731,10 @@ def prepare_corpus(hparams):
     manifest_folder = hparams["manifest_folder"]
     options = dict(hparams["prepare_options"] or {})
     recorded = hparams["recorded_test_folders"]
-    field = extract_field(hparams)
     if corpus == "msp_podcast":
+        # First: without noise-only recordings, the field recordings' noise is the noise.
+        field = extract_field(hparams)
         settings = {
-            # Without noise-only recordings, the field recordings' noise is the test noise too.
             "noise_folder": hparams["noise_folder"] or field,
             "adapt_noise_minutes": hparams["adapt_noise_minutes"],
             "test_noise_bank": not recorded,
@@ -756,8 +756,10 @@ def prepare_corpus(hparams):
             prepare_demo_corpus(hparams["data_folder"], **options),
             manifest_folder,
         )
+        field = extract_field(hparams)  # the demo writes field recordings too
     else:
         check_manifest_folder(manifest_folder)
+        field = extract_field(hparams)
 
     if field is not None:
         prepare_noise_banks(

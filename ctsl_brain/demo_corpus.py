@@ -57,6 +57,7 @@ from .demo_speech import Voice, draw_labels, draw_voice, rms, synthesize_speech
 __all__ = [
     "CORPUS_VERSION",
     "FIELD_SPEECH_FILE",
+    "write_field_recordings",
     "MANIFEST_HEADER",
     "NOISE_HEADER",
     "SPEAKERS_PER_SPLIT",
@@ -239,7 +240,7 @@ def _write_noise_bank(
     write_csv_atomic(csv_path, NOISE_HEADER, rows)
 
 
-def _write_field_recordings(
+def write_field_recordings(
     data_folder: str,
     csv_path: str,
     minutes: float,
@@ -250,6 +251,21 @@ def _write_field_recordings(
     sample_rate: int,
 ) -> None:
     """Write recordings of the adaptation noise's place with people talking in them.
+
+    Arguments
+    ---------
+    data_folder : str
+        The corpus folder; the recordings go to ``field/field_<NN>.wav`` under it.
+    csv_path : str
+        The CSV of the true speech intervals to write.
+    minutes : float
+        Their total length (rounded up to whole recordings of 60 s).
+    seed : int
+        The corpus' seed.
+    min_duration, max_duration : float
+        Utterance length range in seconds (uniform).
+    sample_rate : int
+        Hz.
 
     Each recording is a new radio-show mixture of the adaptation bank's babble voices (the
     same place, not the same audio), over which talkers of their own speak one utterance per
@@ -475,7 +491,7 @@ def prepare_demo_corpus(
             sample_rate=sample_rate,
         )
 
-    _write_field_recordings(
+    write_field_recordings(
         data_folder,
         os.path.join(data_folder, FIELD_SPEECH_FILE),
         field_minutes,
