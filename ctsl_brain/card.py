@@ -48,6 +48,12 @@ def _system(settings):
         bool(settings.get("freeze_encoder")),
     )
     name, what = _SYSTEMS.get(key, ("student", "a student with other settings"))
+    if settings.get("field_folder"):
+        name += " (field)"
+        what += (
+            ", adapted from the stretches without speech of field recordings "
+            f"({settings['field_folder']})"
+        )
     return name, what, True
 
 

@@ -94,6 +94,7 @@ _CARD_KEYS = (
     "train_annotation",
     "dev_annotation",
     "teacher_folder",
+    "field_folder",
     "lambda_tl",
     "lambda_cl",
     "adapt_snr",
