@@ -30,6 +30,7 @@ from ctsl_brain.dataio import (
     SettingsError,
     check_labels,
     inspect_audio,
+    longest_duration,
     remove_stale_staging,
     settle_problems,
     write_csv_atomic,
@@ -142,25 +143,12 @@ def prepare_msp_podcast(
         noise_folder,
         save_folder,
         # A segment covers the longest utterance with room for a random offset.
-        segment_seconds=_longest_utterance(manifests.values()) + 1.0,
+        segment_seconds=longest_duration(manifests.values()) + 1.0,
         adapt_minutes=adapt_noise_minutes,
         test_bank=test_noise_bank,
         drop_bad_files=drop_bad_rows,
     )
     return manifests
-
-
-def _longest_utterance(manifests):
-    longest = 0.0
-    for path in manifests:
-        with open(path, newline="") as fin:
-            longest = max(
-                [
-                    longest,
-                    *(float(row["duration"]) for row in csv.DictReader(fin)),
-                ]
-            )
-    return longest
 
 
 def write_manifests(

@@ -27,7 +27,6 @@ Authors
 """
 
 import copy
-import csv
 import os
 import sys
 import time
@@ -53,6 +52,7 @@ from ctsl_brain.dataio import (
     describe_audio_problem,
     from_unit_scale,
     load_audio,
+    longest_duration,
     run_command,
     to_unit_scale,
     write_text_atomic,
@@ -731,9 +731,10 @@ def prepare_corpus(hparams):
     manifest_folder = hparams["manifest_folder"]
     options = dict(hparams["prepare_options"] or {})
     recorded = hparams["recorded_test_folders"]
+    # With MSP-Podcast first: without noise-only recordings, the field recordings' noise is the
+    # noise. The demo writes its field recordings with the corpus, so it comes after that.
+    field = extract_field(hparams) if corpus == "msp_podcast" else None
     if corpus == "msp_podcast":
-        # First: without noise-only recordings, the field recordings' noise is the noise.
-        field = extract_field(hparams)
         settings = {
             "noise_folder": hparams["noise_folder"] or field,
             "adapt_noise_minutes": hparams["adapt_noise_minutes"],
@@ -756,9 +757,9 @@ def prepare_corpus(hparams):
             prepare_demo_corpus(hparams["data_folder"], **options),
             manifest_folder,
         )
-        field = extract_field(hparams)  # the demo writes field recordings too
     else:
         check_manifest_folder(manifest_folder)
+    if corpus != "msp_podcast":
         field = extract_field(hparams)
 
     if field is not None:
@@ -766,7 +767,11 @@ def prepare_corpus(hparams):
             field,
             hparams["field_bank_folder"],
             # A segment covers the longest utterance with room for a random offset.
-            segment_seconds=longest_utterance(manifest_folder) + 1.0,
+            segment_seconds=longest_duration(
+                os.path.join(manifest_folder, f"{split}.csv")
+                for split in ("train", "dev", "test")
+            )
+            + 1.0,
             adapt_minutes=hparams["adapt_noise_minutes"],
             test_bank=False,
             drop_bad_files=hparams["drop_bad_rows"],
@@ -836,33 +841,6 @@ def extract_field(hparams):
         drop_bad_files=hparams["drop_bad_rows"],
     )
     return extracted["stretch_folder"]
-
-
-def longest_utterance(manifest_folder):
-    """The longest ``duration`` of the train, dev and test manifests, in seconds.
-
-    Arguments
-    ---------
-    manifest_folder : str
-        Holds ``train.csv``, ``dev.csv`` and ``test.csv``.
-
-    Returns
-    -------
-    float
-        The longest duration.
-    """
-    longest = 0.0
-    for split in ("train", "dev", "test"):
-        with open(
-            os.path.join(manifest_folder, f"{split}.csv"), newline=""
-        ) as fin:
-            longest = max(
-                [
-                    longest,
-                    *(float(row["duration"]) for row in csv.DictReader(fin)),
-                ]
-            )
-    return longest
 
 
 def install_manifests(written, manifest_folder):

@@ -65,6 +65,7 @@ __all__ = [
     "load_audio",
     "check_manifest_columns",
     "check_manifest_folder",
+    "longest_duration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -453,6 +454,38 @@ def write_csv_atomic(path, header, rows):
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+def longest_duration(manifests):
+    """The longest ``duration`` of some manifests, in seconds.
+
+    Arguments
+    ---------
+    manifests : iterable of str
+        Manifests (CSV files with a ``duration`` column).
+
+    Returns
+    -------
+    longest : float
+        The longest duration; 0 when they hold no row.
+
+    Example
+    -------
+    >>> path = getfixture("tmp_path") / "m.csv"
+    >>> _ = path.write_text("ID,duration\\na,2.5\\nb,3.25\\n")
+    >>> longest_duration([str(path)])
+    3.25
+    """
+    longest = 0.0
+    for path in manifests:
+        with open(path, newline="") as fin:
+            longest = max(
+                [
+                    longest,
+                    *(float(row["duration"]) for row in csv.DictReader(fin)),
+                ]
+            )
+    return longest
 
 
 def check_manifest_columns(path):

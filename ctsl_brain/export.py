@@ -10,7 +10,6 @@ source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form
 Nothing of the training data is needed to use it.
 """
 
-import csv
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from .dataio import (
     MissingInputError,
     SettingsError,
     UserError,
+    longest_duration,
     process_running,
     write_text_atomic,
 )
@@ -588,15 +588,14 @@ def data_window(run_folder, settings):
     ]
     if settings.get("manifest_folder"):
         manifests.append(os.path.join(settings["manifest_folder"], "test.csv"))
-    longest, found = 0.0, []
-    for manifest in filter(None, manifests):
-        path = _resolve(manifest, run_folder, settings)
-        if not os.path.isfile(path):
-            continue
-        with open(path, newline="") as fin:
-            durations = [float(row["duration"]) for row in csv.DictReader(fin)]
-        found.append(path)
-        longest = max([longest, *durations])
+    found = [
+        path
+        for path in (
+            _resolve(manifest, run_folder, settings)
+            for manifest in filter(None, manifests)
+        )
+        if os.path.isfile(path)
+    ]
     if not found:
         logger.warning(
             "the manifests of %s were not found (run the export from the folder train.py "
@@ -607,6 +606,7 @@ def data_window(run_folder, settings):
             WINDOW_SECONDS,
         )
         return WINDOW_SECONDS
+    longest = longest_duration(found)
     return max(WINDOW_SECONDS, math.ceil(longest * 10 - 1e-9) / 10)
 
 

@@ -53,6 +53,8 @@ from speechbrain.integrations.huggingface import Wav2Vec2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+# The same measurement as the training benchmark's (this script's folder is on sys.path).
+from benchmark_student import matmul_peak  # noqa: E402
 from ctsl_brain.custom_interface import (  # noqa: E402
     EmotionGraph,
     RegressionHead,
@@ -71,31 +73,6 @@ LABEL_MIN, LABEL_MAX = 1.0, 7.0
 DEMO_HEAD = {"hidden_size": 256, "num_hidden_layers": 1}
 # The paper's head.
 LARGE_HEAD = {"hidden_size": 1024, "num_hidden_layers": 2}
-
-
-def matmul_peak(size=2048, repeats=8):
-    """Best float32 matrix-product rate of this machine.
-
-    Arguments
-    ---------
-    size : int
-        Rows and columns of the square matrices multiplied.
-    repeats : int
-        Timed products, of which the fastest counts (after one untimed).
-
-    Returns
-    -------
-    peak : float
-        The rate, in GFLOP/s.
-    """
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def demo_graph(folder):
