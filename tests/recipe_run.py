@@ -1,8 +1,16 @@
-"""Runs train.py as a user does, with the settings of a few-second run on a tiny encoder."""
+"""Runs train.py as a user does, with the settings of a few-second run on a tiny encoder, and
+reads what a run wrote; helpers the tests share."""
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+
+import numpy as np
+import pandas as pd
+from ctsl_brain.conditions import condition_manifest
+from ctsl_brain.dataio import ATTRIBUTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,3 +86,52 @@ def run_train(hparams_file, results, *overrides, cwd=ROOT, **replace):
         ],
         cwd=cwd,
     )
+
+
+def evaluated_epoch(run_folder):
+    """The epoch of the checkpoint a finished run's evaluation treats as its best."""
+    with open(os.path.join(run_folder, "evaluation.json")) as fin:
+        return json.load(fin)["checkpoints"][0]["epoch"]
+
+
+def run_predictions(run_folder, manifest_folder, data_folder, epoch=None):
+    """A run's own predictions of the test files of every condition, by file path: those of
+    ``epoch``'s checkpoint, or of the one its evaluation treats as its best."""
+    if epoch is None:
+        epoch = evaluated_epoch(run_folder)
+    table = pd.read_csv(os.path.join(run_folder, "predictions.csv"))
+    table = table[table["checkpoint"] == epoch]
+    found = {}
+    for condition, rows in table.groupby("condition"):
+        manifest = pd.read_csv(
+            condition_manifest(manifest_folder, condition)
+        ).set_index("ID")
+        for _, row in rows.iterrows():
+            path = manifest.loc[row["ID"], "wav"].replace(
+                "$data_root", data_folder
+            )
+            found[path] = np.array([row[f"{name}_pred"] for name in ATTRIBUTES])
+    return found
+
+
+def prediction_values(prediction):
+    """A prediction of predict_file (a dict) as an array, in the attributes' order."""
+    return np.array([prediction[name] for name in ATTRIBUTES])
+
+
+def folder_snapshot(folder):
+    """Content, size and modification time of every file under ``folder``: equal snapshots
+    taken before and after a step show that it left the folder as it was."""
+    state = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            stat = os.stat(path)
+            state[os.path.relpath(path, folder)] = (
+                digest,
+                stat.st_size,
+                stat.st_mtime_ns,
+            )
+    return state

@@ -21,12 +21,11 @@ import soundfile
 import torch
 import torchaudio
 from ctsl_brain.__main__ import main
-from ctsl_brain.conditions import condition_manifest
 from ctsl_brain.custom_interface import load_audio, read_segment
 from ctsl_brain.dataio import ATTRIBUTES
 from ctsl_brain.export import export_onnx, export_run
 from ctsl_brain.inference import EmotionRegressor
-from recipe_run import run_train
+from recipe_run import prediction_values, run_predictions, run_train
 
 RATE = 16000
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
@@ -141,25 +140,7 @@ def model(run):
 
 def _run_predictions(run):
     """The run's own predictions of its evaluated checkpoint, by audio file."""
-    with open(os.path.join(run["run"], "evaluation.json")) as fin:
-        epoch = json.load(fin)["checkpoints"][0]["epoch"]
-    table = pd.read_csv(os.path.join(run["run"], "predictions.csv"))
-    table = table[table["checkpoint"] == epoch]
-    found = {}
-    for condition, rows in table.groupby("condition"):
-        manifest = pd.read_csv(
-            condition_manifest(run["manifests"], condition)
-        ).set_index("ID")
-        for _, row in rows.iterrows():
-            path = manifest.loc[row["ID"], "wav"]
-            found[path.replace("$data_root", run["data_folder"])] = np.array(
-                [row[f"{name}_pred"] for name in ATTRIBUTES]
-            )
-    return found
-
-
-def _values(prediction):
-    return np.array([prediction[name] for name in ATTRIBUTES])
+    return run_predictions(run["run"], run["manifests"], run["data_folder"])
 
 
 # ----- Export parity -----
@@ -173,7 +154,7 @@ def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
     # Every utterance like the run's is embedded whole, as its evaluation did.
     assert model.hparams.window_seconds >= max(TEST_SECONDS)
     worst = max(
-        np.abs(_values(model.predict_file(path)) - values).max()
+        np.abs(prediction_values(model.predict_file(path)) - values).max()
         for path, values in expected.items()
     )
     assert worst < 1e-4  # predictions.csv keeps 6 significant digits
@@ -182,7 +163,8 @@ def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
     # that was the difference between an export and its run on corpora with long utterances.
     windowed = {
         path: np.abs(
-            _values(model.predict_file(path, window_seconds=10.0)) - values
+            prediction_values(model.predict_file(path, window_seconds=10.0))
+            - values
         ).max()
         for path, values in expected.items()
     }
@@ -502,7 +484,9 @@ def test_trajectory_predicts_each_window_as_its_own_waveform(model, tmp_path):
     for row in rows:
         piece = signal[round(row["start"] * RATE) : round(row["end"] * RATE)]
         assert (
-            np.abs(_values(row) - model.predict_batch(piece)[0].numpy()).max()
+            np.abs(
+                prediction_values(row) - model.predict_batch(piece)[0].numpy()
+            ).max()
             < 1e-5
         )
     with pytest.raises(ValueError, match="hop_seconds=0"):

@@ -2,7 +2,6 @@
 recordings with known speech, rates and channels, digital silence, errors, caching, memory."""
 
 import csv
-import hashlib
 import logging
 import os
 import sys
@@ -25,6 +24,7 @@ from ctsl_brain.field_prep import (
     noise_stretches,
     speech_spans,
 )
+from recipe_run import folder_snapshot
 from scipy.signal import lfilter
 from torchaudio.functional import resample
 
@@ -101,23 +101,6 @@ def _overlap(spans, others):
     )
 
 
-def _snapshot(folder):
-    """Content, size and modification time of every file under ``folder``."""
-    state = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            stat = os.stat(path)
-            state[os.path.relpath(path, folder)] = (
-                digest,
-                stat.st_size,
-                stat.st_mtime_ns,
-            )
-    return state
-
-
 @pytest.fixture(scope="module")
 def field(tmp_path_factory):
     """The same field recording at 16 kHz mono and at 44.1 kHz stereo, each in its folder,
@@ -130,7 +113,7 @@ def field(tmp_path_factory):
     _write(
         root / "stereo" / "take1.flac", np.stack([high, 0.8 * high], 1), 44100
     )
-    before = _snapshot(root / "mono")
+    before = folder_snapshot(root / "mono")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     results = {
@@ -295,7 +278,7 @@ def test_rates_and_channels_give_the_same_stretches(field):
 
 
 def test_the_field_folder_is_not_modified(field):
-    assert _snapshot(field["root"] / "mono") == field["before"]
+    assert folder_snapshot(field["root"] / "mono") == field["before"]
 
 
 def test_up_to_date_and_redone_when_options_or_inputs_change(

@@ -18,7 +18,6 @@ import torch
 import torchaudio
 from ctsl_brain import custom_interface
 from ctsl_brain.__main__ import main
-from ctsl_brain.conditions import condition_manifest
 from ctsl_brain.dataio import (
     ATTRIBUTES,
     AUDIO_ADVICE,
@@ -29,7 +28,15 @@ from ctsl_brain.dataio import (
 )
 from ctsl_brain.export import export_run
 from ctsl_brain.inference import EmotionRegressor, audio_files
-from recipe_run import ROOT, demo_arguments, run_checked, run_train
+from recipe_run import (
+    ROOT,
+    demo_arguments,
+    evaluated_epoch,
+    prediction_values,
+    run_checked,
+    run_predictions,
+    run_train,
+)
 
 RATE = 16000
 
@@ -54,7 +61,7 @@ def runs(tmp_path_factory):
     )
     teacher_run = str(results / "demo" / "teacher" / "1986")
     student_run = str(results / "demo" / "rm_tl_cl" / "1986")
-    other_epoch = 3 - _evaluated_epoch(
+    other_epoch = 3 - evaluated_epoch(
         teacher_run
     )  # the one the evaluation did not choose
 
@@ -95,36 +102,16 @@ def model(runs):
     )
 
 
-def _evaluated_epoch(run_folder):
-    with open(os.path.join(run_folder, "evaluation.json")) as fin:
-        return json.load(fin)["checkpoints"][0]["epoch"]
-
-
 def _run_predictions(runs, system, epoch):
     """The run's own predictions of the test files of every condition, by file path."""
-    table = pd.read_csv(os.path.join(runs["runs"][system], "predictions.csv"))
-    table = table[table["checkpoint"] == epoch]
-    found = {}
-    for condition, rows in table.groupby("condition"):
-        manifest = pd.read_csv(
-            condition_manifest(runs["manifests"], condition)
-        ).set_index("ID")
-        for _, row in rows.iterrows():
-            path = manifest.loc[row["ID"], "wav"].replace(
-                "$data_root", runs["data_folder"]
-            )
-            found[path] = np.array([row[f"{name}_pred"] for name in ATTRIBUTES])
-    return found
-
-
-def _values(prediction):
-    """A prediction of predict_file (a dict) as an array, in the attributes' order."""
-    return np.array([prediction[name] for name in ATTRIBUTES])
+    return run_predictions(
+        runs["runs"][system], runs["manifests"], runs["data_folder"], epoch
+    )
 
 
 def _largest_difference(model, expected, count=None):
     return max(
-        np.abs(_values(model.predict_file(path)) - values).max()
+        np.abs(prediction_values(model.predict_file(path)) - values).max()
         for path, values in list(expected.items())[:count]
     )
 
@@ -135,7 +122,7 @@ def _largest_difference(model, expected, count=None):
 @pytest.mark.parametrize("system", ["teacher", "student"])
 def test_exported_model_predicts_what_the_run_evaluated(runs, system):
     model = EmotionRegressor.from_hparams(source=runs["models"][system])
-    epoch = _evaluated_epoch(runs["runs"][system])
+    epoch = evaluated_epoch(runs["runs"][system])
     expected = _run_predictions(runs, system, epoch)
     assert len(expected) == 8, "4 clean and 4 noisy test files"
     # predictions.csv keeps 6 significant digits.
@@ -145,7 +132,7 @@ def test_exported_model_predicts_what_the_run_evaluated(runs, system):
 def test_checkpoint_option_exports_that_epoch(runs):
     other = EmotionRegressor.from_hparams(source=runs["models"]["other"])
     expected = _run_predictions(
-        runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"])
+        runs, "teacher", evaluated_epoch(runs["runs"]["teacher"])
     )
     assert _largest_difference(other, expected, 2) > 1e-3, (
         "the other epoch predicts the same"
@@ -185,7 +172,7 @@ def test_exported_folder_is_self_contained_and_lint_clean(runs):
     try:
         model = EmotionRegressor.from_hparams(source=folder)
         expected = _run_predictions(
-            runs, "teacher", _evaluated_epoch(runs["runs"]["teacher"])
+            runs, "teacher", evaluated_epoch(runs["runs"]["teacher"])
         )
         assert _largest_difference(model, expected, 1) < 1e-4
     finally:
@@ -195,7 +182,7 @@ def test_exported_folder_is_self_contained_and_lint_clean(runs):
 def test_default_checkpoint_is_the_one_the_evaluation_chose(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["runs"]["teacher"], run)
-    best = _evaluated_epoch(run)
+    best = evaluated_epoch(run)
     # Told by evaluation.json that the other epoch is its best, the export follows it.
     evaluation = json.loads((run / "evaluation.json").read_text())
     evaluation["checkpoints"] = [{"epoch": runs["other_epoch"], "dev_ccc": 0.0}]
@@ -268,7 +255,7 @@ def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_run(runs["runs"]["teacher"], out)
     done = export_run(runs["runs"]["teacher"], out, overwrite=True)
-    assert done["epoch"] == _evaluated_epoch(runs["runs"]["teacher"])
+    assert done["epoch"] == evaluated_epoch(runs["runs"]["teacher"])
     assert sorted(os.listdir(tmp_path)) == ["model"], (
         "a staging folder was left behind"
     )
@@ -319,7 +306,7 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
     assert list(prediction) == list(ATTRIBUTES)
     # Shorter than the window: one window, exactly the waveform's prediction.
     assert np.array_equal(
-        _values(prediction), _batch(model, speech).astype(np.float64)
+        prediction_values(prediction), _batch(model, speech).astype(np.float64)
     )
     embedding = model.encode_batch(torch.as_tensor(speech)[None])
     assert embedding.shape == (1, model.mods.encoder.output_size)
@@ -327,20 +314,24 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
 
 def test_channels_are_averaged(model, runs, tmp_path):
     speech, other = _speech(runs, 0), _speech(runs, 1)
-    mono = _values(model.predict_file(_write(tmp_path / "mono.wav", speech)))
+    mono = prediction_values(
+        model.predict_file(_write(tmp_path / "mono.wav", speech))
+    )
     twice = model.predict_file(
         _write(tmp_path / "twice.wav", np.stack([speech, speech], 1))
     )
-    assert np.array_equal(_values(twice), mono)
+    assert np.array_equal(prediction_values(twice), mono)
 
     other = np.resize(other, len(speech))
     stereo = model.predict_file(
         _write(tmp_path / "stereo.wav", np.stack([speech, other], 1))
     )
     assert np.allclose(
-        _values(stereo), _batch(model, (speech + other) / 2), atol=1e-5
+        prediction_values(stereo),
+        _batch(model, (speech + other) / 2),
+        atol=1e-5,
     )
-    assert not np.allclose(_values(stereo), mono, atol=1e-3)
+    assert not np.allclose(prediction_values(stereo), mono, atol=1e-3)
 
 
 @pytest.mark.parametrize("rate", [44100, 8000])
@@ -353,7 +344,9 @@ def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
     heard = torchaudio.functional.resample(
         torch.as_tensor(recorded), rate, RATE
     )
-    assert np.allclose(_values(prediction), _batch(model, heard), atol=1e-5)
+    assert np.allclose(
+        prediction_values(prediction), _batch(model, heard), atol=1e-5
+    )
 
 
 def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
@@ -364,7 +357,9 @@ def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
     as_float = model.predict_file(
         _write(tmp_path / "float.wav", quantised / 32768.0)
     )
-    assert np.array_equal(_values(as_int), _values(as_float))
+    assert np.array_equal(
+        prediction_values(as_int), prediction_values(as_float)
+    )
 
 
 def _manual_windows(model, signal, count, *, by_frames=True):
@@ -403,15 +398,19 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     ]
     mean = torch.cat(windows).mean(0, keepdim=True)
     expected = (model.mods.head(mean)[0] * 6 + 1).numpy()
-    assert np.allclose(_values(by_window), expected, atol=1e-5)
+    assert np.allclose(prediction_values(by_window), expected, atol=1e-5)
 
     count = int(np.ceil(seconds / 2.0))
     assert count >= 3
     windowed = model.predict_file(path, window_seconds=2.0, batch_size=2)
     assert np.allclose(
-        _values(windowed), _manual_windows(model, speech, count), atol=1e-5
+        prediction_values(windowed),
+        _manual_windows(model, speech, count),
+        atol=1e-5,
     )
-    assert not np.allclose(_values(windowed), _batch(model, speech), atol=1e-3)
+    assert not np.allclose(
+        prediction_values(windowed), _batch(model, speech), atol=1e-3
+    )
 
     # Two windows a frame apart (one sample apart, across a frame boundary): weighted by their
     # frame counts, not equally.
@@ -429,18 +428,20 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     assert not np.allclose(
         weighted, _manual_windows(model, pair, 2, by_frames=False), atol=1e-5
     )
-    assert np.allclose(_values(uneven), weighted, atol=1e-6)
+    assert np.allclose(prediction_values(uneven), weighted, atol=1e-6)
 
     # The window is a key of the model too, and a window as long as the file is the file.
     shorter = EmotionRegressor.from_hparams(
         source=runs["models"]["teacher"], overrides={"window_seconds": 2.0}
     )
     assert np.allclose(
-        _values(shorter.predict_file(path)), _values(windowed), atol=1e-6
+        prediction_values(shorter.predict_file(path)),
+        prediction_values(windowed),
+        atol=1e-6,
     )
     whole = model.predict_file(path, window_seconds=seconds)
     assert np.array_equal(
-        _values(whole), _batch(model, speech).astype(np.float64)
+        prediction_values(whole), _batch(model, speech).astype(np.float64)
     )
     with pytest.raises(ValueError, match="window_seconds=0.1"):
         model.predict_file(path, window_seconds=0.1)
@@ -574,7 +575,7 @@ def test_predict_command_reports_a_broken_file_and_predicts_the_rest(
     assert (table.loc[str(broken), list(ATTRIBUTES)] == "").all()
     for path in good:
         assert table.loc[path, "error"] == ""
-        expected = _values(model.predict_file(path))
+        expected = prediction_values(model.predict_file(path))
         assert np.allclose(
             table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
         )
@@ -666,7 +667,7 @@ def test_predict_reports_bad_audio_and_never_writes_nan(
         assert (table.loc[path, ["duration", *ATTRIBUTES]] == "").all()
     for path in good:
         assert table.loc[path, "error"] == ""
-        expected = _values(model.predict_file(path))
+        expected = prediction_values(model.predict_file(path))
         assert np.allclose(
             table.loc[path, list(ATTRIBUTES)].astype(float), expected, atol=1e-4
         )

@@ -2,7 +2,6 @@
 seams, errors, warnings, the report, caching."""
 
 import csv
-import hashlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ from ctsl_brain.dataio import DataError
 from ctsl_brain.noise_plan import bank_boundary, plan_bank, spans_between
 from ctsl_brain.noise_prep import prepare_noise_banks
 from ctsl_brain.noise_reading import resample_stream
+from recipe_run import folder_snapshot
 from torchaudio.functional import resample
 
 SR = 16000
@@ -60,23 +60,6 @@ def _segments(csv_path):
 
 def _samples(seconds):
     return round(seconds * SR)
-
-
-def _snapshot(folder):
-    """Content, size and modification time of every file under ``folder``."""
-    state = {}
-    for root, _, files in os.walk(folder):
-        for name in files:
-            path = os.path.join(root, name)
-            with open(path, "rb") as f:
-                digest = hashlib.sha256(f.read()).hexdigest()
-            stat = os.stat(path)
-            state[os.path.relpath(path, folder)] = (
-                digest,
-                stat.st_size,
-                stat.st_mtime_ns,
-            )
-    return state
 
 
 def _output_mtimes(folder):
@@ -127,7 +110,7 @@ def _continued(positions):
 
 
 def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
-    before = _snapshot(mixed_folder)
+    before = folder_snapshot(mixed_folder)
     out = tmp_path / "banks"
     result = prepare_noise_banks(
         mixed_folder, out, segment_seconds=1.0, adapt_minutes=0.05
@@ -163,7 +146,9 @@ def test_mixed_formats_give_16k_mono_banks(mixed_folder, tmp_path):
     assert totals["adapt"] == _samples(2.99)
     # b's last 1.7 s (1 s and a 0.7 s piece), c.ogg's 3 s, sub/d.wav's 2 s.
     assert totals["test"] == _samples(6.7)
-    assert _snapshot(mixed_folder) == before, "the noise folder was modified"
+    assert folder_snapshot(mixed_folder) == before, (
+        "the noise folder was modified"
+    )
 
 
 def test_every_sample_goes_into_one_bank_the_first_minutes_into_adaptation(
@@ -619,7 +604,7 @@ def test_drop_bad_files_skips_and_reports_them(
     folder_with_bad_files, tmp_path, caplog
 ):
     folder, bad = folder_with_bad_files
-    before = _snapshot(folder)
+    before = folder_snapshot(folder)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         result = prepare_noise_banks(
             folder,
@@ -651,7 +636,7 @@ def test_drop_bad_files_skips_and_reports_them(
     # good2.flac (1.6 s: 1 s and 0.6 s) is the test bank.
     assert result["banks"]["adapt"]["seconds"] == pytest.approx(2.4)
     assert result["banks"]["test"]["seconds"] == pytest.approx(1.6)
-    assert _snapshot(folder) == before
+    assert folder_snapshot(folder) == before
     # The stamp keeps the list for the calls that find everything up to date.
     again = prepare_noise_banks(
         folder,
