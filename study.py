@@ -22,6 +22,9 @@ dev checkpoints of each on the clean and noisy test sets, and writes Table 1
 (embedding analysis on the noisy dev sets), the CCC-vs-SNR figure and every
 per-utterance prediction under ``<results_folder>/<corpus>/study/<seed>``.
 
+Once Original is done, the adapted systems train ``--jobs`` at a time (on the demo, 2
+where there are 2 cores or more), each on its share of the cores.
+
 Stages already finished with the same settings are skipped, so an interrupted
 study resumes where it stopped (a stage interrupted mid-training resumes from
 its last checkpoint).
@@ -99,6 +102,13 @@ class Progress:
             fout.write(line + "\n")
 
 
+def _cores():
+    """The CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def parse_arguments(argv):
     """Parses the study's command line.
 
@@ -161,6 +171,14 @@ def parse_arguments(argv):
         help=f"default: demo {DEMO_EPOCHS['student']}, else the YAML's",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        help="adapted systems trained at once once Original is done, each on its share of "
+        "the CPU cores (they share the GPUs there are); their output goes to "
+        "<study folder>/stages/<system>.out (default: demo 2 where there are 2 cores or "
+        "more, else 1)",
+    )
+    parser.add_argument(
         "--n_groups", type=int, default=30, help="test groups (paper: 30)"
     )
     parser.add_argument(
@@ -198,6 +216,10 @@ def parse_arguments(argv):
         name for name in systems if name != "Original"
     ]
     args.results_folder = os.path.abspath(args.results_folder)
+    if args.jobs is None:
+        args.jobs = min(2, _cores()) if args.corpus == "demo" else 1
+    elif args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more; got {args.jobs}")
     return args, overrides
 
 
@@ -342,6 +364,26 @@ def _marked_command(marker):
         return []
 
 
+def _stage_files(system, args, study_folder):
+    """The output folder of a system's run and the marker of its finished stage."""
+    folder = output_folder(system, args)
+    marker = os.path.join(study_folder, "stages", f"{system}.json")
+    return folder, marker
+
+
+def _finished(command, folder, marker):
+    """Whether a stage finished earlier with the same command (launcher aside)."""
+    done = os.path.isfile(os.path.join(folder, "evaluation.json"))
+    return done and _marked_command(marker)[1:] == command[1:]
+
+
+def _mark_finished(marker, command, seconds):
+    """Records that a stage finished with ``command``."""
+    os.makedirs(os.path.dirname(marker), exist_ok=True)
+    record = {"command": command, "seconds": seconds}
+    write_text_atomic(marker, json.dumps(record, indent=2))
+
+
 def run_stage(number, total, system, args, overrides, study_folder, log):
     """Runs one system's train.py unless it finished with the same command.
 
@@ -366,10 +408,8 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
         Where progress goes.
     """
     command = stage_command(system, args, overrides)
-    folder = output_folder(system, args)
-    marker = os.path.join(study_folder, "stages", f"{system}.json")
-    finished = os.path.isfile(os.path.join(folder, "evaluation.json"))
-    if finished and _marked_command(marker)[1:] == command[1:]:
+    folder, marker = _stage_files(system, args, study_folder)
+    if _finished(command, folder, marker):
         log(
             f"stage {number}/{total} {system}: finished earlier ({folder}), skipped"
         )
@@ -383,12 +423,136 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
             f"is {os.path.join(folder, 'log.txt')}. Run the study again to resume."
         )
         sys.exit(done.returncode)
-    os.makedirs(os.path.dirname(marker), exist_ok=True)
-    record = {"command": command, "seconds": time.monotonic() - start}
-    write_text_atomic(marker, json.dumps(record, indent=2))
+    _mark_finished(marker, command, time.monotonic() - start)
     log(
         f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}"
     )
+
+
+def _end_with_parent():
+    """Run in a child before it starts: it gets SIGTERM when the study ends, even killed
+    (Linux), so that no orphan trains on while a resumed study runs the same stage."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _tail(path, lines=15):
+    """The last ``lines`` lines of a text file ("" when it cannot be read)."""
+    try:
+        with open(path, errors="replace") as fin:
+            return "".join(fin.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
+    """Runs stages ``args.jobs`` at a time, each on its share of the CPU cores.
+
+    Each stage's output goes to ``<study_folder>/stages/<system>.out``. The
+    stages are started from the last of ``numbered`` to the first: in the
+    study's order that starts the longest first (the field system's, which
+    also extracts its noise) and ends with RH (the head alone). When a stage
+    fails, the running ones finish, no other starts, and the study ends with
+    the failed stage's exit status; running the study again resumes it.
+
+    Arguments
+    ---------
+    numbered : list of tuple
+        ``(number, system)`` of each stage, in the study's order.
+    total : int
+        The number of stages, for the log.
+    args : argparse.Namespace
+        The study's options, from :func:`parse_arguments` (``jobs``).
+    overrides : list of str
+        train.py overrides for every stage.
+    study_folder : str
+        The study's folder, where the marker of each finished stage is kept.
+    log : Progress
+        Where progress goes.
+    """
+    env = dict(os.environ)
+    threads = str(max(1, _cores() // args.jobs))
+    # Two jobs each on all the cores would fight over them; a user's own setting stays.
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
+    queue, running, failed = list(reversed(numbered)), [], []
+    try:
+        while running or (queue and not failed):
+            while queue and not failed and len(running) < args.jobs:
+                number, system = queue.pop(0)
+                command = stage_command(system, args, overrides)
+                folder, marker = _stage_files(system, args, study_folder)
+                if _finished(command, folder, marker):
+                    log(
+                        f"stage {number}/{total} {system}: finished earlier ({folder}), "
+                        "skipped"
+                    )
+                    continue
+                output = os.path.join(study_folder, "stages", f"{system}.out")
+                os.makedirs(os.path.dirname(output), exist_ok=True)
+                log(
+                    f"stage {number}/{total} {system}: {shlex.join(command)} "
+                    f"(on {env['OMP_NUM_THREADS']} threads, output in {output})"
+                )
+                with open(output, "w") as out:
+                    process = subprocess.Popen(
+                        command,
+                        cwd=ROOT,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_end_with_parent,
+                    )
+                running.append(
+                    (
+                        process,
+                        number,
+                        system,
+                        command,
+                        marker,
+                        output,
+                        time.monotonic(),
+                    )
+                )
+            time.sleep(0.5)
+            for job in list(running):
+                process, number, system, command, marker, output, start = job
+                if process.poll() is None:
+                    continue
+                running.remove(job)
+                seconds = time.monotonic() - start
+                if process.returncode == 0:
+                    _mark_finished(marker, command, seconds)
+                    log(
+                        f"stage {number}/{total} {system}: done in {_duration(seconds)}"
+                    )
+                    continue
+                failed.append(process.returncode)
+                print(_tail(output), end="", flush=True)
+                log(
+                    f"stage {number}/{total} {system} failed (exit status "
+                    f"{process.returncode}); its output is {output}"
+                    + (
+                        ", waiting for the stages still running"
+                        if running
+                        else ""
+                    )
+                )
+    finally:
+        for (
+            process,
+            *_,
+        ) in running:  # the study was interrupted: so are its stages
+            process.terminate()
+        for process, *_ in running:
+            process.wait()
+    if failed:
+        log("Run the study again to resume.")
+        sys.exit(failed[0])
 
 
 def main(argv=None):
@@ -406,8 +570,16 @@ def main(argv=None):
     os.makedirs(study_folder, exist_ok=True)
     log = Progress(study_folder)
     total = len(args.systems) + 1
-    for number, system in enumerate(args.systems, start=1):
-        run_stage(number, total, system, args, overrides, study_folder, log)
+    numbered = list(enumerate(args.systems, start=1))
+    # Original first, alone: the other systems start from it.
+    run_stage(1, total, "Original", args, overrides, study_folder, log)
+    if args.jobs > 1 and len(numbered) > 2:
+        run_stages_at_once(
+            numbered[1:], total, args, overrides, study_folder, log
+        )
+    else:
+        for number, system in numbered[1:]:
+            run_stage(number, total, system, args, overrides, study_folder, log)
 
     log(
         f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"

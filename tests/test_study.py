@@ -3,6 +3,7 @@ epoch) writes every output, and a second run skips the finished stages."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -281,3 +282,97 @@ def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
     assert done.returncode != 0
     assert "stage 1/7 Original failed" in done.stdout
     assert "stage 2/7" not in done.stdout
+
+
+def _stand_in_stages(monkeypatch, tmp_path, scripts):
+    """The study with each system's train.py replaced by a Python one-liner."""
+    import study
+
+    def command(system, args, overrides):
+        return [sys.executable, "-c", scripts[system]]
+
+    monkeypatch.setattr(study, "stage_command", command)
+    args, overrides = study.parse_arguments(
+        ["--results_folder", str(tmp_path / "results"), "--jobs", "2"]
+    )
+    folder = tmp_path / "study"
+    folder.mkdir()
+    return study, args, overrides, str(folder), study.Progress(str(folder))
+
+
+def test_stages_at_once_share_the_cores_and_keep_their_output(
+    monkeypatch, tmp_path
+):
+    report = "import os; print('threads', os.environ.get('OMP_NUM_THREADS'))"
+    systems = ["RM", "RM+TL", "RM+CL"]
+    study, args, overrides, folder, log = _stand_in_stages(
+        monkeypatch, tmp_path, dict.fromkeys(systems, report)
+    )
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(study, "_cores", lambda: 4)
+    numbered = list(enumerate(systems, start=2))
+    study.run_stages_at_once(numbered, 5, args, overrides, folder, log)
+    for system in systems:
+        output = os.path.join(folder, "stages", f"{system}.out")
+        assert open(output).read() == "threads 2\n"  # 4 cores, 2 jobs
+        with open(os.path.join(folder, "stages", f"{system}.json")) as fin:
+            assert json.load(fin)["command"][-1] == report
+    lines = open(os.path.join(folder, "study_log.txt")).read().splitlines()
+    started = [
+        line.split("stage ")[1][:3] for line in lines if "(on 2 threads" in line
+    ]
+    assert started == ["4/5", "3/5", "2/5"]  # the last of the table first
+    assert sum("done in" in line for line in lines) == 3
+
+
+def test_a_failed_stage_among_several_lets_the_running_finish_and_starts_no_other(
+    monkeypatch, tmp_path
+):
+    slow = "import time; time.sleep(2); print('slow one done')"
+    fail = "import sys; print('the error of this stage'); sys.exit(3)"
+    study, args, overrides, folder, log = _stand_in_stages(
+        monkeypatch,
+        tmp_path,
+        {"RM": "print('never')", "RM+TL": slow, "RM+CL": fail},
+    )
+    numbered = [(2, "RM"), (3, "RM+TL"), (4, "RM+CL")]
+    with pytest.raises(SystemExit) as ended:
+        study.run_stages_at_once(numbered, 5, args, overrides, folder, log)
+    assert ended.value.code == 3
+    stages = os.path.join(folder, "stages")
+    assert open(os.path.join(stages, "RM+TL.out")).read() == "slow one done\n"
+    assert os.path.isfile(os.path.join(stages, "RM+TL.json"))
+    assert not os.path.exists(os.path.join(stages, "RM+CL.json"))
+    assert not os.path.exists(os.path.join(stages, "RM.out"))  # never started
+    text = open(os.path.join(folder, "study_log.txt")).read()
+    assert "stage 4/5 RM+CL failed (exit status 3); its output is" in text
+    assert "RM+CL.out" in text and "Run the study again to resume." in text
+
+
+def test_an_interrupted_study_stops_its_running_stages(monkeypatch, tmp_path):
+    forever = "import time; print('started', flush=True); time.sleep(60)"
+    study, args, overrides, folder, log = _stand_in_stages(
+        monkeypatch, tmp_path, {"RM": forever, "RM+TL": forever}
+    )
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(*popen_args, **kwargs):
+        process = real_popen(*popen_args, **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(study.subprocess, "Popen", popen)
+    ticks = iter(range(6))
+
+    def sleep(_seconds):
+        if next(ticks) == 5:  # the user presses Ctrl-C
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(study.time, "sleep", sleep)
+    with pytest.raises(KeyboardInterrupt):
+        study.run_stages_at_once(
+            [(2, "RM"), (3, "RM+TL")], 4, args, overrides, folder, log
+        )
+    assert len(started) == 2
+    assert [process.returncode for process in started] == [-signal.SIGTERM] * 2
