@@ -57,7 +57,7 @@ DEMO_STAGE_OVERRIDES = {
     "teacher": ["--batch_size", "8"],
     "student": ["--batch_size", "16"],
 }
-DEMO_EPOCHS = {"teacher": 10, "student": 7}
+DEMO_EPOCHS = {"teacher": 10, "student": 6}
 # The method adapted from field recordings rather than noise-only recordings.
 FIELD_SYSTEM = "RM+TL+CL (field)"
 

@@ -356,7 +356,7 @@ def prepare_demo_corpus(
     seed: int = 1234,
     n_train: int = 480,
     n_dev: int = 120,
-    n_test: int = 900,
+    n_test: int = 600,
     min_duration: float = 1.5,
     max_duration: float = 3.5,
     adapt_noise_minutes: float = 3.0,
