@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The paper's experiment in one command: all its systems, tables, plots.
 
-On the embedded demo corpus (the default; a tiny encoder on CPU, about 15
-minutes):
+On the embedded demo corpus (the default; a tiny encoder on CPU, about 11
+minutes on 2 cores):
 
     python study.py
 
