@@ -364,24 +364,29 @@ def _marked_command(marker):
         return []
 
 
-def _stage_files(system, args, study_folder):
-    """The output folder of a system's run and the marker of its finished stage."""
+def _stage_to_run(number, total, system, args, overrides, study_folder, log):
+    """A stage's command, output folder and marker; None, logged, when it finished
+    earlier with the same command (launcher aside)."""
+    command = stage_command(system, args, overrides)
     folder = output_folder(system, args)
     marker = os.path.join(study_folder, "stages", f"{system}.json")
-    return folder, marker
+    if (
+        os.path.isfile(os.path.join(folder, "evaluation.json"))
+        and _marked_command(marker)[1:] == command[1:]
+    ):
+        log(
+            f"stage {number}/{total} {system}: finished earlier ({folder}), skipped"
+        )
+        return None
+    return command, folder, marker
 
 
-def _finished(command, folder, marker):
-    """Whether a stage finished earlier with the same command (launcher aside)."""
-    done = os.path.isfile(os.path.join(folder, "evaluation.json"))
-    return done and _marked_command(marker)[1:] == command[1:]
-
-
-def _mark_finished(marker, command, seconds):
-    """Records that a stage finished with ``command``."""
+def _stage_done(number, total, system, command, marker, seconds, log):
+    """Records that a stage finished with ``command`` in ``seconds``, and logs it."""
     os.makedirs(os.path.dirname(marker), exist_ok=True)
     record = {"command": command, "seconds": seconds}
     write_text_atomic(marker, json.dumps(record, indent=2))
+    log(f"stage {number}/{total} {system}: done in {_duration(seconds)}")
 
 
 def run_stage(number, total, system, args, overrides, study_folder, log):
@@ -407,13 +412,12 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
     log : Progress
         Where progress goes.
     """
-    command = stage_command(system, args, overrides)
-    folder, marker = _stage_files(system, args, study_folder)
-    if _finished(command, folder, marker):
-        log(
-            f"stage {number}/{total} {system}: finished earlier ({folder}), skipped"
-        )
+    stage = _stage_to_run(
+        number, total, system, args, overrides, study_folder, log
+    )
+    if stage is None:
         return
+    command, folder, marker = stage
     log(f"stage {number}/{total} {system}: {shlex.join(command)}")
     start = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, check=False)
@@ -423,9 +427,8 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
             f"is {os.path.join(folder, 'log.txt')}. Run the study again to resume."
         )
         sys.exit(done.returncode)
-    _mark_finished(marker, command, time.monotonic() - start)
-    log(
-        f"stage {number}/{total} {system}: done in {_duration(time.monotonic() - start)}"
+    _stage_done(
+        number, total, system, command, marker, time.monotonic() - start, log
     )
 
 
@@ -484,14 +487,12 @@ def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
         while running or (queue and not failed):
             while queue and not failed and len(running) < args.jobs:
                 number, system = queue.pop(0)
-                command = stage_command(system, args, overrides)
-                folder, marker = _stage_files(system, args, study_folder)
-                if _finished(command, folder, marker):
-                    log(
-                        f"stage {number}/{total} {system}: finished earlier ({folder}), "
-                        "skipped"
-                    )
+                stage = _stage_to_run(
+                    number, total, system, args, overrides, study_folder, log
+                )
+                if stage is None:
                     continue
+                command, _, marker = stage
                 output = os.path.join(study_folder, "stages", f"{system}.out")
                 os.makedirs(os.path.dirname(output), exist_ok=True)
                 log(
@@ -524,11 +525,15 @@ def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
                 if process.poll() is None:
                     continue
                 running.remove(job)
-                seconds = time.monotonic() - start
                 if process.returncode == 0:
-                    _mark_finished(marker, command, seconds)
-                    log(
-                        f"stage {number}/{total} {system}: done in {_duration(seconds)}"
+                    _stage_done(
+                        number,
+                        total,
+                        system,
+                        command,
+                        marker,
+                        time.monotonic() - start,
+                        log,
                     )
                     continue
                 failed.append(process.returncode)
