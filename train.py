@@ -609,11 +609,12 @@ def dataio_prepare(hparams):
     -------
     dict
         ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
-        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); dev and the conditions are sorted by
-        duration (ascending), which pads evaluation batches least; train is
-        sorted by duration when ``sorting`` is ``ascending`` or ``descending``, and batched by
-        SpeechBrain's ``DynamicBatchSampler`` when ``dynamic_batching`` is true (the sampler
-        replaces ``batch_size`` and ``shuffle`` of ``train_dataloader_opts``).
+        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); dev
+        and the conditions are sorted by duration (ascending), which pads evaluation batches
+        least; train is sorted by duration when ``sorting`` is ``ascending`` or
+        ``descending``, and batched by SpeechBrain's ``DynamicBatchSampler`` when
+        ``dynamic_batching`` is true (the sampler replaces ``batch_size`` and ``shuffle`` of
+        ``train_dataloader_opts``).
     """
 
     def audio_pipeline(manifest):
