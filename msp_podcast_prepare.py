@@ -36,7 +36,7 @@ from ctsl_brain.dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
-from ctsl_brain.noise_prep import prepare_noise_banks
+from ctsl_brain.noise_banks.banks import prepare_noise_banks
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -87,7 +87,7 @@ def prepare_msp_podcast(
 
     Writes into ``save_folder`` the manifests ``train.csv``, ``dev.csv`` and ``test.csv`` (see
     :func:`write_manifests`) and the noise banks ``noise_adapt.csv`` and ``noise_test.csv``
-    with their segments (see :func:`ctsl_brain.noise_prep.prepare_noise_banks`). What is up to
+    with their segments (see :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks`). What is up to
     date is not redone.
 
     Arguments

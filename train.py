@@ -57,9 +57,8 @@ from ctsl_brain.dataio import (
     to_unit_scale,
     write_text_atomic,
 )
-from ctsl_brain.demo_corpus import prepare_demo_corpus
+from ctsl_brain.demo.corpus import prepare_demo_corpus
 from ctsl_brain.evaluation import write_evaluation
-from ctsl_brain.field_prep import extract_field_noise
 from ctsl_brain.losses import (
     INFONCE_DENOMINATORS,
     NEGATIVE_BOUNDARIES,
@@ -71,7 +70,8 @@ from ctsl_brain.losses import (
     transfer_loss,
 )
 from ctsl_brain.models import TeacherEmbeddingCache
-from ctsl_brain.noise_prep import prepare_noise_banks
+from ctsl_brain.noise_banks.banks import prepare_noise_banks
+from ctsl_brain.noise_banks.field import extract_field_noise
 from ctsl_brain.settings import (
     check_prepare_options,
     check_settings,
@@ -825,7 +825,7 @@ def extract_field(hparams):
     """The noise of the field recordings of ``field_folder``, if any, as a noise folder.
 
     The stretches without speech of the recordings (see
-    :func:`ctsl_brain.field_prep.extract_field_noise`) are written under
+    :func:`ctsl_brain.noise_banks.field.extract_field_noise`) are written under
     ``field_bank_folder``.
 
     Arguments

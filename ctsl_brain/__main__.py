@@ -27,8 +27,8 @@ import torch
 from tqdm import tqdm
 
 from .dataio import ATTRIBUTES, DataError, run_command, write_csv_atomic
-from .export import WINDOW_SECONDS, export_run
-from .inference import (
+from .deployment.export import WINDOW_SECONDS, export_run
+from .deployment.inference import (
     BATCH_SIZE,
     EmotionRegressor,
     audio_files,

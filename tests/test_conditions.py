@@ -9,7 +9,7 @@ import pytest
 import soundfile
 from ctsl_brain.conditions import condition_names, prepare_test_conditions
 from ctsl_brain.dataio import DataError, MissingInputError, load_audio
-from ctsl_brain.demo_corpus import prepare_demo_corpus
+from ctsl_brain.demo.corpus import prepare_demo_corpus
 
 
 @pytest.fixture(scope="module")

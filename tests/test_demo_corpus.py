@@ -1,4 +1,4 @@
-"""Tests for the embedded synthetic emotional-speech corpus (``ctsl_brain.demo_corpus``).
+"""Tests for the embedded synthetic emotional-speech corpus (``ctsl_brain.demo.corpus``).
 
 Besides the file-format contract (headers, IDs, durations, label grid, speaker-disjoint
 splits, disjoint noise banks, determinism, caching), this checks that the corpus is a
@@ -15,7 +15,7 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from ctsl_brain.demo_corpus import (
+from ctsl_brain.demo.corpus import (
     MANIFEST_HEADER,
     NOISE_HEADER,
     prepare_demo_corpus,
@@ -234,7 +234,7 @@ def test_a_generation_stopped_half_way_ends_with_the_same_files(
     """Stopped while it writes its audio (a kill), the same call finishes it: the folder then
     holds exactly the files of an uninterrupted generation, byte for byte, and no temporary
     file."""
-    from ctsl_brain import demo_corpus
+    from ctsl_brain.demo import corpus as demo_corpus
 
     options = {"n_train": 6, "n_dev": 2, "n_test": 3, **TINY_NOISE}
     whole, cut = tmp_path / "whole", tmp_path / "cut"
@@ -505,7 +505,7 @@ def test_label_distribution(learn_corpus):
 def test_what_is_said_follows_valence():
     """Vowels are drawn uniformly for neutral valence, front vowels (high F2) more often the more
     positive the utterance, back vowels the more negative."""
-    from ctsl_brain.demo_speech import VOWELS, vowel_probabilities
+    from ctsl_brain.demo.speech import VOWELS, vowel_probabilities
 
     np.testing.assert_allclose(
         vowel_probabilities(0.0), np.full(len(VOWELS), 1 / len(VOWELS))

@@ -23,8 +23,8 @@ import torchaudio
 from ctsl_brain.__main__ import main
 from ctsl_brain.custom_interface import load_audio, read_segment
 from ctsl_brain.dataio import ATTRIBUTES
-from ctsl_brain.export import export_onnx, export_run
-from ctsl_brain.inference import EmotionRegressor
+from ctsl_brain.deployment.export import export_onnx, export_run
+from ctsl_brain.deployment.inference import EmotionRegressor
 from recipe_run import prediction_values, run_predictions, run_train
 
 RATE = 16000

@@ -11,15 +11,18 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from ctsl_brain import field_prep, noise_reading
 from ctsl_brain.dataio import DataError, MissingInputError, SettingsError
-from ctsl_brain.demo_speech import (
+from ctsl_brain.demo.speech import (
     draw_labels,
     draw_voice,
     rms,
     synthesize_speech,
 )
-from ctsl_brain.field_prep import (
+from ctsl_brain.noise_banks import (
+    field as field_prep,
+    reading as noise_reading,
+)
+from ctsl_brain.noise_banks.field import (
     extract_field_noise,
     noise_stretches,
     speech_spans,
@@ -29,7 +32,7 @@ from scipy.signal import lfilter
 from torchaudio.functional import resample
 
 SR = 16000
-LOGGER = "ctsl_brain.field_prep"
+LOGGER = "ctsl_brain.noise_banks.field"
 # Utterances (start, length) in seconds of the main field recording, of 40 s.
 UTTERANCES = [(2, 3), (8, 2.5), (13, 4), (20, 2), (25.5, 3), (33, 3.5)]
 FIELD_SECONDS = 40

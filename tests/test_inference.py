@@ -26,8 +26,8 @@ from ctsl_brain.dataio import (
     describe_audio_problem,
     inspect_audio,
 )
-from ctsl_brain.export import export_run
-from ctsl_brain.inference import EmotionRegressor, audio_files
+from ctsl_brain.deployment.export import export_run
+from ctsl_brain.deployment.inference import EmotionRegressor, audio_files
 from recipe_run import (
     ROOT,
     demo_arguments,

@@ -64,11 +64,18 @@ def _imports(path):
     return found
 
 
+def _module_name(path):
+    """``ctsl_brain/demo/corpus.py`` -> ``ctsl_brain.demo.corpus``; a package's
+    ``__init__.py`` is the package."""
+    name = path[:-3].replace("/", ".")
+    return name[: -len(".__init__")] if name.endswith(".__init__") else name
+
+
 def _library_graph():
     modules = {
-        path[:-3].replace("/", "."): path
+        _module_name(path): path
         for path in _tracked(".py")
-        if path.startswith(f"{LIBRARY}/") and path.count("/") == 1
+        if path.startswith(f"{LIBRARY}/")
     }
     graph = {
         name: {m for m in _imports(path) if m in modules and m != name}
@@ -96,6 +103,35 @@ def test_the_library_has_no_import_circle():
         if module not in state:
             visit(module, [module])
     assert not circles, "import circles: " + "; ".join(circles)
+
+
+def _part(module):
+    """The subpackage a module belongs to, or None for the top level."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else None
+
+
+def test_the_library_shows_its_parts():
+    """At most 15 modules at the top; subpackages import nothing at their top."""
+    modules, _ = _library_graph()
+    top = [m for m, path in modules.items() if path.count("/") == 1]
+    assert len(top) <= 15, sorted(top)
+    packages = [p for p in modules.values() if p.endswith("/__init__.py")]
+    for path in packages:
+        assert not _imports(path), f"{path} imports something"
+
+
+def test_imports_run_down_only():
+    """The top level (its command line aside) imports no subpackage, and no
+    subpackage imports another: each part stands on the top level alone."""
+    modules, graph = _library_graph()
+    for module, imported in graph.items():
+        for target in imported - {LIBRARY}:
+            if _part(target) is None or _part(target) == _part(module):
+                continue
+            if module == f"{LIBRARY}.__main__":
+                continue
+            raise AssertionError(f"{module} imports {target}: it runs back up")
 
 
 def test_the_ground_floor_imports_only_the_exported_interface():

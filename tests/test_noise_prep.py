@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from ctsl_brain import noise_reading
 from ctsl_brain.dataio import DataError
-from ctsl_brain.noise_plan import bank_boundary, plan_bank, spans_between
-from ctsl_brain.noise_prep import prepare_noise_banks
-from ctsl_brain.noise_reading import resample_stream
+from ctsl_brain.noise_banks import reading as noise_reading
+from ctsl_brain.noise_banks.banks import prepare_noise_banks
+from ctsl_brain.noise_banks.plan import bank_boundary, plan_bank, spans_between
+from ctsl_brain.noise_banks.reading import resample_stream
 from recipe_run import folder_snapshot
 from torchaudio.functional import resample
 
 SR = 16000
-LOGGER = "ctsl_brain.noise_prep"
+LOGGER = "ctsl_brain.noise_banks.banks"
 
 
 def _noise(seed, seconds, sample_rate, channels=1, level=0.1):

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from ctsl_brain.demo_corpus import prepare_demo_corpus
+from ctsl_brain.demo.corpus import prepare_demo_corpus
 from ctsl_brain.models import RegressionHead, load_encoder
 from ctsl_brain.noise import UtteranceAddNoise
 from recipe_run import demo_arguments, run_train

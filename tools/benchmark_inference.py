@@ -18,9 +18,9 @@ scale):
   paper uses it, with the paper's head (two hidden layers of 1024).
 
 Each is run three ways, side by side in one run: PyTorch float32 (under
-``torch.inference_mode``), ONNX float32 (``ctsl_brain.export.export_onnx``,
+``torch.inference_mode``), ONNX float32 (``ctsl_brain.deployment.export.export_onnx``,
 run with onnxruntime on the CPU) and ONNX int8 (its dynamically quantised copy,
-``ctsl_brain.export.quantize_int8``), at batch 1 (one utterance of
+``ctsl_brain.deployment.export.quantize_int8``), at batch 1 (one utterance of
 ``--seconds``) and batch 8 (utterances of 0.6 to 1 times ``--seconds``, zero
 padded to the longest and masked). After one untimed run, the fastest of
 ``--repeats`` timed runs counts. The table gives seconds of audio processed per
@@ -61,7 +61,10 @@ from ctsl_brain.custom_interface import (  # noqa: E402
     SSLEncoder,
 )
 from ctsl_brain.dataio import ATTRIBUTES  # noqa: E402
-from ctsl_brain.export import export_onnx, quantize_int8  # noqa: E402
+from ctsl_brain.deployment.export import (  # noqa: E402
+    export_onnx,
+    quantize_int8,
+)
 from ctsl_brain.models import tiny_encoder_folder  # noqa: E402
 
 RATE = 16000
@@ -442,7 +445,7 @@ def accuracy(args):
     args : argparse.Namespace
         The command line's options.
     """
-    from ctsl_brain.inference import EmotionRegressor
+    from ctsl_brain.deployment.inference import EmotionRegressor
     from ctsl_brain.losses import concordance_cc
 
     files, labels = read_manifest(args.manifest, args.data_folder)

@@ -10,7 +10,7 @@ Run from the repository's root::
 It writes the demo corpus' field recordings (``--minutes`` of them: recordings of the
 adaptation noise's place with talkers speaking 5 to 15 dB above it, and their true speech
 intervals) into a temporary folder, or takes those of ``--data_folder``, and runs
-:func:`ctsl_brain.field_prep.extract_field_noise` on them with the recipe's default settings,
+:func:`ctsl_brain.noise_banks.field.extract_field_noise` on them with the recipe's default settings,
 on one thread, twice: once to measure the voice activity pass (decoding, resampling and
 silero-vad, timed alone on the CPU time of the process) and the whole extraction, and once
 more with the detector's probabilities cached, to show what a change of the other options
@@ -34,8 +34,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ctsl_brain import demo_corpus  # noqa: E402
-from ctsl_brain.field_prep import extract_field_noise  # noqa: E402
+from ctsl_brain.demo import corpus as demo_corpus  # noqa: E402
+from ctsl_brain.noise_banks.field import extract_field_noise  # noqa: E402
 
 
 def truth_intervals(path):

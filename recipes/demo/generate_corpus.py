@@ -11,7 +11,7 @@ The ``-m`` form, run from the repository root, is equivalent to the first. The
 noise banks are radio-like.
 
 The output is deterministic for a given set of options, and an existing corpus
-built with the same options is reused. See ``ctsl_brain.demo_corpus`` for what
+built with the same options is reused. See ``ctsl_brain.demo.corpus`` for what
 the corpus contains.
 """
 
@@ -30,7 +30,7 @@ ROOT = os.path.dirname(
 
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from ctsl_brain.demo_corpus import prepare_demo_corpus  # noqa: E402
+from ctsl_brain.demo.corpus import prepare_demo_corpus  # noqa: E402
 
 # The options' defaults are the generator's own.
 DEFAULTS = {

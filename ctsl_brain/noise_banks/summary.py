@@ -7,7 +7,7 @@ a report (per bank: recordings, segments, audio taken, crossfades, noise in the 
 was left out and why) and returns its figures.
 
 Messages point to the recipe's command-line options, not to the arguments of
-:func:`ctsl_brain.noise_prep.prepare_noise_banks`, and say what to do about what they report.
+:func:`ctsl_brain.noise_banks.banks.prepare_noise_banks`, and say what to do about what they report.
 """
 
 import math
@@ -194,7 +194,7 @@ def bank_figures(bank, sample_rate):
 
     Arguments
     ---------
-    bank : ctsl_brain.noise_plan.Bank
+    bank : ctsl_brain.noise_banks.plan.Bank
         The bank as planned.
     sample_rate : int
         The recipe's rate, in Hz.
@@ -204,7 +204,7 @@ def bank_figures(bank, sample_rate):
     dict
         ``recordings``, ``segments``, ``recorded_seconds``, ``crossfades``,
         ``crossfade_seconds`` and ``seconds`` (see
-        :func:`ctsl_brain.noise_prep.prepare_noise_banks`).
+        :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks`).
     """
     return {
         "recordings": bank.recordings,
@@ -237,7 +237,7 @@ def warning_messages(
     problems : list of str
         The files skipped, as ``"path: reason"``.
     banks : dict
-        The :class:`ctsl_brain.noise_plan.Bank` of ``"adapt"`` and, when one is made,
+        The :class:`ctsl_brain.noise_banks.plan.Bank` of ``"adapt"`` and, when one is made,
         ``"test"``.
     total : int
         Samples of usable audio, at ``sample_rate``.
@@ -313,7 +313,7 @@ def report_text(
     ---------
     report : dict
         ``banks`` (:func:`bank_figures` of each bank), ``unused_seconds`` and ``dropped``, as
-        :func:`ctsl_brain.noise_prep.prepare_noise_banks` returns them.
+        :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks` returns them.
     noise_folder : str
         Where the recordings are.
     output_folder : str

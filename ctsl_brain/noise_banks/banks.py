@@ -18,12 +18,12 @@ once, before any output is touched.
 This module checks the folders, runs the two passes, writes the CSVs and the stamp and finds
 banks up to date; the rest is in modules of their own:
 
-- :mod:`ctsl_brain.noise_reading`: listing the files, scanning and decoding them block by
+- :mod:`ctsl_brain.noise_banks.reading`: listing the files, scanning and decoding them block by
   block, downmix and streaming resampling.
-- :mod:`ctsl_brain.noise_plan`: which samples go into which segment (every usable sample goes
+- :mod:`ctsl_brain.noise_banks.plan`: which samples go into which segment (every usable sample goes
   into a bank; short pieces are joined with crossfades), as arithmetic on lengths.
-- :mod:`ctsl_brain.noise_writing`: the second pass, filling and writing the segments.
-- :mod:`ctsl_brain.noise_report`: the report, the warnings (a bank smaller than asked, a short
+- :mod:`ctsl_brain.noise_banks.writing`: the second pass, filling and writing the segments.
+- :mod:`ctsl_brain.noise_banks.summary`: the report, the warnings (a bank smaller than asked, a short
   test bank, skipped files) and the refusals.
 """
 
@@ -34,21 +34,16 @@ import logging
 import math
 import os
 
-from .dataio import (
+from ..dataio import (
     NOISE_COLUMNS,
     DataError,
     SettingsError,
     write_csv_atomic,
     write_text_atomic,
 )
-from .noise_plan import (
-    CROSSFADE_SECONDS,
-    bank_boundary,
-    plan_bank,
-    spans_between,
-)
-from .noise_reading import list_inputs, scan
-from .noise_report import (
+from .plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
+from .reading import list_inputs, scan
+from .summary import (
     adapt_minutes_message,
     bank_figures,
     missing_folder_message,
@@ -58,7 +53,7 @@ from .noise_report import (
     unusable_files_message,
     warning_messages,
 )
-from .noise_writing import remove_stale_segments, write_segments
+from .writing import remove_stale_segments, write_segments
 
 __all__ = ["NOISE_HEADER", "STAMP_FILE", "prepare_noise_banks"]
 
@@ -102,7 +97,7 @@ def prepare_noise_banks(
     segment_seconds : float
         Length of a noise segment; the recipe passes a little more than its longest utterance.
         Pieces shorter than a segment are joined into segments with crossfades; the last
-        segment of a bank may be shorter (see :mod:`ctsl_brain.noise_plan`).
+        segment of a bank may be shorter (see :mod:`ctsl_brain.noise_banks.plan`).
     adapt_minutes : float
         Length of the adaptation bank: the first minutes of audio, taking the files in sorted
         order of their relative paths; a file straddling the boundary is cut there. When the

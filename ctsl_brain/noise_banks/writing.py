@@ -1,8 +1,8 @@
 """Writing the noise banks' segments: the second pass over the recordings.
 
 Each recording is streamed once more, decoded, downmixed and resampled as in the
-first pass (:mod:`ctsl_brain.noise_reading`), and its parts go to the segments
-that :mod:`ctsl_brain.noise_plan` planned, in the order of the recordings, so
+first pass (:mod:`ctsl_brain.noise_banks.reading`), and its parts go to the segments
+that :mod:`ctsl_brain.noise_banks.plan` planned, in the order of the recordings, so
 that a segment is written as soon as its last part is read and few segments are
 held in memory at a time. The two sides of a crossfade are added to the same
 samples, with equal-power ramps (sine fading in, cosine fading out). Segments
@@ -15,9 +15,9 @@ import re
 import numpy as np
 import soundfile as sf
 
-from .dataio import DataError, remove_stale_staging, write_audio_atomic
-from .noise_reading import downmix, read_blocks, resample_stream
-from .noise_report import duration_text
+from ..dataio import DataError, remove_stale_staging, write_audio_atomic
+from .reading import downmix, read_blocks, resample_stream
+from .summary import duration_text
 
 __all__ = ["remove_stale_segments", "write_segments"]
 
@@ -29,10 +29,10 @@ def write_segments(recordings, banks, folders, sample_rate):
 
     Arguments
     ---------
-    recordings : list of ctsl_brain.noise_reading.Recording
+    recordings : list of ctsl_brain.noise_banks.reading.Recording
         The usable recordings, in the order the files are taken.
     banks : dict
-        The :class:`ctsl_brain.noise_plan.Bank` of each bank to write, by name
+        The :class:`ctsl_brain.noise_banks.plan.Bank` of each bank to write, by name
         (``"adapt"``, ``"test"``).
     folders : dict
         The folder of each bank's segments, by name (created if needed); segment
@@ -106,7 +106,7 @@ class _Segment:
 
         Arguments
         ---------
-        part : ctsl_brain.noise_plan.Part
+        part : ctsl_brain.noise_banks.plan.Part
             The part the samples belong to.
         begin : int
             Index in the part of the first of ``samples``.

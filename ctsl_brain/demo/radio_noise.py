@@ -5,7 +5,7 @@ Why
 The recipe adapts its model to recorded radio shows, with one bank of them for adaptation and
 another for testing. The stand-in noise must genuinely mask the demo speech's emotional cues at
 low SNR, so it is built from what radio shows are made of, talk above all: babble of the same
-synthesiser (:mod:`ctsl_brain.demo_speech`), which carries the same kind of pitch and
+synthesiser (:mod:`ctsl_brain.demo.speech`), which carries the same kind of pitch and
 voice-quality cues as the target.
 
 What it is
@@ -15,24 +15,17 @@ from voices outside every corpus split), music (chords, bass line, drums) and so
 (filtered bursts, chirps, applause, hum) with smoothly time-varying weights, so that, as on
 the radio, talk, music and jingles take turns.
 
-The corpus (:mod:`ctsl_brain.demo_corpus`) chooses the babble voices and the generator of each
+The corpus (:mod:`ctsl_brain.demo.corpus`) chooses the babble voices and the generator of each
 recording, and cuts the recordings into the segments of its noise banks. Anything that changes
 what is drawn or computed here changes the corpus' files, so it must come with a new
-``demo_corpus.CORPUS_VERSION``.
+``corpus.CORPUS_VERSION``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .demo_speech import (
-    Voice,
-    bandpass,
-    draw_labels,
-    rms,
-    synthesize_speech,
-    white,
-)
+from .speech import Voice, bandpass, draw_labels, rms, synthesize_speech, white
 
 __all__ = ["radio_recording"]
 
@@ -239,7 +232,7 @@ def radio_recording(
 
     Example
     -------
-    >>> from ctsl_brain.demo_speech import draw_voice
+    >>> from ctsl_brain.demo.speech import draw_voice
     >>> voices = [
     ...     draw_voice(np.random.default_rng(k), female=k % 2 == 1)
     ...     for k in range(8)

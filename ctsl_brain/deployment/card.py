@@ -15,9 +15,9 @@ import os
 import pandas as pd
 import torch
 
-from .dataio import ATTRIBUTES, SILENCE_PEAK
-from .losses import concordance_cc
-from .models import encoder_hparams_path
+from ..dataio import ATTRIBUTES, SILENCE_PEAK
+from ..losses import concordance_cc
+from ..models import encoder_hparams_path
 
 __all__ = ["model_card", "ENCODER_LICENCES"]
 
@@ -113,7 +113,7 @@ def model_card(
     run_folder : str
         The run's ``output_folder``.
     settings : dict
-        The run's settings (``ctsl_brain.export.run_settings``).
+        The run's settings (``ctsl_brain.deployment.export.run_settings``).
     epoch : int
         The exported checkpoint's epoch.
     dev_ccc : float

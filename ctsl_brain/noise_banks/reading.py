@@ -16,8 +16,8 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
-from .dataio import SampleCheck
-from .noise_report import duration_text
+from ..dataio import SampleCheck
+from .summary import duration_text
 
 __all__ = [
     "Recording",

@@ -18,11 +18,11 @@ What it is
 Utterances of a source-filter synthesiser whose prosody and voice quality follow three
 emotional attributes (arousal, dominance, valence on the 1-7 scale, rounded to multiples of
 0.2 like the mean of five raters), spoken by synthetic speakers: see
-:mod:`ctsl_brain.demo_speech` for what each attribute changes. Splits are speaker-disjoint.
+:mod:`ctsl_brain.demo.speech` for what each attribute changes. Splits are speaker-disjoint.
 Each utterance is scaled to a peak of 0.5 times a loudness gain weakly tied to arousal.
 
 Noise banks imitate radio shows: each synthetic "recording" mixes babble, music and sound
-effects with smoothly time-varying weights (see :mod:`ctsl_brain.demo_noise`); its babble
+effects with smoothly time-varying weights (see :mod:`ctsl_brain.demo.radio_noise`); its babble
 talkers are voices of the same synthesiser from outside every corpus split. Each recording is
 cut into segments slightly longer than the longest utterance, listed in SpeechBrain's
 ``AddNoise`` CSV format. The adaptation and test banks come from different random streams,
@@ -42,7 +42,7 @@ import os
 
 import numpy as np
 
-from .dataio import (
+from ..dataio import (
     MANIFEST_COLUMNS,
     NOISE_COLUMNS,
     SettingsError,
@@ -51,8 +51,8 @@ from .dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .demo_noise import radio_recording
-from .demo_speech import Voice, draw_labels, draw_voice, rms, synthesize_speech
+from .radio_noise import radio_recording
+from .speech import Voice, draw_labels, draw_voice, rms, synthesize_speech
 
 __all__ = [
     "CORPUS_VERSION",

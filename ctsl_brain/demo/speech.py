@@ -23,10 +23,10 @@ Speaker (base pitch, tract length, speaking rate, breathiness), phonetic content
 jitter are nuisance factors.
 
 Every function takes the generator it draws from, and draws in a fixed order: the corpus
-(:mod:`ctsl_brain.demo_corpus`) keys one generator to each speaker and utterance, and the radio
-noise (:mod:`ctsl_brain.demo_noise`) uses the same synthesiser for its babble. Anything that
+(:mod:`ctsl_brain.demo.corpus`) keys one generator to each speaker and utterance, and the radio
+noise (:mod:`ctsl_brain.demo.radio_noise`) uses the same synthesiser for its babble. Anything that
 changes what is drawn or computed here changes the corpus' files, so it must come with a new
-``demo_corpus.CORPUS_VERSION``. The small signal helpers (:func:`rms`, :func:`white`,
+``corpus.CORPUS_VERSION``. The small signal helpers (:func:`rms`, :func:`white`,
 :func:`bandpass`) serve the noise synthesiser too.
 """
 

@@ -5,13 +5,13 @@ none, only recordings made there with people talking (a clinic's waiting room, a
 centre), :func:`extract_field_noise` takes a folder of such field recordings, finds the
 stretches without speech with a voice activity detector (silero-vad, which runs offline on CPU
 with the model that ships inside its package) and writes them as WAV files: a folder of
-noise-only recordings, to be given to :func:`ctsl_brain.noise_prep.prepare_noise_banks` as its
+noise-only recordings, to be given to :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks` as its
 noise folder.
 
 Each file is read three times, block by block, so that the memory used does not grow with the
 length of a recording (one float per 32 ms is kept, about 110 kB per hour):
 
-1. :func:`ctsl_brain.noise_reading.scan` finds every unusable file (unreadable, corrupt, empty,
+1. :func:`ctsl_brain.noise_banks.reading.scan` finds every unusable file (unreadable, corrupt, empty,
    NaN, silent) before anything slow is done, so that all problems come at once.
 2. The voice activity pass downmixes the file, resamples it to 16 kHz and gives silero-vad its
    consecutive chunks of 512 samples (32 ms), in order (the model carries a state from one
@@ -46,7 +46,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .dataio import (
+from ..dataio import (
     SILENCE_PEAK,
     DataError,
     MissingInputError,
@@ -56,14 +56,8 @@ from .dataio import (
     write_csv_atomic,
     write_text_atomic,
 )
-from .noise_reading import (
-    downmix,
-    list_inputs,
-    read_blocks,
-    resample_stream,
-    scan,
-)
-from .noise_report import duration_text
+from .reading import downmix, list_inputs, read_blocks, resample_stream, scan
+from .summary import duration_text
 
 __all__ = [
     "adaptation_csv",
@@ -181,7 +175,7 @@ def extract_field_noise(
     -------
     dict
         ``stretch_folder``: the folder of the stretches' WAV files (the noise folder for
-        :func:`ctsl_brain.noise_prep.prepare_noise_banks`); ``manifest``: the CSV of the
+        :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks`); ``manifest``: the CSV of the
         stretches; ``files``: for each usable file, a dict of ``file`` (relative path),
         ``seconds``, ``speech_seconds`` (speech detected), ``silent_seconds`` (digital
         silence), ``kept_seconds`` and ``stretches`` (how many); ``stretches``,

@@ -1,7 +1,7 @@
 """Using a trained model: arousal, dominance and valence of any recording.
 
 A finished run becomes a model folder with ``python -m ctsl_brain export``
-(see :mod:`ctsl_brain.export`); :class:`EmotionRegressor` (the code of
+(see :mod:`ctsl_brain.deployment.export`); :class:`EmotionRegressor` (the code of
 :mod:`ctsl_brain.custom_interface`, which every export carries) loads it the
 way SpeechBrain's pretrained models are loaded, and
 ``python -m ctsl_brain predict`` runs it over files and folders. This module
@@ -14,13 +14,13 @@ import os
 
 import soundfile
 
-from .custom_interface import (
+from ..custom_interface import (
     BATCH_SIZE,
     EmotionRegressor,
     hop_windows,
     split_windows,
 )
-from .dataio import ATTRIBUTES, MissingInputError, write_bytes_atomic
+from ..dataio import ATTRIBUTES, MissingInputError, write_bytes_atomic
 
 __all__ = [
     "BATCH_SIZE",

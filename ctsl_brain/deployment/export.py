@@ -1,6 +1,6 @@
 """A finished run as a self-contained model folder.
 
-The folder is for :class:`ctsl_brain.inference.EmotionRegressor`. It holds the
+The folder is for :class:`ctsl_brain.deployment.inference.EmotionRegressor`. It holds the
 selected checkpoint's ``encoder.ckpt`` and ``head.ckpt`` (copied as they are),
 ``encoder/config.json`` and
 ``encoder/preprocessor_config.json`` (the pruned encoder's shape and input
@@ -26,10 +26,9 @@ from hyperpyyaml import load_hyperpyyaml
 
 import speechbrain as sb
 
-from . import custom_interface
-from .card import model_card
-from .checkpoints import end_of_epoch_checkpoints
-from .dataio import (
+from .. import custom_interface
+from ..checkpoints import end_of_epoch_checkpoints
+from ..dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
@@ -39,8 +38,9 @@ from .dataio import (
     process_running,
     write_text_atomic,
 )
-from .models import encoder_hparams_path, load_encoder
-from .statistics import select_checkpoints
+from ..models import encoder_hparams_path, load_encoder
+from ..statistics import select_checkpoints
+from .card import model_card
 
 __all__ = [
     "export_run",
