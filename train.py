@@ -163,7 +163,7 @@ class EmotionBrain(sb.Brain):
         the end: a run killed in between redoes that epoch or that evaluation and logs it again,
         so the lines of the killed attempt go, and the finished log holds each epoch once.
         """
-        if not isinstance(self.checkpointer, (type(None), AtomicCheckpointer)):
+        if not isinstance(self.checkpointer, type(None) | AtomicCheckpointer):
             logger.warning(
                 "checkpointer is a %s: a run killed while it saves a checkpoint may not resume; "
                 "ctsl_brain.checkpoints.AtomicCheckpointer saves them atomically",

@@ -198,7 +198,7 @@ def test_field_recordings_have_known_speech_over_the_places_noise(small_corpus):
         for start, end in spans:
             assert 1.5 <= end - start <= 3.5
             speech[round(start * rate) : round(end * rate)] = True
-        pauses = [b[0] - a[1] for a, b in zip(spans, spans[1:])]
+        pauses = [b[0] - a[1] for a, b in zip(spans, spans[1:], strict=False)]
         assert min(pauses) >= 2.0 - 1e-3 and max(pauses) <= 10.0 + 1e-3
         level = 10 * np.log10(
             np.mean(audio[speech] ** 2) / np.mean(audio[~speech] ** 2)

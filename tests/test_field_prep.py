@@ -190,7 +190,7 @@ def test_kept_audio_is_noise_and_covers_the_pauses(field):
     # each side of speech), the share kept.
     edges = [0.0] + [t for s, e in speech for t in (s, e)] + [FIELD_SECONDS]
     keepable = []
-    for gap_start, gap_end in zip(edges[::2], edges[1::2]):
+    for gap_start, gap_end in zip(edges[::2], edges[1::2], strict=False):
         start = gap_start + (MARGIN if gap_start > 0 else 0)
         end = gap_end - (MARGIN if gap_end < FIELD_SECONDS else 0)
         if end - start >= MIN_STRETCH:
@@ -274,7 +274,9 @@ def test_rates_and_channels_give_the_same_stretches(field):
     stereo = _stretches(field["stereo"])
     assert len(mono) == len(stereo)
     differences = [
-        abs(a - b) for m, s in zip(mono, stereo) for a, b in zip(m[1:], s[1:])
+        abs(a - b)
+        for m, s in zip(mono, stereo, strict=False)
+        for a, b in zip(m[1:], s[1:], strict=False)
     ]
     print(f"largest difference: {max(differences):.3f} s")
     assert max(differences) <= 2 * 512 / SR + 0.001

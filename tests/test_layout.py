@@ -193,7 +193,7 @@ def _undocumented(path):
                 if not doc:
                     found.append(f"{where}: no docstring")
                 visit(child, f"{child.name}.")
-            elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
                 arguments = [
                     a.arg
                     for a in child.args.args + child.args.kwonlyargs

@@ -93,7 +93,7 @@ def test_table(run_folder, epoch):
         ccc = concordance_cc(predicted, true).tolist()
         found[condition] = {
             "utterances": len(group),
-            **dict(zip(ATTRIBUTES, ccc)),
+            **dict(zip(ATTRIBUTES, ccc, strict=False)),
         }
     table = pd.DataFrame.from_dict(found, orient="index")
     table.attrs["ranges"] = {

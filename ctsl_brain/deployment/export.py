@@ -513,7 +513,7 @@ _RecipeDumper.add_representer(
     lambda dumper, value: dumper.represent_sequence(
         "tag:yaml.org,2002:seq",
         value,
-        flow_style=not any(isinstance(item, (dict, list)) for item in value),
+        flow_style=not any(isinstance(item, dict | list) for item in value),
     ),
 )
 _RecipeDumper.add_representer(

@@ -261,7 +261,7 @@ def extract_field_noise(
     remove_stale_staging(vad_folder)
     vad = _LazyVad()
     files, plans = [], []
-    for (entry, recording), name in zip(usable, names):
+    for (entry, recording), name in zip(usable, names, strict=False):
         probs, silent, levels, length = _detect(
             recording,
             entry,
@@ -534,7 +534,7 @@ def _pieces(first, last):
     """A stretch in ms as consecutive pieces of at most ``_MAX_STRETCH_SECONDS``."""
     count = -(-(last - first) // (_MAX_STRETCH_SECONDS * 1000))
     bounds = [first + (last - first) * k // count for k in range(count + 1)]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=False))
 
 
 def _silent_spans(silent, length):
@@ -545,7 +545,7 @@ def _silent_spans(silent, length):
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags, [0]])))
     return [
         (max(int(s) - 1, 0) * VAD_CHUNK, min((int(e) + 1) * VAD_CHUNK, length))
-        for s, e in zip(edges[::2], edges[1::2])
+        for s, e in zip(edges[::2], edges[1::2], strict=False)
     ]
 
 
@@ -764,7 +764,7 @@ def _flat_names(rels):
     """The relative paths as file names (``/`` as ``__``), refused when two coincide."""
     names = [rel.replace("/", "__") for rel in rels]
     seen = {}
-    for rel, name in zip(rels, names):
+    for rel, name in zip(rels, names, strict=False):
         if name in seen:
             raise DataError(
                 f"field recordings {seen[name]} and {rel} would give their stretches the "
