@@ -1,6 +1,6 @@
 """Command line for trained models.
 
-Run as::
+Run as ``ctsl-brain`` once the package is installed, or from the checkout as::
 
     python -m ctsl_brain export --run <output_folder> --out <model folder> \\
         [--checkpoint EPOCH] [--onnx] [--onnx-int8]
@@ -36,10 +36,16 @@ from .deployment.inference import (
 )
 
 
+def _program():
+    """The command's name as it was run: ``ctsl-brain`` or ``python -m ctsl_brain``."""
+    name = os.path.basename(sys.argv[0])
+    return "python -m ctsl_brain" if name == "__main__.py" else name
+
+
 def _parser():
     """The parser of the command line, with its two subcommands."""
     parser = argparse.ArgumentParser(
-        prog="python -m ctsl_brain",
+        prog=_program(),
         description="Export and run trained emotion models.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
