@@ -32,32 +32,25 @@ import sys
 import time
 
 import torch
+from corpus_prepare import CORPORA, prepare_corpus
 from ctsl_brain.checkpoints import (
     AtomicCheckpointer,
     end_of_epoch_checkpoints,
     trim_train_log,
 )
-from ctsl_brain.conditions import (
-    condition_manifest,
-    condition_names,
-    prepare_test_conditions,
-)
+from ctsl_brain.conditions import condition_manifest, condition_names
 from ctsl_brain.dataio import (
     ATTRIBUTES,
     DataError,
     MissingInputError,
     SettingsError,
     check_manifest_columns,
-    check_manifest_folder,
     describe_audio_problem,
     from_unit_scale,
     load_audio,
-    longest_duration,
     run_command,
     to_unit_scale,
-    write_text_atomic,
 )
-from ctsl_brain.demo.corpus import prepare_demo_corpus
 from ctsl_brain.evaluation import write_evaluation
 from ctsl_brain.losses import (
     INFONCE_DENOMINATORS,
@@ -70,17 +63,13 @@ from ctsl_brain.losses import (
     transfer_loss,
 )
 from ctsl_brain.models import TeacherEmbeddingCache
-from ctsl_brain.noise_banks.banks import prepare_noise_banks
-from ctsl_brain.noise_banks.field import extract_field_noise
 from ctsl_brain.settings import (
-    check_prepare_options,
     check_settings,
     float32_on_cpu,
     load_hparams,
     unwritable_folder_error,
 )
 from ctsl_brain.statistics import select_checkpoints
-from msp_podcast_prepare import prepare_msp_podcast
 
 import speechbrain as sb
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
@@ -88,8 +77,7 @@ from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
-# The corpora prepare_corpus knows, and the orders of the training set (sorting).
-CORPORA = ("msp_podcast", "demo", "manifests")
+# The orders of the training set (sorting).
 SORT_ORDERS = ("random", "ascending", "descending")
 # Keys whose value must be one of a few words (checked before anything runs).
 CHOICES = {
@@ -715,169 +703,6 @@ def dataio_prepare(hparams):
     return datasets
 
 
-def prepare_corpus(hparams):
-    """Writes the manifests of ``corpus`` into ``manifest_folder``, then the noisy conditions.
-
-    ``train.csv``, ``dev.csv``, ``test.csv`` (utterances), ``noise_adapt.csv``,
-    ``noise_test.csv`` (noise banks in AddNoise's format) and one manifest per noisy test
-    condition (and dev condition, for the embedding analysis). Corpora: ``msp_podcast`` (a
-    release in ``data_folder``, noise recordings in ``noise_folder``, see
-    :func:`msp_podcast_prepare.prepare_msp_podcast`), ``demo`` (the embedded synthetic corpus,
-    generated into ``data_folder``) and ``manifests`` (written by the user into
-    ``manifest_folder``, checked only). ``prepare_options`` passes corpus-specific options.
-    With ``skip_prep`` nothing is prepared: the manifests must be there already.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded hyperparameters.
-    """
-    if hparams["skip_prep"]:
-        return
-    corpus = hparams["corpus"]
-    if corpus not in CORPORA:
-        raise SettingsError(
-            f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}"
-        )
-    manifest_folder = hparams["manifest_folder"]
-    options = dict(hparams["prepare_options"] or {})
-    recorded = hparams["recorded_test_folders"]
-    # With MSP-Podcast first: without noise-only recordings, the field recordings' noise is the
-    # noise. The demo writes its field recordings with the corpus, so it comes after that.
-    field = extract_field(hparams) if corpus == "msp_podcast" else None
-    if corpus == "msp_podcast":
-        settings = {
-            "noise_folder": hparams["noise_folder"] or field,
-            "adapt_noise_minutes": hparams["adapt_noise_minutes"],
-            "test_noise_bank": not recorded,
-            "test_set": hparams["test_set"],
-            "min_duration": hparams["min_duration"],
-            "drop_bad_rows": hparams["drop_bad_rows"],
-            "label_min": hparams["label_min"],
-            "label_max": hparams["label_max"],
-        }
-        check_prepare_options(
-            prepare_msp_podcast, options, corpus, taken=settings
-        )
-        prepare_msp_podcast(
-            hparams["data_folder"], manifest_folder, **settings, **options
-        )
-    elif corpus == "demo":
-        check_prepare_options(prepare_demo_corpus, options, corpus)
-        install_manifests(
-            prepare_demo_corpus(hparams["data_folder"], **options),
-            manifest_folder,
-        )
-    else:
-        check_manifest_folder(manifest_folder)
-    if corpus != "msp_podcast":
-        field = extract_field(hparams)
-
-    if field is not None:
-        prepare_noise_banks(
-            field,
-            hparams["field_bank_folder"],
-            # A segment covers the longest utterance with room for a random offset.
-            segment_seconds=longest_duration(
-                os.path.join(manifest_folder, f"{split}.csv")
-                for split in ("train", "dev", "test")
-            )
-            + 1.0,
-            adapt_minutes=hparams["adapt_noise_minutes"],
-            test_bank=False,
-            drop_bad_files=hparams["drop_bad_rows"],
-        )
-
-    # The test set, and the dev set for the embedding analysis, in the same conditions.
-    conditions = {
-        "data_folder": hparams["data_folder"],
-        "snrs": hparams["test_snrs"],
-        "sample_rate": hparams["sample_rate"],
-        "min_duration": hparams["min_duration"],
-        "drop_bad_rows": hparams["drop_bad_rows"],
-    }
-    prepare_test_conditions(
-        manifest_folder,
-        noise_csv=hparams["test_noise_csv"],
-        seed=hparams["test_noise_seed"],
-        recorded=recorded,
-        **conditions,
-    )
-    recorded_dev = hparams["recorded_dev_folders"]
-    if recorded_dev or os.path.isfile(hparams["adapt_noise_csv"]):
-        prepare_test_conditions(
-            manifest_folder,
-            noise_csv=hparams["adapt_noise_csv"],
-            seed=hparams["dev_noise_seed"],
-            recorded=recorded_dev,
-            split="dev",
-            **conditions,
-        )
-    else:
-        logger.warning(
-            "no adaptation noise bank (%s) and no recorded_dev_folders: the noisy dev sets "
-            "of the embedding analysis are not prepared",
-            hparams["adapt_noise_csv"],
-        )
-
-
-def extract_field(hparams):
-    """The noise of the field recordings of ``field_folder``, if any, as a noise folder.
-
-    The stretches without speech of the recordings (see
-    :func:`ctsl_brain.noise_banks.field.extract_field_noise`) are written under
-    ``field_bank_folder``.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded hyperparameters.
-
-    Returns
-    -------
-    str or None
-        The folder of the stretches' WAV files; None without ``field_folder``.
-    """
-    if not hparams.get("field_folder"):
-        return None
-    extracted = extract_field_noise(
-        hparams["field_folder"],
-        hparams["field_bank_folder"],
-        sample_rate=hparams["sample_rate"],
-        threshold=hparams["field_vad_threshold"],
-        margin_seconds=hparams["field_margin_seconds"],
-        min_stretch_seconds=hparams["field_min_stretch_seconds"],
-        min_total_seconds=hparams["field_min_total_seconds"],
-        foreground_db=hparams["field_foreground_db"],
-        drop_bad_files=hparams["drop_bad_rows"],
-    )
-    return extracted["stretch_folder"]
-
-
-def install_manifests(written, manifest_folder):
-    """Copies a generated corpus' manifests into ``manifest_folder``.
-
-    A manifest is rewritten only when it changed, so that what depends on it is not redone.
-
-    Arguments
-    ---------
-    written : dict
-        Manifest name (``train``, ``noise_adapt``, ...) -> path of the generated CSV.
-    manifest_folder : str
-        Where the recipe reads its manifests (``<name>.csv``).
-    """
-    os.makedirs(manifest_folder, exist_ok=True)
-    for name, path in written.items():
-        target = os.path.join(manifest_folder, f"{name}.csv")
-        with open(path, encoding="utf-8") as fin:
-            text = fin.read()
-        if os.path.isfile(target):
-            with open(target, encoding="utf-8") as fin:
-                if fin.read() == text:
-                    continue
-        write_text_atomic(target, text)
-
-
 def load_teacher(hparams):
     """Loads the teacher's best checkpoint into the student's modules; returns a frozen copy.
 
@@ -962,7 +787,37 @@ def main(argv):
             raise
         raise message from None
 
-    run_on_main(prepare_corpus, args=[hparams])
+    # The preparation's keys, named here: SpeechBrain wants each key used by this script.
+    preparation = {
+        "corpus": hparams["corpus"],
+        "data_folder": hparams["data_folder"],
+        "manifest_folder": hparams["manifest_folder"],
+        "skip_prep": hparams["skip_prep"],
+        "prepare_options": hparams["prepare_options"],
+        "noise_folder": hparams["noise_folder"],
+        "adapt_noise_minutes": hparams["adapt_noise_minutes"],
+        "test_set": hparams["test_set"],
+        "min_duration": hparams["min_duration"],
+        "drop_bad_rows": hparams["drop_bad_rows"],
+        "label_min": hparams["label_min"],
+        "label_max": hparams["label_max"],
+        "sample_rate": hparams["sample_rate"],
+        "field_folder": hparams["field_folder"],
+        "field_bank_folder": hparams["field_bank_folder"],
+        "field_vad_threshold": hparams["field_vad_threshold"],
+        "field_margin_seconds": hparams["field_margin_seconds"],
+        "field_min_stretch_seconds": hparams["field_min_stretch_seconds"],
+        "field_min_total_seconds": hparams["field_min_total_seconds"],
+        "field_foreground_db": hparams["field_foreground_db"],
+        "test_snrs": hparams["test_snrs"],
+        "recorded_test_folders": hparams["recorded_test_folders"],
+        "test_noise_csv": hparams["test_noise_csv"],
+        "test_noise_seed": hparams["test_noise_seed"],
+        "recorded_dev_folders": hparams["recorded_dev_folders"],
+        "adapt_noise_csv": hparams["adapt_noise_csv"],
+        "dev_noise_seed": hparams["dev_noise_seed"],
+    }
+    run_on_main(prepare_corpus, args=[preparation])
     if "training_noise_csv" in hparams:
         logger.info("adaptation noise bank: %s", hparams["training_noise_csv"])
     datasets = dataio_prepare(hparams)

@@ -26,7 +26,13 @@ INTERFACE_IMPORTS = {
     "tqdm",
 }
 STDLIB = sys.stdlib_module_names
-SCRIPTS = {"train", "study", "msp_podcast_prepare", "inspect_encoder"}
+SCRIPTS = {
+    "train",
+    "corpus_prepare",
+    "study",
+    "msp_podcast_prepare",
+    "inspect_encoder",
+}
 
 
 def _tracked(suffix):

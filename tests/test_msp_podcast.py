@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import soundfile
+from corpus_prepare import prepare_corpus
 from ctsl_brain.dataio import (
     AUDIO_ADVICE,
     DataError,
@@ -16,7 +17,6 @@ from ctsl_brain.dataio import (
 )
 from msp_podcast_prepare import prepare_msp_podcast, write_manifests
 from recipe_run import run_train
-from train import prepare_corpus
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 
