@@ -38,6 +38,23 @@ DEFAULTS = {
     for name, param in inspect.signature(prepare_demo_corpus).parameters.items()
     if param.default is not inspect.Parameter.empty
 }
+# The command line's options: name, type, help.
+OPTIONS = (
+    ("seed", int, "master seed (>= 0)"),
+    ("n_train", int, "training utterances"),
+    ("n_dev", int, "validation utterances"),
+    ("n_test", int, "test utterances"),
+    ("min_duration", float, "seconds"),
+    ("max_duration", float, "seconds"),
+    ("adapt_noise_minutes", float, "adaptation noise bank, minutes"),
+    ("test_noise_minutes", float, "test noise bank, minutes"),
+    (
+        "noise_segment_seconds",
+        float,
+        "length of each noise segment (default: max_duration + 1)",
+    ),
+    ("sample_rate", int, "Hz"),
+)
 
 
 def main(argv=None):
@@ -53,72 +70,16 @@ def main(argv=None):
         "and its radio-like noise banks."
     )
     parser.add_argument("data_folder", help="output folder (created if needed)")
-    parser.add_argument(
-        "--seed", type=int, default=DEFAULTS["seed"], help="master seed (>= 0)"
-    )
-    parser.add_argument(
-        "--n_train",
-        type=int,
-        default=DEFAULTS["n_train"],
-        help="training utterances",
-    )
-    parser.add_argument(
-        "--n_dev",
-        type=int,
-        default=DEFAULTS["n_dev"],
-        help="validation utterances",
-    )
-    parser.add_argument(
-        "--n_test", type=int, default=DEFAULTS["n_test"], help="test utterances"
-    )
-    parser.add_argument(
-        "--min_duration",
-        type=float,
-        default=DEFAULTS["min_duration"],
-        help="seconds",
-    )
-    parser.add_argument(
-        "--max_duration",
-        type=float,
-        default=DEFAULTS["max_duration"],
-        help="seconds",
-    )
-    parser.add_argument(
-        "--adapt_noise_minutes",
-        type=float,
-        default=DEFAULTS["adapt_noise_minutes"],
-        help="adaptation noise bank, minutes",
-    )
-    parser.add_argument(
-        "--test_noise_minutes",
-        type=float,
-        default=DEFAULTS["test_noise_minutes"],
-        help="test noise bank, minutes",
-    )
-    parser.add_argument(
-        "--noise_segment_seconds",
-        type=float,
-        default=DEFAULTS["noise_segment_seconds"],
-        help="length of each noise segment (default: max_duration + 1)",
-    )
-    parser.add_argument(
-        "--sample_rate", type=int, default=DEFAULTS["sample_rate"], help="Hz"
-    )
+    for name, kind, text in OPTIONS:
+        parser.add_argument(
+            f"--{name}", type=kind, default=DEFAULTS[name], help=text
+        )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
     paths = prepare_demo_corpus(
         args.data_folder,
-        seed=args.seed,
-        n_train=args.n_train,
-        n_dev=args.n_dev,
-        n_test=args.n_test,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        adapt_noise_minutes=args.adapt_noise_minutes,
-        test_noise_minutes=args.test_noise_minutes,
-        noise_segment_seconds=args.noise_segment_seconds,
-        sample_rate=args.sample_rate,
+        **{name: getattr(args, name) for name, _, _ in OPTIONS},
     )
     print(
         f"Demo corpus ready in {args.data_folder} ({time.perf_counter() - start:.1f} s):"
