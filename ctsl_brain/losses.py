@@ -201,8 +201,8 @@ def negative_mask(
         ``attr_diff < margin`` is the only exclusion).
     tolerance : float
         Gaps within ``tolerance`` of the margin count as equal to it, so that
-        the boundary and not floating-point rounding decides them: 4.7 - 4.2 is
-        0.5000000000000004 in float64 and 0.50000024 in float32. The default,
+        the boundary and not floating-point rounding decides them: in float32,
+        2.1 - 1.6 is 0.49999988 while 4.7 - 4.2 is 0.5. The default,
         1e-4 on the label scale, covers labels written with 4 or more decimals;
         a gap between means of ratings from fewer than about 70 raters each is
         either equal to the margin or further than this from it.

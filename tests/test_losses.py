@@ -171,8 +171,10 @@ def test_info_nce_defaults_are_the_authors_denominator_and_the_papers_boundary()
 def test_a_gap_equal_to_the_margin_is_decided_by_the_boundary_not_by_rounding(
     pair, dtype
 ):
-    """4.7 - 4.2 is 0.5000000000000004 in float64 and 2.1 - 1.6 is 0.5000000000000002: without
-    the tolerance the strict rule would call some of these pairs negatives and not others."""
+    """In float64 4.7 - 4.2 and 2.1 - 1.6 are exactly 0.5, but in float32 2.1 - 1.6 is
+    0.49999988, and on the unit scale (4.5 - 1) / 6 - (4.0 - 1) / 6 is above 0.5 / 6 in
+    float64: without the tolerance the boundary would call some of these pairs negatives and
+    not others."""
     labels = torch.tensor([[pair[0]] * 3, [pair[1]] * 3], dtype=dtype)
     strict = negative_mask(labels, margin=0.5)
     assert not strict.any(), "the paper's 'more than 0.5' excludes a gap of 0.5"
