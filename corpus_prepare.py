@@ -2,7 +2,8 @@
 """Writes the recipe's manifests for the corpus chosen, then its noisy test conditions.
 
 train.py calls :func:`prepare_corpus` before training (``--skip_prep True`` skips it); the
-corpora are ``msp_podcast`` (see msp_podcast_prepare.py), ``demo`` and ``manifests``.
+corpora are ``msp_podcast`` (see msp_podcast_prepare.py), ``demo`` and ``manifests``. What it
+writes, and in which order: docs/training.md.
 
 Authors
  * The ctsl-brain contributors

@@ -1,26 +1,14 @@
 #!/usr/bin/env python3
-"""Noise-robust speech emotion recognition by contrastive teacher-student learning.
-
-Leem et al., "Adapting a self-supervised speech representation for noisy speech emotion
-recognition by using contrastive teacher-student learning", ICASSP 2023.
-
-Stage 1 fine-tunes an SSL encoder and a regression head on clean speech (the teacher):
+"""Recipe for noise-robust speech emotion recognition by contrastive teacher-student learning
+(Leem et al., ICASSP 2023). The teacher is an SSL encoder and a regression head fine-tuned on
+clean speech; the student, a copy of it, is retrained on the same speech mixed with the target
+noise, guided by the frozen teacher:
 
     python train.py hparams/teacher.yaml --data_folder <MSP-Podcast> --noise_folder <noise>
-
-Stage 2 retrains a copy on the same speech mixed with the target noise, guided by the frozen
-teacher (the student; the baselines RH, RM, RM+TL, RM+CL are overrides of the same file):
-
     python train.py hparams/student.yaml --data_folder <MSP-Podcast> --noise_folder <noise>
 
-Both stages end by evaluating the three best dev checkpoints from non-consecutive epochs on the
-clean test set and on each noisy test condition (recorded noisy versions of the test set, or the
-test set mixed with held-out noise at each SNR of ``test_snrs``), writing per-utterance
-predictions, and by embedding the clean and noisy dev sets with the best one. ``python study.py``
-runs both stages for all six systems of the paper and its statistics.
-
-A mistake the user can fix (a setting, a missing file, bad data) ends the run with one message
-and exit status 1; set the environment variable CTSL_TRACEBACK=1 to see its traceback too.
+How the stages train and what they write: docs/training.md. ``python study.py`` runs the
+paper's six systems and its statistics.
 
 Authors
  * The ctsl-brain contributors
@@ -106,27 +94,7 @@ logger = sb.utils.logger.get_logger(__name__)
 
 
 class EmotionBrain(sb.Brain):
-    """Speech emotion regression with optional noise and teacher: both stages of the recipe.
-
-    Without a teacher and without noise it fine-tunes the SER model with L_CCC on clean speech
-    (the paper's "Original" model, the teacher). With a frozen teacher and a noise mixer it is
-    the student of section 2: the teacher embeds the clean batch, the student embeds the same
-    batch mixed with noise, and the loss is ``L_CCC + lambda_tl * L_TL + lambda_cl * L_CL``.
-    The paper's baselines (RH, RM, RM+TL, RM+CL) are settings of the same class.
-
-    Expects in ``modules``: ``encoder`` (waveform -> pooled embedding) and ``head``
-    (embedding -> 3 attributes).
-
-    Arguments
-    ---------
-    *args : tuple
-        As for ``speechbrain.Brain``.
-    teacher : torch.nn.Module or None
-        Frozen encoder embedding the clean audio (student stage only). It is kept out of
-        ``modules``, so it is neither optimised, nor checkpointed, nor put in train mode.
-    **kwargs : dict
-        As for ``speechbrain.Brain``.
-    """
+    """Speech emotion regression: the teacher stage, or the student's with a frozen ``teacher``."""
 
     def __init__(self, *args, teacher=None, **kwargs):
         kwargs["run_opts"] = float32_on_cpu(dict(kwargs.get("run_opts") or {}))
@@ -134,6 +102,7 @@ class EmotionBrain(sb.Brain):
         self.teacher = None
         self.teacher_cache = None
         if teacher is not None:
+            # Out of modules: neither optimised, nor checkpointed, nor put in train mode.
             self.teacher = teacher.to(self.device).eval()
             for param in self.teacher.parameters():
                 param.requires_grad_(False)
@@ -145,12 +114,7 @@ class EmotionBrain(sb.Brain):
         self.collect_embeddings = False
 
     def on_fit_start(self):
-        """Recovers the newest checkpoint, then cuts the train log back to its epochs.
-
-        The log line of an epoch is written just before its checkpoint, and the test lines at
-        the end: a run killed in between redoes that epoch or that evaluation and logs it again,
-        so the lines of the killed attempt go, and the finished log holds each epoch once.
-        """
+        """Recovers the newest checkpoint, then cuts the train log back to its epochs."""
         if not isinstance(self.checkpointer, type(None) | AtomicCheckpointer):
             logger.warning(
                 "checkpointer is a %s: a run killed while it saves a checkpoint may not resume; "
@@ -158,6 +122,8 @@ class EmotionBrain(sb.Brain):
                 type(self.checkpointer).__name__,
             )
         super().on_fit_start()
+        # An epoch's log line comes just before its checkpoint, the test lines at the end: a
+        # killed run redoes and logs again what it had not saved, so its older lines go.
         if self.checkpointer is not None and if_main_process():
             trim_train_log(
                 self.hparams.train_logger.save_file,
@@ -165,53 +131,19 @@ class EmotionBrain(sb.Brain):
             )
 
     def scale_labels(self, labels):
-        """Maps labels to [0, 1] for training, as the authors did ((y - 1) / 6 on 1-7).
-
-        Arguments
-        ---------
-        labels : torch.Tensor
-            Labels on the corpus' scale (``label_min`` to ``label_max``).
-
-        Returns
-        -------
-        torch.Tensor
-            The labels on [0, 1].
-        """
+        """Maps labels from the corpus' scale to [0, 1], as the authors did ((y - 1) / 6 on 1-7)."""
         return to_unit_scale(
             labels, low=self.hparams.label_min, high=self.hparams.label_max
         )
 
     def unscale_labels(self, values):
-        """Inverse of :meth:`scale_labels`: every reported number is on the corpus' scale.
-
-        Arguments
-        ---------
-        values : torch.Tensor
-            Predictions on [0, 1].
-
-        Returns
-        -------
-        torch.Tensor
-            The predictions on the corpus' scale.
-        """
+        """Maps predictions on [0, 1] back to the corpus' scale, that of every reported number."""
         return from_unit_scale(
             values, low=self.hparams.label_min, high=self.hparams.label_max
         )
 
     def noise_for(self, stage):
-        """The noise mixer of a stage.
-
-        Arguments
-        ---------
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-
-        Returns
-        -------
-        ctsl_brain.noise.UtteranceAddNoise or None
-            ``train_noise`` or ``dev_noise`` (student stage), or None for clean audio (the
-            noisy test audio is on disk).
-        """
+        """The stage's noise mixer, or None for clean audio (the noisy test audio is on disk)."""
         if stage == sb.Stage.TRAIN:
             return getattr(self.hparams, "train_noise", None)
         if stage == sb.Stage.VALID:
@@ -219,18 +151,7 @@ class EmotionBrain(sb.Brain):
         return None
 
     def uses_teacher(self, stage):
-        """Whether the teacher runs: where its embedding enters the loss, and on dev for the
-        logs.
-
-        Arguments
-        ---------
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-
-        Returns
-        -------
-        bool
-        """
+        """Whether the teacher runs: where its embedding enters the loss, and on dev (logs)."""
         if self.teacher is None or stage == sb.Stage.TEST:
             return False
         if stage == sb.Stage.TRAIN:
@@ -238,20 +159,7 @@ class EmotionBrain(sb.Brain):
         return True
 
     def compute_forward(self, batch, stage):
-        """Embeds the (noisy) batch with the student and the clean batch with the teacher.
-
-        Arguments
-        ---------
-        batch : speechbrain.dataio.batch.PaddedBatch
-            ``id``, ``sig`` and ``labels``.
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-
-        Returns
-        -------
-        dict
-            ``embedding`` and ``prediction`` of the student, ``teacher_embedding`` (or None).
-        """
+        """Embeds the (noisy) batch with the student and the clean batch with the teacher."""
         batch = batch.to(self.device)
         wavs, wav_lens = batch.sig
         if stage == sb.Stage.TRAIN:
@@ -275,14 +183,7 @@ class EmotionBrain(sb.Brain):
         return outputs
 
     def infonce_settings(self):
-        """The keyword arguments of :func:`ctsl_brain.losses.info_nce` from the YAML.
-
-        Returns
-        -------
-        dict
-            ``margin``, ``rule``, ``boundary``, ``tolerance``, ``temperature``,
-            ``denominator``.
-        """
+        """The keyword arguments of :func:`ctsl_brain.losses.info_nce`, from the YAML."""
         return {
             "margin": self.hparams.negative_margin,
             "rule": self.hparams.negative_rule,
@@ -293,22 +194,7 @@ class EmotionBrain(sb.Brain):
         }
 
     def compute_objectives(self, predictions, batch, stage):
-        """L_CCC (+ lambda_tl L_TL + lambda_cl L_CL with a teacher), in float32.
-
-        Arguments
-        ---------
-        predictions : dict
-            The outputs of :meth:`compute_forward`.
-        batch : speechbrain.dataio.batch.PaddedBatch
-            The batch (its ``labels``, on the corpus' scale).
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-
-        Returns
-        -------
-        torch.Tensor
-            The loss.
-        """
+        """Computes L_CCC (+ lambda_tl L_TL + lambda_cl L_CL with a teacher) in float32."""
         labels = batch.labels.data.float()
         device_type = torch.device(self.device).type
         with torch.autocast(device_type=device_type, enabled=False):
@@ -357,15 +243,7 @@ class EmotionBrain(sb.Brain):
         return loss
 
     def on_stage_start(self, stage, epoch=None):
-        """Fresh accumulators; the dev mixer restarts so every epoch hears the same dev audio.
-
-        Arguments
-        ---------
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-        epoch : int
-            The epoch (None for TEST).
-        """
+        """Fresh accumulators; the dev mixer restarts, so every epoch hears the same dev audio."""
         self.loss_sums, self.loss_count = {}, 0
         self.samples_real, self.samples_padded = 0.0, 0
         self.ids, self.predicted, self.targets, self.embeddings = [], [], [], []
@@ -376,18 +254,7 @@ class EmotionBrain(sb.Brain):
             self.epoch_start = time.monotonic()
 
     def stage_statistics(self, stage_loss):
-        """Mean loss terms of the stage, and CCC per attribute on the corpus' label scale.
-
-        Arguments
-        ---------
-        stage_loss : float
-            SpeechBrain's average loss of the stage.
-
-        Returns
-        -------
-        dict
-            ``loss``, each loss term, ``ccc_<attribute>`` and their mean ``ccc``.
-        """
+        """Mean loss terms of the stage, and the CCC per attribute on the corpus' scale."""
         stats = {"loss": stage_loss}
         stats.update(
             {k: v / max(self.loss_count, 1) for k, v in self.loss_sums.items()}
@@ -403,17 +270,7 @@ class EmotionBrain(sb.Brain):
         return stats
 
     def on_stage_end(self, stage, stage_loss, epoch=None):
-        """Logs, keeps the best dev checkpoints, and stores the test results.
-
-        Arguments
-        ---------
-        stage : speechbrain.Stage
-            TRAIN, VALID or TEST.
-        stage_loss : float
-            SpeechBrain's average loss of the stage.
-        epoch : int
-            The epoch (None for TEST).
-        """
+        """Logs, keeps the best dev checkpoints, and stores the test results."""
         stats = self.stage_statistics(stage_loss)
         if stage == sb.Stage.TRAIN:
             self.train_stats = stats
@@ -453,35 +310,14 @@ class EmotionBrain(sb.Brain):
             self.test_results[self.test_condition] = stats
 
     def on_evaluate_start(self, max_key=None, min_key=None):
-        """Loads the checkpoint chosen by :meth:`evaluate_conditions` (else the best one).
-
-        Arguments
-        ---------
-        max_key : str
-            As for ``speechbrain.Brain.on_evaluate_start``.
-        min_key : str
-            As for ``speechbrain.Brain.on_evaluate_start``.
-        """
+        """Loads the checkpoint chosen by :meth:`evaluate_conditions`, else the best one."""
         if self.eval_checkpoint is not None:
             self.checkpointer.load_checkpoint(self.eval_checkpoint)
         else:
             super().on_evaluate_start(max_key=max_key, min_key=min_key)
 
     def evaluate_rows(self, dataset, test_loader_kwargs):
-        """Runs one evaluation.
-
-        Arguments
-        ---------
-        dataset : DynamicItemDataset
-            The condition's utterances.
-        test_loader_kwargs : dict
-            Passed to ``Brain.evaluate``.
-
-        Returns
-        -------
-        tuple
-            The statistics and the per-utterance rows (ID, predicted and true attributes).
-        """
+        """Evaluates a dataset; returns its statistics and rows (ID, predicted, true attributes)."""
         self.evaluate(dataset, test_loader_kwargs=test_loader_kwargs)
         predicted = torch.cat(self.predicted).tolist()
         targets = torch.cat(self.targets).tolist()
@@ -496,29 +332,10 @@ class EmotionBrain(sb.Brain):
     def evaluate_conditions(
         self, conditions, dev_conditions=None, *, test_loader_kwargs=None
     ):
-        """Evaluates the selected dev checkpoints on each test condition (paper section 4.1).
-
-        The ``eval_checkpoints`` best dev checkpoints from non-consecutive epochs are
-        evaluated on every test condition; the best of them also embeds each dev condition
-        for the embedding analysis of section 4.2. Written under ``output_folder`` (see
-        :func:`ctsl_brain.evaluation.write_evaluation`): ``predictions.csv``,
-        ``embeddings/dev_<condition>.pt``, ``test_results.json`` and, last,
-        ``evaluation.json`` (the evaluated epochs and their dev CCC).
-
-        Arguments
-        ---------
-        conditions : dict
-            Test condition name (``clean``, ``0dB``, ...) -> dataset.
-        dev_conditions : dict or None
-            Dev condition name -> dataset, embedded with the best checkpoint.
-        test_loader_kwargs : dict
-            Passed to ``Brain.evaluate``.
-
-        Returns
-        -------
-        dict
-            Test condition name -> statistics of the best checkpoint (``ccc_arousal``,
-            ``ccc_dominance``, ``ccc_valence``, ``ccc``, losses).
+        """Evaluates the ``eval_checkpoints`` best dev checkpoints from non-consecutive epochs
+        on each test condition (paper section 4.1), embeds each dev condition with the best one
+        (4.2), writes it all (:func:`ctsl_brain.evaluation.write_evaluation`) and returns the
+        best one's statistics by test condition.
         """
         checkpoints = end_of_epoch_checkpoints(self.checkpointer)
         epochs = select_checkpoints(
@@ -580,29 +397,10 @@ class EmotionBrain(sb.Brain):
 
 
 def dataio_prepare(hparams):
-    """Builds the train, dev and test datasets from the manifests named in ``hparams``.
-
-    Each item provides ``id``, ``sig`` (mono waveform at ``sample_rate``) and ``labels``
-    (``[3]`` arousal, dominance, valence on the manifest's scale). Loading a waveform with NaN
-    or infinite samples raises :class:`ctsl_brain.dataio.DataError` naming the file and its
-    manifest.
-
-    Arguments
-    ---------
-    hparams : dict
-        The loaded hyperparameters; ``train_dataloader_opts`` is adapted to the sorting and
-        batching chosen.
-
-    Returns
-    -------
-    dict
-        ``{"train": DynamicItemDataset, "dev": ..., "test": {condition: ...},
-        "dev_conditions": {condition: ...}}`` (the dev conditions that were prepared); dev
-        and the conditions are sorted by duration (ascending), which pads evaluation batches
-        least; train is sorted by duration when ``sorting`` is ``ascending`` or
-        ``descending``, and batched by SpeechBrain's ``DynamicBatchSampler`` when
-        ``dynamic_batching`` is true (the sampler replaces ``batch_size`` and ``shuffle`` of
-        ``train_dataloader_opts``).
+    """Builds the datasets ``train``, ``dev``, ``test`` and ``dev_conditions`` (both by condition)
+    from the manifests, with items ``id``, ``sig`` and ``labels``. Evaluation sets are sorted by
+    duration; train follows ``sorting`` and ``dynamic_batching``, which adapt
+    ``train_dataloader_opts``.
     """
 
     def audio_pipeline(manifest):
@@ -704,22 +502,7 @@ def dataio_prepare(hparams):
 
 
 def load_teacher(hparams):
-    """Loads the teacher's best checkpoint into the student's modules; returns a frozen copy.
-
-    The teacher's files are only read: the pretrainer links them into this run's folder. The
-    teacher run must have finished (its ``evaluation.json`` is written last), so that its best
-    checkpoint is the one its evaluation chose.
-
-    Arguments
-    ---------
-    hparams : dict
-        The student's hyperparameters (``teacher_folder``, ``pretrainer``, ``encoder``).
-
-    Returns
-    -------
-    torch.nn.Module
-        A copy of the loaded encoder: the frozen teacher.
-    """
+    """Loads the teacher's best checkpoint into the student's modules; returns a frozen copy."""
     folder = hparams["teacher_folder"]
     teacher_command = (
         "python train.py hparams/teacher.yaml ... (the same settings)"
@@ -734,6 +517,7 @@ def load_teacher(hparams):
             f"teacher_folder: no teacher checkpoint in {folder}; train the teacher first "
             f"({teacher_command}) or point --teacher_folder at its save folder"
         )
+    # Written last: the teacher's best checkpoint is then the one its evaluation chose.
     evaluation = os.path.join(
         os.path.dirname(os.path.abspath(folder)), "evaluation.json"
     )
@@ -758,13 +542,7 @@ def load_teacher(hparams):
 
 
 def main(argv):
-    """Runs one stage: ``python train.py hparams/<stage>.yaml [--key value ...]``.
-
-    Arguments
-    ---------
-    argv : list of str
-        The command line's arguments (without the program's name).
-    """
+    """Runs one stage: ``python train.py hparams/<stage>.yaml [--key value ...]``."""
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     # Under torchrun (DDP), joins the process group; a plain run is left alone.
     sb.utils.distributed.ddp_init_group(run_opts)
