@@ -1,28 +1,12 @@
 #!/usr/bin/env python3
-"""Loads an encoder file of hparams/encoders/ as training does; describes it.
+"""Loads an encoder file of hparams/encoders/ as training does and describes it
+(source, transformer layers kept, parameters, embedding size, frames per second
+of audio), printed and written to ``<output_folder>/encoder.json``:
 
-A check before a long run: which model a setting gives, where it comes from,
-how many transformer layers are kept (12 for the large encoders, pruned as in
-the paper), its parameters, the size of its embeddings and how many frames it
-makes of one second of audio, which it runs through the encoder:
+    python inspect_encoder.py hparams/encoders/wav2vec2_large_robust.yaml \\
+        [--source HUB_ID_OR_FOLDER] [--num_layers N] [--key value ...]
 
-    python inspect_encoder.py hparams/encoders/wav2vec2_large_robust.yaml
-
-Options, all optional:
-
-- ``--save_path DIR``: where hub downloads and generated models go (default
-  ``pretrained_models``, as train.py's ``encoder_cache``);
-- ``--source HUB_ID_OR_FOLDER``: replaces the file's own source;
-- ``--num_layers N``: transformer layers kept;
-- ``--freeze True``: the frozen encoder of the RH baseline;
-- any other key of the file, as ``--key value``;
-- ``--output_folder DIR``: where ``encoder.json`` is written (default
-  ``results/encoders/<file name>``);
-- SpeechBrain's run options, such as ``--device cuda:0``.
-
-The description is printed and written to ``<output_folder>/encoder.json``.
-A mistake the user can fix (a missing file, an unknown key, a source that
-cannot be loaded) ends the command with one message and exit status 1.
+Its options: docs/training.md.
 """
 
 import errno

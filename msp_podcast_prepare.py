@@ -5,16 +5,9 @@ noise banks from the user's recordings of the target noise.
     prepare_msp_podcast("/data/MSP-Podcast", "results/msp_podcast/manifests",
                         noise_folder="/data/target_noise")
 
-``train.py`` calls it for ``--corpus msp_podcast``; ``--skip_prep True`` skips it (the manifests
-must then be in ``manifest_folder`` already).
-
-A release holds ``<root>/Audios/<FileName>`` and ``<root>/Labels/labels_consensus.csv`` with the
-header ``FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set``. Arousal is EmoAct,
-dominance EmoDom and valence EmoVal, each the mean of the raters' 1-7 scores. Durations come from
-the file headers, so the 60k files of a release prepare in minutes; every problem found (missing,
-unreadable, truncated, empty, silent or too short audio, audio with NaN or infinite samples, a
-folder or broken link in place of a file, bad labels, duplicate files) is reported at once,
-before any training, with what to do about it.
+train.py calls it through corpus_prepare.py for ``--corpus msp_podcast``; ``--skip_prep True``
+skips it (the manifests must then be in ``manifest_folder`` already). The release's layout and
+the problems the preparation reports: docs/noise.md and docs/training.md.
 """
 
 import csv

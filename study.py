@@ -2,32 +2,18 @@
 """The paper's experiment in one command: all its systems, tables, plots.
 
 On the embedded demo corpus (the default; a tiny encoder on CPU, about 11
-minutes on 2 cores):
+minutes on 2 cores), and on MSP-Podcast with the paper's settings (any other
+train.py override goes to every stage):
 
     python study.py
-
-On MSP-Podcast, with the paper's settings (any other train.py override goes to
-every stage):
-
     python study.py --corpus msp_podcast --data_folder /data/MSP-Podcast \\
         --noise_folder /data/radio_noise \\
         [--encoder_hparams hparams/encoders/wavlm_large.yaml]
 
-Trains the teacher (Original) on clean speech, adapts the five systems RH, RM,
-RM+TL, RM+CL and RM+TL+CL to the noise (and, given field recordings of the
-target place with people talking in them, ``--field_folder``, RM+TL+CL (field)
-adapted from their stretches without speech; the demo has them), evaluates the three best non-consecutive
-dev checkpoints of each on the clean and noisy test sets, and writes Table 1
-(mean CCC with one-tailed Welch t-tests against Original, RH and RM), Table 2
-(embedding analysis on the noisy dev sets), the CCC-vs-SNR figure and every
-per-utterance prediction under ``<results_folder>/<corpus>/study/<seed>``.
-
-Once Original is done, the adapted systems train ``--jobs`` at a time (on the demo, 2
-where there are 2 cores or more), each on its share of the cores.
-
-Stages already finished with the same settings are skipped, so an interrupted
-study resumes where it stopped (a stage interrupted mid-training resumes from
-its last checkpoint).
+Trains the teacher (Original) and the adapted systems, evaluates them on the
+clean and noisy test sets, and writes Tables 1 and 2, the CCC-vs-SNR figure and
+every prediction under ``<results_folder>/<corpus>/study/<seed>``. An
+interrupted study resumes where it stopped. Details: docs/study.md.
 """
 
 import argparse
