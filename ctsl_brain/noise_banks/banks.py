@@ -27,22 +27,21 @@ banks up to date; the rest is in modules of their own:
   test bank, skipped files) and the refusals.
 """
 
-import copy
-import csv
-import json
 import logging
 import math
 import os
 
-from ..dataio import (
-    NOISE_COLUMNS,
-    DataError,
-    SettingsError,
-    write_csv_atomic,
-    write_text_atomic,
+from ..dataio import NOISE_COLUMNS, DataError, SettingsError, write_csv_atomic
+from .output_folder import (
+    Stamp,
+    check_folders,
+    check_rate,
+    log_report,
+    result_of,
+    scan_inputs,
 )
 from .plan import CROSSFADE_SECONDS, bank_boundary, plan_bank, spans_between
-from .reading import list_inputs, scan
+from .reading import list_inputs
 from .summary import (
     adapt_minutes_message,
     bank_figures,
@@ -146,11 +145,7 @@ def prepare_noise_banks(
     output_folder = os.path.abspath(os.fspath(output_folder))
     segment_seconds = float(segment_seconds)
     adapt_minutes = float(adapt_minutes)
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(
-            f"sample_rate must be a positive whole number of Hz, got {sample_rate}"
-        )
-    sample_rate = int(sample_rate)
+    sample_rate = check_rate(sample_rate)
     if (
         not math.isfinite(segment_seconds)
         or round(segment_seconds * sample_rate) < 1
@@ -165,7 +160,13 @@ def prepare_noise_banks(
     fade_len = round(CROSSFADE_SECONDS * sample_rate)
     if not os.path.isdir(noise_folder):
         raise DataError(missing_folder_message(noise_folder))
-    _check_folders(noise_folder, output_folder)
+    check_folders(
+        "noise",
+        noise_folder,
+        output_folder,
+        _BANK_FOLDERS.values(),
+        "the noise segments are written",
+    )
 
     options = {
         "version": _VERSION,
@@ -181,8 +182,13 @@ def prepare_noise_banks(
         bank: os.path.join(output_folder, f"{folder}.csv")
         for bank, folder in _BANK_FOLDERS.items()
     }
-    stamp_path = os.path.join(output_folder, STAMP_FILE)
-    stamped = _up_to_date(stamp_path, options, inputs, csv_paths)
+    stamp = Stamp(os.path.join(output_folder, STAMP_FILE), options, inputs)
+    stamped = stamp.result(
+        lambda result: [
+            (csv_paths[bank], NOISE_HEADER, figures["segments"])
+            for bank, figures in result["banks"].items()
+        ]
+    )
     if stamped is not None:
         _log(
             stamped,
@@ -194,13 +200,8 @@ def prepare_noise_banks(
         return _result(csv_paths, stamped, test_bank=test_bank)
 
     # Every file is read through before anything is decided, so that all problems come at once.
-    recordings, problems = [], []
-    for rel, *_ in inputs:
-        recording, problem = scan(os.path.join(noise_folder, rel), sample_rate)
-        if problem is None:
-            recordings.append(recording)
-        else:
-            problems.append(problem)
+    usable, problems = scan_inputs(noise_folder, inputs, sample_rate)
+    recordings = [recording for _, recording in usable]
     if not recordings:
         raise DataError(
             no_recording_message(noise_folder, len(inputs), problems)
@@ -262,9 +263,7 @@ def prepare_noise_banks(
     os.makedirs(output_folder, exist_ok=True)
     # Invalidate first: an interrupted preparation must not look complete, and no CSV may list
     # segments that are being overwritten.
-    for path in (stamp_path, *csv_paths.values()):
-        if os.path.exists(path):
-            os.remove(path)
+    stamp.clear(*csv_paths.values())
     folders = {
         bank: os.path.join(output_folder, name)
         for bank, name in _BANK_FOLDERS.items()
@@ -275,8 +274,7 @@ def prepare_noise_banks(
     )
     for bank, bank_rows in rows.items():
         write_csv_atomic(csv_paths[bank], NOISE_HEADER, bank_rows)
-    stamp = {"options": options, "inputs": inputs, "result": report}
-    write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
+    stamp.write(report)
     _log(
         report,
         noise_folder,
@@ -287,66 +285,11 @@ def prepare_noise_banks(
     return _result(csv_paths, report, test_bank=test_bank)
 
 
-def _check_folders(noise_folder, output_folder):
-    """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
-    real_noise, real_output = (
-        os.path.realpath(noise_folder),
-        os.path.realpath(output_folder),
-    )
-    if _inside(real_output, real_noise):
-        raise DataError(
-            f"output folder {output_folder} lies inside noise folder {noise_folder}: the noise "
-            "folder is only read, so choose an output folder outside it"
-        )
-    for folder in _BANK_FOLDERS.values():
-        if _inside(real_noise, os.path.join(real_output, folder)):
-            raise DataError(
-                f"noise folder {noise_folder} lies inside {os.path.join(output_folder, folder)}, "
-                "where the noise segments are written: move the recordings elsewhere"
-            )
-
-
-def _inside(path, folder):
-    return os.path.commonpath([path, folder]) == folder
-
-
-def _up_to_date(stamp_path, options, inputs, csv_paths):
-    """The stamp's result if it matches the options and inputs and every output exists."""
-    try:
-        with open(stamp_path, encoding="utf-8") as f:
-            stamp = json.load(f)
-        if stamp["options"] != options or stamp["inputs"] != inputs:
-            return None
-        result = stamp["result"]
-        for bank, figures in result["banks"].items():
-            count = figures["segments"]
-            with open(csv_paths[bank], encoding="utf-8", newline="") as f:
-                reader = csv.reader(f)
-                if tuple(next(reader)) != NOISE_HEADER:
-                    return None
-                wavs = [row[2] for row in reader]
-            if len(wavs) != count or not all(
-                os.path.isfile(wav) for wav in wavs
-            ):
-                return None
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        StopIteration,
-    ):
-        return None
-    return result
-
-
 def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
     """Logs the warnings, then the report of what each bank holds and what was left out."""
-    for message in report["warnings"]:
-        logger.warning("%s", message)
-    logger.info(
-        "%s",
+    log_report(
+        logger,
+        report,
         report_text(
             report,
             noise_folder,
@@ -358,8 +301,8 @@ def _log(report, noise_folder, output_folder, segment_seconds, *, up_to_date):
 
 
 def _result(csv_paths, report, *, test_bank):
-    return {
-        "noise_adapt": csv_paths["adapt"],
-        "noise_test": csv_paths["test"] if test_bank else None,
-        **copy.deepcopy(report),
-    }
+    return result_of(
+        report,
+        noise_adapt=csv_paths["adapt"],
+        noise_test=csv_paths["test"] if test_bank else None,
+    )

@@ -32,7 +32,6 @@ Messages point to the recipe's options that set the arguments (see ``_OPTIONS``)
 to do about what they report.
 """
 
-import csv
 import importlib.metadata
 import io
 import json
@@ -54,10 +53,17 @@ from ..dataio import (
     remove_stale_staging,
     write_bytes_atomic,
     write_csv_atomic,
-    write_text_atomic,
 )
-from .reading import downmix, list_inputs, read_blocks, resample_stream, scan
-from .summary import duration_text
+from .output_folder import (
+    Stamp,
+    check_folders,
+    check_rate,
+    log_report,
+    result_of,
+    scan_inputs,
+)
+from .reading import downmix, list_inputs, read_blocks, resample_stream
+from .summary import duration_text, listing
 
 __all__ = [
     "adaptation_csv",
@@ -101,7 +107,6 @@ _BACKGROUND_PERCENTILE = 30
 # Longer stretches are written as consecutive files, so that a WAV file stays far below 4 GB.
 _MAX_STRETCH_SECONDS = 3600
 _SILERO_PIN = "silero-vad==6.2.3"
-_MAX_LISTED = 10
 
 # The recipe's options that set the arguments, named in the messages.
 _OPTIONS = {
@@ -201,15 +206,11 @@ def extract_field_noise(
     """
     field_folder = os.path.abspath(os.fspath(field_folder))
     output_folder = os.path.abspath(os.fspath(output_folder))
-    if int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(
-            f"sample_rate must be a positive whole number of Hz, got {sample_rate}"
-        )
     options = {
         "version": _VERSION,
         "silero_vad": _silero_version(),
         "field_folder": field_folder,
-        "sample_rate": int(sample_rate),
+        "sample_rate": check_rate(sample_rate),
         "threshold": _option("threshold", threshold, low=0.0, high=1.0),
         "margin_seconds": _option("margin_seconds", margin_seconds, low=0.0),
         "min_stretch_seconds": _option(
@@ -230,26 +231,26 @@ def extract_field_noise(
             "(people talking in them is fine), in a format soundfile reads (WAV, FLAC, OGG, "
             "MP3, ...)"
         )
-    _check_folders(field_folder, output_folder)
+    check_folders(
+        "field",
+        field_folder,
+        output_folder,
+        (STRETCH_FOLDER, VAD_FOLDER),
+        "the output is written and old files removed",
+    )
     stretch_folder = os.path.join(output_folder, STRETCH_FOLDER)
     manifest = os.path.join(output_folder, MANIFEST_FILE)
-    stamp_path = os.path.join(output_folder, STAMP_FILE)
     inputs = list_inputs(field_folder)
-    stamped = _up_to_date(stamp_path, options, inputs, manifest)
+    stamp = Stamp(os.path.join(output_folder, STAMP_FILE), options, inputs)
+    stamped = stamp.result(
+        lambda result: [(manifest, FIELD_COLUMNS, result["stretches"])]
+    )
     if stamped is not None:
         _log(stamped, field_folder, stretch_folder, up_to_date=True)
         return _result(stretch_folder, manifest, stamped)
 
     # Every file is read through before the slow detection, so that all problems come at once.
-    usable, problems = [], []
-    for entry in inputs:
-        recording, problem = scan(
-            os.path.join(field_folder, entry[0]), options["sample_rate"]
-        )
-        if problem is None:
-            usable.append((entry, recording))
-        else:
-            problems.append(problem)
+    usable, problems = scan_inputs(field_folder, inputs, options["sample_rate"])
     if not usable:
         raise DataError(_no_recording_message(field_folder, problems))
     if problems and not drop_bad_files:
@@ -309,13 +310,10 @@ def extract_field_noise(
     }
 
     # Invalidate first: an interrupted extraction must not look complete.
-    for path in (stamp_path, manifest):
-        if os.path.exists(path):
-            os.remove(path)
+    stamp.clear(manifest)
     rows = _write_all(plans, stretch_folder, options["sample_rate"])
     write_csv_atomic(manifest, FIELD_COLUMNS, rows)
-    stamp = {"options": options, "inputs": inputs, "result": report}
-    write_text_atomic(stamp_path, json.dumps(stamp, indent=1) + "\n")
+    stamp.write(report)
     _log(report, field_folder, stretch_folder, up_to_date=False)
     return _result(stretch_folder, manifest, report)
 
@@ -786,65 +784,6 @@ def _remove_other_files(folder, keep, suffix):
             os.remove(entry.path)
 
 
-def _check_folders(field_folder, output_folder):
-    """Refuses outputs that would land among the inputs, or inputs the cleanup could delete."""
-    real_field = os.path.realpath(field_folder)
-    real_output = os.path.realpath(output_folder)
-    if _inside(real_output, real_field):
-        raise DataError(
-            f"output folder {output_folder} lies inside field folder {field_folder}: the field "
-            "folder is only read, so choose an output folder outside it"
-        )
-    for name in (STRETCH_FOLDER, VAD_FOLDER):
-        if _inside(real_field, os.path.join(real_output, name)):
-            raise DataError(
-                f"field folder {field_folder} lies inside {os.path.join(output_folder, name)}, "
-                "where the output is written and old files removed: move the recordings "
-                "elsewhere"
-            )
-
-
-def _inside(path, folder):
-    return os.path.commonpath([path, folder]) == folder
-
-
-def _up_to_date(stamp_path, options, inputs, manifest):
-    """The stamp's result if it matches the options and inputs and every output exists."""
-    try:
-        with open(stamp_path, encoding="utf-8") as f:
-            stamp = json.load(f)
-        if stamp["options"] != options or stamp["inputs"] != inputs:
-            return None
-        result = stamp["result"]
-        with open(manifest, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            if tuple(next(reader)) != FIELD_COLUMNS:
-                return None
-            wavs = [row[-1] for row in reader]
-        if len(wavs) != result["stretches"] or not all(
-            os.path.isfile(wav) for wav in wavs
-        ):
-            return None
-    except (
-        OSError,
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        StopIteration,
-    ):
-        return None
-    return result
-
-
-def _listing(lines, limit=_MAX_LISTED):
-    """The first ``limit`` lines (all with None) as bullets, and how many more there are."""
-    shown = [f"  - {line}" for line in lines[:limit]]
-    if limit is not None and len(lines) > limit:
-        shown.append(f"  ... and {len(lines) - limit} more")
-    return "\n".join(shown)
-
-
 def _silent_note(problems):
     """A word on silent files, when some are among the problems."""
     if not any(": is silent" in p or "silent once" in p for p in problems):
@@ -861,7 +800,7 @@ def _no_recording_message(folder, problems):
     else:
         head = (
             f"field folder {folder} holds no usable recording; of its {len(problems)} "
-            f"file(s):\n" + _listing(problems)
+            f"file(s):\n" + listing(problems)
         )
     return (
         f"{head}{_silent_note(problems)}\nPut recordings made at the target place there "
@@ -874,7 +813,7 @@ def _no_recording_message(folder, problems):
 def _unusable_message(folder, problems):
     return (
         f"{len(problems)} file(s) in field folder {folder} cannot be used:\n"
-        + _listing(problems, limit=None)
+        + listing(problems, limit=None)
         + _silent_note(problems)
         + f"\nFix or remove them, or run with {_OPTIONS['drop_bad_files']} to skip them."
     )
@@ -921,10 +860,10 @@ def _too_little_message(folder, files, problems, options):
         found = "no noise without speech: no pause in speech is long enough"
     message = (
         f"field folder {folder} gives {found}; {_rule_text(options)}. Per file:\n"
-        + _listing([_file_text(f) for f in files], limit=None)
+        + listing([_file_text(f) for f in files], limit=None)
     )
     if problems:
-        message += f"\n{len(problems)} unusable file(s) skipped:\n" + _listing(
+        message += f"\n{len(problems)} unusable file(s) skipped:\n" + listing(
             problems
         )
     return (
@@ -941,7 +880,7 @@ def _warnings(folder, files, problems, options):
         messages.append(
             f"skipped {len(problems)} unusable file(s) of field folder {folder} "
             f"({_OPTIONS['drop_bad_files']}):\n"
-            + _listing(problems)
+            + listing(problems)
             + _silent_note(problems)
         )
     barren = [f for f in files if not f["stretches"]]
@@ -949,7 +888,7 @@ def _warnings(folder, files, problems, options):
         messages.append(
             f"{len(barren)} file(s) of field folder {folder} give no noise, having no pause "
             f"in speech long enough; {_rule_text(options)}:\n"
-            + _listing([_file_text(f) for f in barren])
+            + listing([_file_text(f) for f in barren])
         )
     return messages
 
@@ -962,7 +901,7 @@ def _report_text(report, folder, stretch_folder, *, up_to_date):
         f"{duration_text(report['kept_seconds'])} kept in {report['stretches']} stretch(es), "
         f"of {duration_text(report['total_seconds'])} of recordings with "
         f"{duration_text(report['speech_seconds'])} of speech:",
-        _listing([_file_text(f) for f in report["files"]], limit=None),
+        listing([_file_text(f) for f in report["files"]], limit=None),
     ]
     if report["dropped"]:
         lines.append(
@@ -973,10 +912,9 @@ def _report_text(report, folder, stretch_folder, *, up_to_date):
 
 def _log(report, folder, stretch_folder, *, up_to_date):
     """Logs the warnings, then the report."""
-    for message in report["warnings"]:
-        logger.warning("%s", message)
-    logger.info(
-        "%s",
+    log_report(
+        logger,
+        report,
         _report_text(report, folder, stretch_folder, up_to_date=up_to_date),
     )
 
@@ -987,8 +925,4 @@ def _ms_text(ms):
 
 
 def _result(stretch_folder, manifest, report):
-    return {
-        "stretch_folder": stretch_folder,
-        "manifest": manifest,
-        **json.loads(json.dumps(report)),
-    }
+    return result_of(report, stretch_folder=stretch_folder, manifest=manifest)

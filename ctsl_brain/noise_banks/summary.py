@@ -18,6 +18,7 @@ __all__ = [
     "adapt_minutes_message",
     "bank_figures",
     "duration_text",
+    "listing",
     "missing_folder_message",
     "no_recording_message",
     "report_text",
@@ -98,7 +99,7 @@ def no_recording_message(folder, n_files, problems):
         head = f"noise folder {folder} holds no file"
     else:
         head = f"noise folder {folder} holds no usable noise recording; of its {n_files} file(s):\n"
-        head += _listing(problems)
+        head += listing(problems)
     return (
         f"{head.rstrip()}\nPut noise-only recordings of the target noise there, in a format "
         f"soundfile reads: {_formats_text()}; any sample rate and number of channels, "
@@ -136,7 +137,7 @@ def unusable_files_message(folder, problems, shortage):
     """
     message = (
         f"{len(problems)} file(s) in noise folder {folder} cannot be used:\n"
-        + _listing(problems, limit=None)
+        + listing(problems, limit=None)
         + f"\nFix or remove them, or run with {_DROP_OPTION} to skip them."
     )
     if shortage:
@@ -261,7 +262,7 @@ def warning_messages(
     if problems:
         messages.append(
             f"skipped {len(problems)} unusable file(s) of noise folder {folder} "
-            f"({_DROP_OPTION}):\n" + _listing(problems)
+            f"({_DROP_OPTION}):\n" + listing(problems)
         )
     test = banks.get("test")
     if boundary < adapt_len:
@@ -359,7 +360,7 @@ def report_text(
     if report["dropped"]:
         left_out.append(
             f"{len(report['dropped'])} unusable file(s), skipped ({_DROP_OPTION}):\n"
-            + _listing(report["dropped"], indent="    ")
+            + listing(report["dropped"], indent="    ")
         )
     if report["unused_seconds"]:
         left_out.append(
@@ -401,8 +402,32 @@ def _formats_text():
     )
 
 
-def _listing(lines, indent="  ", limit=_MAX_LISTED):
-    """The first ``limit`` lines (all with None) as bullets, and how many more there are."""
+def listing(lines, indent="  ", limit=_MAX_LISTED):
+    """Lines as bullets, the first ``limit`` of them and how many more there are.
+
+    Arguments
+    ---------
+    lines : list of str
+        The lines (files and their problems, figures).
+    indent : str
+        Put before each bullet.
+    limit : int or None
+        How many are shown; None: all.
+
+    Returns
+    -------
+    str
+        The bullets, one a line.
+
+    Example
+    -------
+    >>> print(
+    ...     listing(["a.wav: empty", "b.wav: silent", "c.wav: empty"], limit=2)
+    ... )
+      - a.wav: empty
+      - b.wav: silent
+      ... and 1 more
+    """
     shown = [f"{indent}- {line}" for line in lines[:limit]]
     if limit is not None and len(lines) > limit:
         shown.append(f"{indent}... and {len(lines) - limit} more")
