@@ -54,6 +54,7 @@ __all__ = [
     "inspect_audio",
     "load_audio",
     "resampled_length",
+    "resampling_reach",
     "read_segment",
     "from_unit_scale",
     "masked_mean",
@@ -395,6 +396,40 @@ def _reduced_rates(orig_freq, new_freq):
     return int(orig_freq) // divisor, int(new_freq) // divisor
 
 
+def resampling_reach(orig_freq, new_freq):
+    """How far torchaudio's resampling filter reaches, for reading audio in parts.
+
+    ``torchaudio.functional.resample`` computes its output in groups of
+    ``new`` samples, group ``k`` from the input around samples ``k * orig``
+    (the rates divided by their greatest common divisor); its sinc kernel,
+    with the default lowpass_filter_width of 6 and rolloff of 0.99, reaches
+    ``width`` input samples either side of a group's own input.
+
+    Arguments
+    ---------
+    orig_freq : int
+        The input's rate, in Hz.
+    new_freq : int
+        The output's rate, in Hz.
+
+    Returns
+    -------
+    orig : int
+        Input samples of a group.
+    new : int
+        Output samples of a group.
+    width : int
+        Input samples the filter reaches beyond a group's own.
+
+    Example
+    -------
+    >>> resampling_reach(44100, 16000)
+    (441, 160, 17)
+    """
+    orig, new = _reduced_rates(orig_freq, new_freq)
+    return orig, new, math.ceil(6 * orig / (min(orig, new) * 0.99))
+
+
 def resampled_length(frames, orig_freq, new_freq):
     """Samples of a recording of ``frames`` samples once resampled.
 
@@ -469,11 +504,7 @@ def read_segment(path, start, stop, sample_rate, *, info=None):
             path, start=start, stop=stop, dtype="float32", always_2d=True
         )
         return torch.from_numpy(data).mean(dim=1)
-    orig, new = _reduced_rates(rate, sample_rate)
-    # torchaudio's filter reaches this many input samples either side of a
-    # block of ``orig`` inputs (``width`` in its sinc kernel), for the default
-    # lowpass_filter_width of 6 and rolloff of 0.99.
-    width = math.ceil(6 * orig / (min(orig, new) * 0.99))
+    orig, new, width = resampling_reach(rate, sample_rate)
     margin = math.ceil(width / orig) + 2  # in blocks of orig inputs
     first = max(0, start // new - margin)
     last = -(-stop // new) + margin

@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 from torchaudio.functional import resample
 
+from ..custom_interface import resampling_reach
 from ..dataio import SampleCheck
 from .summary import duration_text
 
@@ -30,10 +31,6 @@ __all__ = [
 
 # Frames decoded at a time.
 _READ_FRAMES = 1 << 19
-# torchaudio's resampling filter, its defaults passed explicitly: the streaming resampler sizes
-# the overlap between blocks from them.
-_LOWPASS_WIDTH = 6
-_ROLLOFF = 0.99
 
 
 @dataclass
@@ -228,15 +225,9 @@ def resample_stream(blocks, orig_freq, new_freq):
     if orig_freq == new_freq:
         yield from blocks
         return
-    g = math.gcd(orig_freq, new_freq)
-    step_in, step_out = orig_freq // g, new_freq // g
+    step_in, step_out, width = resampling_reach(orig_freq, new_freq)
     # How far the filter reaches beyond a group's own input (torchaudio's kernel width, + 1).
-    reach = (
-        math.ceil(
-            _LOWPASS_WIDTH * step_in / (min(step_in, step_out) * _ROLLOFF)
-        )
-        + 1
-    )
+    reach = width + 1
     # Context before a call's first group, whole groups so that the calls stay on the grid.
     left = math.ceil(reach / step_in) * step_in
 
@@ -246,13 +237,8 @@ def resample_stream(blocks, orig_freq, new_freq):
         x = torch.from_numpy(
             np.ascontiguousarray(buf[start - buf_start : stop - buf_start])
         )
-        y = resample(
-            x,
-            orig_freq,
-            new_freq,
-            lowpass_filter_width=_LOWPASS_WIDTH,
-            rolloff=_ROLLOFF,
-        ).numpy()
+        # torchaudio's default filter, the one resampling_reach measures.
+        y = resample(x, orig_freq, new_freq).numpy()
         return y[(first * step_in - start) // step_in * step_out :]
 
     buf, buf_start, done, total = np.zeros(0, np.float32), 0, 0, 0
