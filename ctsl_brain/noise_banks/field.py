@@ -93,14 +93,9 @@ _VERSION = 2
 # Bump whenever the probabilities cached for the same file change.
 _VAD_VERSION = 2
 
-# silero-vad's rate and chunk at 16 kHz, and the settings of its get_speech_timestamps.
+# silero-vad's rate and chunk at 16 kHz.
 VAD_RATE = 16000
 VAD_CHUNK = 512
-# Speech this short or shorter is ignored; a pause must last this long to end speech, which
-# ends below threshold - 0.15 (at least 0.01).
-_MIN_SPEECH = VAD_RATE * 250 // 1000
-_MIN_SILENCE = VAD_RATE * 100 // 1000
-_NEG_OFFSET = 0.15
 # The foreground gate: levels averaged over 8 chunks (0.25 s), against the 30th percentile.
 _LEVEL_CHUNKS = 8
 _BACKGROUND_PERCENTILE = 30
@@ -363,27 +358,28 @@ def load_vad():
     MissingInputError
         When silero-vad is not installed.
     """
+    silero = _silero()
+    with warnings.catch_warnings():
+        # Its loader uses importlib.resources.path, deprecated: not the user's concern.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return silero.load_silero_vad()
+
+
+def _silero():
+    """silero-vad's package, refused when it is not installed."""
     try:
-        from silero_vad import load_silero_vad
+        import silero_vad
     except ImportError:
         raise MissingInputError(
             "finding the pauses in speech of field recordings needs silero-vad, which is not "
             f"installed: pip install {_SILERO_PIN}"
         )
-    with warnings.catch_warnings():
-        # Its loader uses importlib.resources.path, deprecated: not the user's concern.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return load_silero_vad()
+    return silero_vad
 
 
 def speech_spans(probs, length, *, threshold=0.5):
-    """Where speech is, from silero-vad's probabilities, as its ``get_speech_timestamps`` finds it.
-
-    This is the logic of ``get_speech_timestamps_from_probs`` in silero-vad 6.2.3, without its
-    padding and without a longest speech: speech starts at a chunk whose probability reaches
-    ``threshold``, and ends at the first chunk of a run below ``threshold - 0.15`` (at least
-    0.01) that lasts 100 ms or more, a chunk reaching ``threshold`` again clearing the run;
-    speech of 250 ms or less is ignored. Speech still going at the end ends with the stream.
+    """Where speech is, from silero-vad's probabilities: its ``get_speech_timestamps_from_probs``
+    with its defaults, without padding and with the stream's own length.
 
     Arguments
     ---------
@@ -399,33 +395,28 @@ def speech_spans(probs, length, *, threshold=0.5):
     list of tuple
         ``(start, end)`` of each stretch of speech, in samples at 16 kHz, in order.
 
+    Raises
+    ------
+    MissingInputError
+        When silero-vad is not installed.
+
     Example
     -------
     >>> probs = [0.0] * 5 + [0.9] * 20 + [0.0] * 10 + [0.9] * 3 + [0.0] * 10
     >>> speech_spans(probs, 48 * 512)  # the second burst is too short
     [(2560, 12800)]
     """
-    neg_threshold = max(threshold - _NEG_OFFSET, 0.01)
     if isinstance(probs, np.ndarray):
-        probs = probs.tolist()  # Python floats: much faster to loop over
-    spans = []
-    start = pause = None
-    for index, prob in enumerate(probs):
-        at = index * VAD_CHUNK
-        if prob >= threshold:
-            pause = None
-            if start is None:
-                start = at
-        elif start is not None and prob < neg_threshold:
-            if pause is None:
-                pause = at
-            if at - pause >= _MIN_SILENCE:
-                if pause - start > _MIN_SPEECH:
-                    spans.append((start, pause))
-                start = pause = None
-    if start is not None and length - start > _MIN_SPEECH:
-        spans.append((start, length))
-    return spans
+        # Python floats, compared with the threshold in double precision, not in float32.
+        probs = probs.tolist()
+    spans = _silero().get_speech_timestamps_from_probs(
+        probs,
+        sampling_rate=VAD_RATE,
+        threshold=threshold,
+        speech_pad_ms=0,
+        audio_length_samples=length,
+    )
+    return [(span["start"], span["end"]) for span in spans]
 
 
 def foreground(probs, levels, foreground_db):
