@@ -9,27 +9,12 @@ import pytest
 import soundfile
 from ctsl_brain.conditions import condition_names, prepare_test_conditions
 from ctsl_brain.dataio import DataError, MissingInputError, load_audio
-from ctsl_brain.demo.corpus import prepare_demo_corpus
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    paths = prepare_demo_corpus(
-        str(folder),
-        n_train=1,
-        n_dev=1,
-        n_test=6,
-        adapt_noise_minutes=0.1,
-        test_noise_minutes=0.2,
-    )
-    return str(folder), paths
-
-
-def _manifest_folder(tmp_path, corpus):
+def _manifest_folder(tmp_path, demo_corpus):
     folder = tmp_path / "manifests"
     folder.mkdir(parents=True)
-    shutil.copy(corpus[1]["test"], folder / "test.csv")
+    shutil.copy(demo_corpus[1]["test"], folder / "test.csv")
     return str(folder)
 
 
@@ -38,10 +23,10 @@ def _rows(path):
         return list(csv.DictReader(fin))
 
 
-def test_simulated_conditions_store_their_snr(tmp_path, corpus):
-    data_folder, paths = corpus
+def test_simulated_conditions_store_their_snr(tmp_path, demo_corpus):
+    data_folder, paths = demo_corpus
     manifests = prepare_test_conditions(
-        _manifest_folder(tmp_path, corpus),
+        _manifest_folder(tmp_path, demo_corpus),
         data_folder=data_folder,
         snrs=[10, 5, 0],
         noise_csv=paths["noise_test"],
@@ -68,14 +53,14 @@ def test_simulated_conditions_store_their_snr(tmp_path, corpus):
             )
 
 
-def test_a_saved_mixture_meets_the_documented_definition(tmp_path, corpus):
+def test_a_saved_mixture_meets_the_documented_definition(tmp_path, demo_corpus):
     """As the README says: mixture = (1 - f) * speech + noise, f = 1 / (10 ** (snr / 20) + 1),
     with the noise scaled so that 10 log10 of the power ratio of (1 - f) * speech to noise,
     over the utterance's own samples, is the SNR. The naive ratio of the clean speech to the
     mixture minus the clean speech is another number."""
-    data_folder, paths = corpus
+    data_folder, paths = demo_corpus
     manifests = prepare_test_conditions(
-        _manifest_folder(tmp_path, corpus),
+        _manifest_folder(tmp_path, demo_corpus),
         data_folder=data_folder,
         snrs=[5, 0],
         noise_csv=paths["noise_test"],
@@ -104,18 +89,18 @@ def test_a_saved_mixture_meets_the_documented_definition(tmp_path, corpus):
 
 
 def test_conditions_share_the_noise_excerpt_and_are_deterministic(
-    tmp_path, corpus
+    tmp_path, demo_corpus
 ):
-    data_folder, paths = corpus
+    data_folder, paths = demo_corpus
     first = prepare_test_conditions(
-        _manifest_folder(tmp_path / "a", corpus),
+        _manifest_folder(tmp_path / "a", demo_corpus),
         data_folder=data_folder,
         snrs=[10, 0],
         noise_csv=paths["noise_test"],
         seed=3,
     )
     second = prepare_test_conditions(
-        _manifest_folder(tmp_path / "b", corpus),
+        _manifest_folder(tmp_path / "b", demo_corpus),
         data_folder=data_folder,
         snrs=[0],
         noise_csv=paths["noise_test"],
@@ -136,9 +121,9 @@ def test_conditions_share_the_noise_excerpt_and_are_deterministic(
     assert correlation > 0.999
 
 
-def test_simulated_conditions_are_written_once(tmp_path, corpus):
-    data_folder, paths = corpus
-    folder = _manifest_folder(tmp_path, corpus)
+def test_simulated_conditions_are_written_once(tmp_path, demo_corpus):
+    data_folder, paths = demo_corpus
+    folder = _manifest_folder(tmp_path, demo_corpus)
     kwargs = dict(
         data_folder=data_folder, snrs=[0], noise_csv=paths["noise_test"], seed=1
     )
@@ -151,22 +136,22 @@ def test_simulated_conditions_are_written_once(tmp_path, corpus):
     assert os.stat(wav).st_mtime_ns != stamps[1]
 
 
-def test_missing_test_noise_is_a_clear_error(tmp_path, corpus):
+def test_missing_test_noise_is_a_clear_error(tmp_path, demo_corpus):
     with pytest.raises(
         MissingInputError,
         match="noise bank .* does not exist: the noisy test conditions",
     ):
         prepare_test_conditions(
-            _manifest_folder(tmp_path, corpus),
-            data_folder=corpus[0],
+            _manifest_folder(tmp_path, demo_corpus),
+            data_folder=demo_corpus[0],
             snrs=[0],
             noise_csv=str(tmp_path / "none.csv"),
         )
 
 
-def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
-    data_folder, _ = corpus
-    folder = _manifest_folder(tmp_path, corpus)
+def test_recorded_conditions_get_parallel_manifests(tmp_path, demo_corpus):
+    data_folder, _ = demo_corpus
+    folder = _manifest_folder(tmp_path, demo_corpus)
     recorded = tmp_path / "recorded_0dB"
     recorded.mkdir()
     clean = _rows(os.path.join(folder, "test.csv"))
@@ -209,10 +194,10 @@ def test_recorded_conditions_get_parallel_manifests(tmp_path, corpus):
         )
 
 
-def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, corpus):
+def test_dev_conditions_sit_beside_the_test_conditions(tmp_path, demo_corpus):
     """Table 2's noisy dev sets: the same machinery with split="dev", its own files and noise."""
-    data_folder, paths = corpus
-    folder = _manifest_folder(tmp_path, corpus)
+    data_folder, paths = demo_corpus
+    folder = _manifest_folder(tmp_path, demo_corpus)
     shutil.copy(paths["dev"], os.path.join(folder, "dev.csv"))
     kwargs = dict(data_folder=data_folder, snrs=[0], seed=5)
     test = prepare_test_conditions(

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-from ctsl_brain.demo.corpus import prepare_demo_corpus
 from ctsl_brain.models import RegressionHead, load_encoder
 from ctsl_brain.noise import UtteranceAddNoise
 from recipe_run import demo_arguments, run_train
@@ -94,20 +93,6 @@ def test_lint_is_clean(command):
 # ----- The Brain's rules, in process -----
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("demo")
-    paths = prepare_demo_corpus(
-        str(folder),
-        n_train=12,
-        n_dev=4,
-        n_test=4,
-        adapt_noise_minutes=0.2,
-        test_noise_minutes=0.2,
-    )
-    return str(folder), paths
-
-
 def _batch(data_folder, manifest, n=6):
     rows = open(manifest).read().splitlines()[1 : n + 1]
     items = []
@@ -127,9 +112,9 @@ def _batch(data_folder, manifest, n=6):
 
 
 def _student_brain(
-    tmp_path, demo, *, freeze_encoder, lambda_tl, lambda_cl, cache=False
+    tmp_path, demo_corpus, *, freeze_encoder, lambda_tl, lambda_cl, cache=False
 ):
-    data_folder, paths = demo
+    data_folder, paths = demo_corpus
     encoder = load_encoder(
         os.path.join(ROOT, "hparams/encoders/tiny_wav2vec2.yaml"),
         save_path=str(tmp_path / "enc"),
@@ -179,13 +164,13 @@ def _unchanged(before, module):
     )
 
 
-def test_teacher_is_frozen_during_student_steps(tmp_path, demo):
+def test_teacher_is_frozen_during_student_steps(tmp_path, demo_corpus):
     brain = _student_brain(
-        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10
+        tmp_path, demo_corpus, freeze_encoder=False, lambda_tl=100, lambda_cl=10
     )
     teacher_before = _state(brain.teacher)
     student_before = _state(brain.modules.encoder)
-    batch = _batch(demo[0], demo[1]["train"])
+    batch = _batch(demo_corpus[0], demo_corpus[1]["train"])
     for _ in range(2):
         brain.fit_batch(batch)
     assert not brain.teacher.training
@@ -200,12 +185,12 @@ def test_teacher_is_frozen_during_student_steps(tmp_path, demo):
     assert brain.loss_sums["tl_loss"] > 0
 
 
-def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
+def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo_corpus):
     """The cache runs the teacher once per utterance; what it returns later, for the same
     utterances in another batch (other padding, other order), is what the teacher computes."""
     brain = _student_brain(
         tmp_path,
-        demo,
+        demo_corpus,
         freeze_encoder=False,
         lambda_tl=100,
         lambda_cl=10,
@@ -215,7 +200,7 @@ def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
     brain.teacher.register_forward_hook(
         lambda module, args, out: calls.append(len(out))
     )
-    first = _batch(demo[0], demo[1]["train"], n=6)
+    first = _batch(demo_corpus[0], demo_corpus[1]["train"], n=6)
     brain.fit_batch(first)
     assert calls == [6] and len(brain.teacher_cache) == 6
 
@@ -244,13 +229,13 @@ def test_cached_teacher_embeddings_equal_recomputed_ones(tmp_path, demo):
     assert brain.teacher_cache.nbytes == 6 * recomputed.shape[1] * 4
 
 
-def test_rh_updates_no_encoder_parameter(tmp_path, demo):
+def test_rh_updates_no_encoder_parameter(tmp_path, demo_corpus):
     brain = _student_brain(
-        tmp_path, demo, freeze_encoder=True, lambda_tl=0, lambda_cl=0
+        tmp_path, demo_corpus, freeze_encoder=True, lambda_tl=0, lambda_cl=0
     )
     encoder_before = _state(brain.modules.encoder)
     head_before = _state(brain.modules.head)
-    batch = _batch(demo[0], demo[1]["train"])
+    batch = _batch(demo_corpus[0], demo_corpus[1]["train"])
     for _ in range(2):
         brain.fit_batch(batch)
     assert _unchanged(encoder_before, brain.modules.encoder)
@@ -261,11 +246,11 @@ def test_rh_updates_no_encoder_parameter(tmp_path, demo):
     )
 
 
-def test_losses_are_float32_under_autocast(tmp_path, demo):
+def test_losses_are_float32_under_autocast(tmp_path, demo_corpus):
     brain = _student_brain(
-        tmp_path, demo, freeze_encoder=False, lambda_tl=100, lambda_cl=10
+        tmp_path, demo_corpus, freeze_encoder=False, lambda_tl=100, lambda_cl=10
     )
-    batch = _batch(demo[0], demo[1]["train"])
+    batch = _batch(demo_corpus[0], demo_corpus[1]["train"])
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = brain.compute_forward(batch, sb.Stage.TRAIN)
         loss = brain.compute_objectives(outputs, batch, sb.Stage.TRAIN)
@@ -305,8 +290,8 @@ def _digests(folder):
     return digests
 
 
-def test_teacher_then_student_end_to_end(demo, tmp_path):
-    data_folder, _ = demo
+def test_teacher_then_student_end_to_end(demo_corpus, tmp_path):
+    data_folder, _ = demo_corpus
     results = str(tmp_path / "results")
     _train("teacher", data_folder, results)
     teacher_save = os.path.join(results, "demo", "teacher", "1986", "save")
