@@ -1,22 +1,6 @@
-"""The paper's study: six systems, their CCC table, and embedding analysis.
-
-The CCC table is significance-tested.
-
-``study.py`` (the runner) trains and evaluates the systems with ``train.py``;
-this module turns the finished runs into the paper's outputs:
-
-- ``table1.md``, ``table1.csv``, ``table1.json``: mean CCC per system, condition
-  and attribute over 3 checkpoints x 30 test groups, with one-tailed Welch
-  t-tests against Original, RH and RM (section 4.1, Table 1);
-- ``group_ccc.csv``: the values the tests are run on;
-- ``ccc_vs_snr.png``: CCC against SNR, one panel per attribute, one line per
-  system;
-- ``table2.md``, ``table2.csv``, ``table2.json``: RMSE and cosine similarity
-  between Original's clean dev embeddings and each system's noisy dev
-  embeddings, and InfoNCE over groups of 32 clean/noisy pairs (section 4.2,
-  Table 2);
-- ``predictions.csv``: every system's per-utterance predictions, for error
-  analysis.
+"""The paper's study from finished runs: Table 1 (mean CCC per system, condition and attribute,
+with Welch t-tests), Table 2 (the embedding analysis of section 4.2), CCC against SNR and every
+system's predictions (the files are listed in docs/study.md).
 """
 
 import json

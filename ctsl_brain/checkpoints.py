@@ -1,24 +1,8 @@
 """Checkpoints that a run killed at any moment cannot leave half-written.
 
-SpeechBrain's ``Checkpointer`` writes a checkpoint's meta file first and then
-each file into the checkpoint's folder, and deletes old checkpoints with
-``rmtree``: a run killed while saving or deleting leaves a folder that is
-listed as a checkpoint but cannot be loaded, and the restart fails or picks
-it. :class:`AtomicCheckpointer` keeps SpeechBrain's format, names and
-selection rules, and changes when a folder appears and disappears under a
-checkpoint's name:
-
-- a checkpoint is written into a staging folder beside the others, flushed to
-  disk, then renamed into place, so that a folder named ``CKPT+...`` is always
-  complete;
-- a checkpoint is deleted by renaming it out of the way first, then removing
-  it;
-- staging and deletion leftovers of a killed run are removed at the next
-  recovery, with a one-line message;
-- recovery that cannot load a checkpoint (for any reason) says which one and
-  why and falls back to the one before; checkpoints that could not be loaded
-  are moved aside, not deleted. When none loads, the run stops rather than
-  silently starting from scratch.
+:class:`AtomicCheckpointer` is SpeechBrain's ``Checkpointer`` whose checkpoints appear and
+disappear by renaming, and whose recovery skips a checkpoint that cannot be loaded (see
+docs/design.md).
 """
 
 import logging

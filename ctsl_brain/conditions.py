@@ -1,16 +1,6 @@
-"""The test conditions: the clean test set and its noisy versions, as manifests.
-
-The paper tests on re-recordings of the MSP-Podcast test set at 10, 5 and
-0 dB. A user who has such recordings (a folder per condition, holding files
-with the same names as the clean test files) gets parallel manifests of them.
-Otherwise the conditions are simulated: the test set is mixed with the
-held-out test noise at each SNR, deterministically for a seed, written once
-and reused, with the SNR each mixture achieved stored in its manifest. Every
-condition uses the same noise excerpt for a given utterance, so conditions
-differ by the noise level only.
-
-The dev set gets the same conditions (``split="dev"``, mixed with the
-adaptation noise) for the embedding analysis of the paper's section 4.2.
+"""The test conditions as manifests: the clean test set and its noisy versions, recorded (a
+folder per condition) or mixed with the held-out test noise at each SNR, and the same for the
+dev set, for the embedding analysis.
 """
 
 import csv

@@ -1,10 +1,8 @@
 """Arousal, dominance and valence of any recording, with an exported model.
 
-This module is the whole code of an exported model. ``python -m ctsl_brain
-export`` copies it, as it is, into every model folder it writes (beside
-``hyperparams.yaml``, the weights and the model card ``README.md``), so that
-the folder loads where this project is not installed, from a local folder or
-a model hub, the way SpeechBrain's own hub models with custom code load::
+The whole code of an exported model: ``python -m ctsl_brain export`` copies
+this file into every model folder, which then loads where this project is not
+installed, as SpeechBrain's hub models with custom code do::
 
     from speechbrain.inference.interfaces import foreign_class
 
@@ -15,14 +13,8 @@ a model hub, the way SpeechBrain's own hub models with custom code load::
     )
     model.predict_file("speech.wav")
 
-It needs what SpeechBrain itself installs (torch, torchaudio, soundfile,
-numpy, tqdm) and transformers; pandas for :meth:`EmotionRegressor.
-predict_files`, onnxruntime for the ONNX backend. In the project it is
-:mod:`ctsl_brain.custom_interface`, and the recipe trains with the same
-:class:`SSLEncoder` and :class:`RegressionHead` and reads and checks audio
-with the same functions, so training, evaluation and an exported model run
-one code. It imports nothing of the project; the project's other modules
-import it.
+It imports nothing of the project; the recipe trains, evaluates and reads
+audio with the same code.
 """
 
 import json
@@ -397,13 +389,9 @@ def _reduced_rates(orig_freq, new_freq):
 
 
 def resampling_reach(orig_freq, new_freq):
-    """How far torchaudio's resampling filter reaches, for reading audio in parts.
-
-    ``torchaudio.functional.resample`` computes its output in groups of
-    ``new`` samples, group ``k`` from the input around samples ``k * orig``
-    (the rates divided by their greatest common divisor); its sinc kernel,
-    with the default lowpass_filter_width of 6 and rolloff of 0.99, reaches
-    ``width`` input samples either side of a group's own input.
+    """How far torchaudio's resampling filter reaches, to resample audio in
+    parts: ``torchaudio.functional.resample`` (its default filter) computes
+    output group ``k`` of ``new`` samples from the input around ``k * orig``.
 
     Arguments
     ---------
@@ -461,13 +449,9 @@ def resampled_length(frames, orig_freq, new_freq):
 
 
 def read_segment(path, start, stop, sample_rate, *, info=None):
-    """Samples ``start`` to ``stop`` of a file, as :func:`load_audio` gives it.
-
-    ``load_audio(path, sample_rate)[start:stop]``, up to float rounding
-    (about 1e-7), reading only that part of the file and a margin around it:
-    the memory needed does not grow with the file's length. Channels are
-    averaged; another rate is resampled with torchaudio, the margin keeping
-    the resampling filter away from the cut.
+    """``load_audio(path, sample_rate)[start:stop]`` up to float rounding
+    (about 1e-7), reading only that part of the file and the margin the
+    resampling filter needs (:func:`resampling_reach`).
 
     Arguments
     ---------
@@ -1082,43 +1066,15 @@ class EmotionRegressor(Pretrained):
     """Speech emotion regression with an exported model.
 
     Waveforms or files in, arousal, dominance and valence out, on the label
-    scale of the training run (1-7 for MSP-Podcast).
-
-    The numbers are what the run's own evaluation computes
-    (``predictions.csv``): the head's outputs mapped back from [0, 1] to the
-    label scale. They are not clipped to the scale unless the model's
-    ``clip_to_scale`` is true (an override: ``overrides={"clip_to_scale":
-    True}``): a regression head can step a little outside the labels' range.
-    Everything runs in float32, on the device of ``run_opts``
-    (SpeechBrain's: ``{"device": "cuda:0"}``; by default the CPU), or with
-    onnxruntime after :meth:`use_onnx`.
-
-    Files are read as in training: channels averaged, other sample rates
-    resampled (torchaudio) to the model's, and only a window's worth at a
-    time, so that the memory needed does not grow with a file's length. A
-    file longer than ``window_seconds`` (a key of the model's
-    ``hyperparams.yaml``, or an argument of the predict methods) is cut into
-    the fewest non-overlapping windows of at most that length, all of the
-    same length; each window is embedded on its own (waveform normalisation
-    included) and the file's embedding is the mean of the windows' pooled
-    embeddings weighted by their frame counts, that is, the mean over all
-    frames of the windows; the head is applied to that. A file no longer
-    than the window is one window: its prediction is exactly
-    :meth:`predict_batch` of its waveform. The export sets the window to at
-    least the longest utterance of the run's data, so that every utterance
-    like the training ones is embedded whole, as the run's evaluation did.
-
-    A file is refused, as the training data preparation refuses it, when it
-    is missing, not a file (a folder, a broken link), unreadable, cut short,
-    empty, shorter than the model's ``min_duration``, silent (peak below
-    :data:`SILENCE_PEAK`, also once its channels are averaged) or holds NaN or
-    infinite samples: the same check (:func:`inspect_audio`), so a file the
-    model was not trained on is not predicted either. A prediction that is
-    not a finite number is refused too: a file gets numbers or an error,
-    never NaN.
-
-    It is built by SpeechBrain's ``foreign_class`` (or the project's
-    :meth:`from_hparams`), which passes these arguments on.
+    scale of the training run (1-7 for MSP-Podcast), as the run's evaluation
+    computes them; clipped to the scale only with the model's
+    ``clip_to_scale``. Files are read and checked as in training
+    (:func:`inspect_audio`, :func:`read_segment`); a file longer than
+    ``window_seconds`` is embedded window by window, the windows' frames
+    pooled together (:func:`window_bounds`). A prediction that is not a finite
+    number is refused. It runs on the device of ``run_opts``, or with
+    onnxruntime after :meth:`use_onnx`. The project's docs/deployment.md says
+    more.
 
     Arguments
     ---------
@@ -1279,7 +1235,7 @@ class EmotionRegressor(Pretrained):
         Raises
         ------
         DataError
-            The file cannot be used (see the class description): the message
+            The file cannot be used (see :func:`inspect_audio`): the message
             names it, says what is wrong and what to do, as the training data
             preparation would.
         """
@@ -1414,20 +1370,19 @@ class EmotionRegressor(Pretrained):
         return self._run(wavs, wav_lens)[0]
 
     def forward(self, wavs, wav_lens=None):
-        """Same as :meth:`predict_batch`.
+        """Runs :meth:`predict_batch`.
 
         Arguments
         ---------
         wavs : torch.Tensor
-            ``[batch, samples]`` (or ``[samples]``) mono waveforms at the
-            model's sample rate, zero-padded.
+            As for :meth:`predict_batch`.
         wav_lens : torch.Tensor or None
-            ``[batch]`` lengths relative to ``samples``; None: all 1.
+            As for :meth:`predict_batch`.
 
         Returns
         -------
         predictions : torch.Tensor
-            ``[batch, 3]``: arousal, dominance, valence on the label scale.
+            :meth:`predict_batch`'s.
         """
         return self.predict_batch(wavs, wav_lens)
 

@@ -1,8 +1,4 @@
-"""The ground floor of the recipe: errors, audio, labels, manifests, writing.
-
-It holds the error types, audio reading and checking, labels, manifests and
-atomic file writing. Every other module may import it; it imports none of
-them.
+"""The ground floor of the recipe: errors, audio, labels, manifests and atomic writing.
 
 A manifest is a CSV with the columns
 ``ID, wav, duration, arousal, dominance, valence, spk_id``; ``wav`` may start

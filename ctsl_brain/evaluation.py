@@ -1,8 +1,5 @@
 """What a finished run leaves for the study: per-utterance predictions, dev embeddings, test
 results and, written last, ``evaluation.json``.
-
-The files are written atomically and ``evaluation.json`` last, so that a run killed while
-writing them has no ``evaluation.json`` and evaluates again when started again.
 """
 
 import io

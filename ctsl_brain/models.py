@@ -1,15 +1,6 @@
-"""The SER model of the paper (section 3.2): SSL encoder, pooling, regression.
-
-The model is an SSL encoder, mean pooling and a regression head. The encoder
-comes through SpeechBrain's Hugging Face integration, so ``source`` is a hub id
-or a local folder (``config.json``, weights, ``preprocessor_config.json``). On
-top of it the recipe adds what the paper needs and the integration lacks:
-pruning of the top transformer layers, waveform normalisation over each
-utterance's own samples, and mean pooling over valid frames only, so that an
-utterance gets the same embedding alone or padded in a batch. The encoder and
-head classes are those of :mod:`ctsl_brain.custom_interface`, the code an
-exported model carries with it; this module adds how the recipe builds them
-(encoder files, tiny demo encoders) and the teacher's embedding cache.
+"""The SER model of the paper (section 3.2): a pruned SSL encoder, mean pooling over valid
+frames and a regression head, as the recipe builds them (encoder files, tiny demo encoders),
+and the teacher's embedding cache.
 """
 
 import hashlib
@@ -45,12 +36,8 @@ RECIPE_FOLDER = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def encoder_hparams_path(path):
-    """Finds an encoder file: relative paths are the recipe's, as in the YAMLs.
-
-    A relative path is looked up in the recipe's folder (where ``train.py``
-    is) first, so that the YAMLs' ``hparams/encoders/...`` work from any
-    current folder, and then in the current folder, for a user's own file
-    given on the command line.
+    """Finds an encoder file: a relative path is looked up in the recipe's
+    folder (where ``train.py`` is), then in the current folder.
 
     Arguments
     ---------
@@ -158,11 +145,9 @@ def tiny_encoder_folder(
 ):
     """Writes (once) a small randomly initialised encoder as a local folder.
 
-    The demo and the tests use it in place of a hub download: it is loaded
-    through exactly the path a real encoder takes (``source`` = a local
-    folder). Its shape follows wav2vec2-large-robust's: the seven-layer CNN
-    with layer norm and the stable-layer-norm transformer with a final layer
-    norm, at a fraction of the width.
+    The demo and the tests load it as a real encoder is loaded (``source`` =
+    a local folder); it has wav2vec2-large-robust's shape at a fraction of its
+    width.
 
     Arguments
     ---------
@@ -268,17 +253,11 @@ def tiny_encoder_folder(
 class TeacherEmbeddingCache:
     """The frozen teacher's pooled embeddings by utterance ID, computed once.
 
-    The teacher is in eval mode, never updated, and hears the same clean audio
-    every epoch, so its embedding of an utterance is a constant: computing it
-    once saves a teacher forward pass per step from the second epoch on.
-    Entries are float32 on the teacher's device (1024 floats, 4 KiB, per
-    utterance for the large encoders). A batch with any utterance not yet
-    cached is embedded whole; utterances already cached keep their first
-    embedding, which differs from a recomputation in another batch only by
-    padding round-off (masked pooling).
-
-    Only valid while the teacher's input does not change between epochs: with
-    augmentation of the clean audio, turn the cache off.
+    The frozen teacher hears the same clean audio every epoch, so each
+    embedding is computed in the first epoch only (float32, on the teacher's
+    device). A batch with any utterance not yet cached is embedded whole;
+    cached ones keep their first embedding. With augmentation of the clean
+    audio, turn the cache off.
 
     Arguments
     ---------

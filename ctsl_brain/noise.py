@@ -1,15 +1,4 @@
-"""Mixing speech with recorded noise at a target SNR.
-
-The SNR is met over each utterance's own samples.
-
-SpeechBrain's ``AddNoise`` does the mixing; :class:`UtteranceAddNoise` changes
-only how noise is drawn. The parent draws one start offset shared by the whole
-batch and measures the noise level over the padded batch length, so a short
-utterance in a batch of long ones ends up at another SNR than asked for, and
-noise is also added over its padding. Here each utterance gets its own noise
-segment and offset, the noise is measured over the utterance's own samples only,
-and the padding stays silent.
-"""
+"""Mixing speech with recorded noise at a target SNR, met over each utterance's own samples."""
 
 import torch
 

@@ -1,9 +1,5 @@
 """A run's settings: the stage's YAML with the command line's overrides, checked before anything
 runs, and the run's folder.
-
-Every mistake in them is a :class:`ctsl_brain.dataio.SettingsError` or
-:class:`ctsl_brain.dataio.MissingInputError` naming the key (or file) and saying what to do, so
-that a command line shows one message instead of a traceback.
 """
 
 import errno

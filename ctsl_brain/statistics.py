@@ -1,11 +1,6 @@
-"""Model selection and significance testing of the paper's evaluation protocol.
-
-The protocol is that of section 4.1. For each system the three best dev
-checkpoints from non-consecutive epochs are evaluated; the test set is split
-into 30 fixed groups, the same for every system and condition; CCC per
-attribute, group and checkpoint gives 90 values per system, attribute and
-condition; each system is compared with a reference system by a one-tailed
-Welch's t-test.
+"""Model selection and significance testing of the paper's evaluation protocol (section 4.1):
+the three best dev checkpoints from non-consecutive epochs, 30 fixed test groups, and a
+one-tailed Welch's t-test against a reference system.
 
 >>> select_checkpoints(
 ...     {1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3
@@ -46,11 +41,8 @@ SMALL_GROUP = 10
 def kept_for_selection(k):
     """How many best dev checkpoints to keep so that ``k`` can be selected.
 
-    That many are enough for :func:`select_checkpoints` to pick ``k`` of them
-    at the end of training, whatever the epochs still to come: the ``j``-th
-    pick is ranked at most ``3 (j - 1) + 1`` (each earlier pick excludes
-    itself and its two neighbours), and an epoch's rank only worsens as
-    epochs are added.
+    The ``j``-th pick of :func:`select_checkpoints` is ranked at most
+    ``3 (j - 1) + 1``: each earlier pick excludes itself and its neighbours.
 
     Arguments
     ---------

@@ -1,36 +1,6 @@
-"""An embedded, deterministic, synthetic emotional-speech corpus with radio-like noise.
-
-Why this exists
----------------
-The recipe adapts a speech-emotion-recognition model (arousal, dominance, valence regression,
-as in MSP-Podcast) to noisy conditions, using recorded radio shows as adaptation noise. Those
-corpora are licensed and large, so tests, CI and first-time users need a stand-in that ships
-with the code, builds in seconds on a laptop CPU and behaves qualitatively like the real task:
-
-* the labels must be *learnable from the waveform*, through cues that survive per-utterance
-  mean/variance normalisation (pitch level and range, speaking rate, pause time, spectral tilt,
-  formant positions, phrase-final contour, breathiness, stress contrast), and
-* the noise must genuinely mask those cues at low SNR, with a disjoint bank for adaptation and
-  for testing, as the paper's protocol requires.
-
-What it is
-----------
-Utterances of a source-filter synthesiser whose prosody and voice quality follow three
-emotional attributes (arousal, dominance, valence on the 1-7 scale, rounded to multiples of
-0.2 like the mean of five raters), spoken by synthetic speakers: see
-:mod:`ctsl_brain.demo.speech` for what each attribute changes. Splits are speaker-disjoint.
-Each utterance is scaled to a peak of 0.5 times a loudness gain weakly tied to arousal.
-
-Noise banks imitate radio shows: each synthetic "recording" mixes babble, music and sound
-effects with smoothly time-varying weights (see :mod:`ctsl_brain.demo.radio_noise`); its babble
-talkers are voices of the same synthesiser from outside every corpus split. Each recording is
-cut into segments slightly longer than the longest utterance, listed in SpeechBrain's
-``AddNoise`` CSV format. The adaptation and test banks come from different random streams,
-recordings and babble voices.
-
-Everything is drawn from ``numpy.random.default_rng`` streams keyed by
-``(seed, stream kind, split, index)``, so every file is a pure function of the options and its
-own index, and the same options give byte-identical files.
+"""The demo corpus: synthetic emotional speech in speaker-disjoint splits, radio-like
+adaptation and test noise banks, and field recordings, all deterministic for a seed (see
+docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """The demo corpus' noise: synthetic radio shows of babble, music and sound effects.
 
-Why
----
-The recipe adapts its model to recorded radio shows, with one bank of them for adaptation and
-another for testing. The stand-in noise must genuinely mask the demo speech's emotional cues at
-low SNR, so it is built from what radio shows are made of, talk above all: babble of the same
-synthesiser (:mod:`ctsl_brain.demo.speech`), which carries the same kind of pitch and
-voice-quality cues as the target.
-
-What it is
-----------
-Each "recording" mixes babble (4-8 voices of the speech synthesiser, with moderate emotions,
-from voices outside every corpus split), music (chords, bass line, drums) and sound effects
-(filtered bursts, chirps, applause, hum) with smoothly time-varying weights, so that, as on
-the radio, talk, music and jingles take turns.
-
-The corpus (:mod:`ctsl_brain.demo.corpus`) chooses the babble voices and the generator of each
-recording, and cuts the recordings into the segments of its noise banks. Anything that changes
-what is drawn or computed here changes the corpus' files, so it must come with a new
+What it draws makes the corpus' files: a change here comes with a new
 ``corpus.CORPUS_VERSION``.
 """
 

@@ -1,33 +1,8 @@
-"""The demo corpus' emotional-speech synthesiser: a source-filter voice driven by its labels.
+"""The demo corpus' emotional-speech synthesiser: a source-filter voice whose prosody and voice
+quality follow arousal, dominance and valence (the cues are listed in docs/design.md).
 
-What it is
-----------
-Utterances are built source-filter style: a Rosenberg glottal pulse train with a time-varying
-f0 contour (plus pulsed aspiration noise) is shaped syllable by syllable by four formant
-resonators whose vowel is drawn from a small table and scaled by the speaker's vocal-tract
-factor; syllables get fricative-like noise onsets, amplitude envelopes, stress and pauses.
-The three emotional attributes, sampled from a correlated distribution on the 1-7 scale and
-rounded to multiples of 0.2 (the mean of five raters), drive the prosody and voice quality:
-
-* arousal: higher f0 level and wider f0 range, faster syllables, fewer/shorter pauses, a
-  sharper glottal closure and less low-pass tilt (more high-frequency energy), a bit more gain
-  (which the corpus applies when it sets each utterance's level);
-* dominance: correlated with arousal in the label sampling; lowers f0 relative to arousal,
-  increases stress contrast (louder and longer stressed syllables) and reduces breathiness;
-* valence: what is said (positive utterances favour front vowels, negative ones back vowels,
-  standing in for the lexical content that carries much of valence in real speech), "smile"
-  (raised F1-F3), rising instead of falling phrase-final contour, smoother f0, and less
-  aspiration noise (negative valence is breathy and rough).
-
-Speaker (base pitch, tract length, speaking rate, breathiness), phonetic content and random
-jitter are nuisance factors.
-
-Every function takes the generator it draws from, and draws in a fixed order: the corpus
-(:mod:`ctsl_brain.demo.corpus`) keys one generator to each speaker and utterance, and the radio
-noise (:mod:`ctsl_brain.demo.radio_noise`) uses the same synthesiser for its babble. Anything that
-changes what is drawn or computed here changes the corpus' files, so it must come with a new
-``corpus.CORPUS_VERSION``. The small signal helpers (:func:`rms`, :func:`white`,
-:func:`bandpass`) serve the noise synthesiser too.
+Every function draws from the generator it is given, in a fixed order; what it draws makes
+the corpus' files, so a change here comes with a new ``corpus.CORPUS_VERSION``.
 """
 
 from __future__ import annotations

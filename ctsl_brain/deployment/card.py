@@ -1,12 +1,5 @@
-"""The model card (``README.md``) of an exported model.
-
-What the model is, what it was trained on, how well it did on the run's test
-conditions, what its numbers mean (the label scale, and whether they can
-leave it), how it treats silence, short and long input, its licences, and how
-to use it with SpeechBrain's ``foreign_class``, onnxruntime and the command
-line. Everything in it is read from the run (its ``hyperparams.yaml``,
-``evaluation.json`` and ``predictions.csv``), so it describes this model and
-no other.
+"""The model card (``README.md``) of an exported model, read from its run's
+``hyperparams.yaml``, ``evaluation.json`` and ``predictions.csv``.
 """
 
 import json

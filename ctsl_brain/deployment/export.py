@@ -1,13 +1,7 @@
-"""A finished run as a self-contained model folder.
-
-The folder is for :class:`ctsl_brain.deployment.inference.EmotionRegressor`. It holds the
-selected checkpoint's ``encoder.ckpt`` and ``head.ckpt`` (copied as they are),
-``encoder/config.json`` and
-``encoder/preprocessor_config.json`` (the pruned encoder's shape and input
-normalisation, from which it is rebuilt without its hub download or local
-source), and a ``hyperparams.yaml`` in SpeechBrain's pretrained-model form
-(``modules``, ``pretrainer``) with the run's label scale and sample rate.
-Nothing of the training data is needed to use it.
+"""A finished run as a self-contained model folder for
+:class:`ctsl_brain.deployment.inference.EmotionRegressor`: the checkpoint's weights, the pruned
+encoder's configuration, ``hyperparams.yaml`` in SpeechBrain's pretrained form, the model card,
+and ONNX models on request.
 """
 
 import json
@@ -298,21 +292,14 @@ def export_run(
     onnx=False,
     onnx_int8=False,
 ):
-    """Writes a trained run's model as a self-contained folder.
+    """Writes a trained run's model (teacher or student) as a self-contained folder.
 
-    Works for teacher and student runs alike. The folder holds
-    ``hyperparams.yaml`` (the model, its encoder's configuration inline),
-    the checkpoint's ``encoder.ckpt`` and ``head.ckpt``,
-    ``custom_interface.py`` (a copy of :mod:`ctsl_brain.custom_interface`)
-    and a model card, ``README.md``; with ``onnx``, ``model.onnx`` too. It
-    loads with SpeechBrain's ``foreign_class`` wherever speechbrain and
-    transformers are installed, without this project. It is written under a
-    temporary name, checked (the weights load strictly into the model its
-    ``hyperparams.yaml`` builds; an ONNX model gives the PyTorch model's
-    numbers) and only then renamed to ``out_folder``, so a folder of that
-    name is always complete. Exporting needs the run's encoder as it was
-    trained (its local folder or download cache, e.g. run from where
-    train.py ran); the exported folder does not.
+    ``hyperparams.yaml``, ``encoder.ckpt``, ``head.ckpt``,
+    ``custom_interface.py``, the model card ``README.md`` and, with ``onnx``,
+    ``model.onnx``: written under a temporary name, checked (the weights load
+    strictly; ONNX gives PyTorch's numbers), then renamed to ``out_folder``.
+    Exporting needs the run's encoder as it was trained (its local folder or
+    download cache); the exported folder does not.
 
     Arguments
     ---------
@@ -611,17 +598,14 @@ def data_window(run_folder, settings):
 
 
 def export_onnx(graph, path, *, sample_rate=16000, tolerance=1e-4):
-    """Writes ``graph`` as ONNX, checked against PyTorch before it is kept.
+    """Writes ``graph`` as ONNX, kept only if onnxruntime gives PyTorch's
+    outputs within ``tolerance`` on four batches of 1 to 4 rows (two of them
+    padded) of other lengths than the traced one.
 
-    Inputs ``wavs`` (``[batch, samples]`` float32, zero-padded) and
-    ``wav_lens`` (``[batch]`` lengths relative to ``samples``); outputs
-    ``predictions`` (``[batch, 3]``: arousal, dominance, valence on the
-    label scale) and ``embedding`` (``[batch, D]``, the pooled embedding).
-    Batch and length are dynamic, and padding is masked as in PyTorch (the
-    same code, traced). The file is written under a temporary name, run
-    with onnxruntime on several padded batches of other sizes and lengths
-    than the traced one, and renamed to ``path`` only if every output is
-    within ``tolerance`` of PyTorch's.
+    Inputs ``wavs`` (``[batch, samples]``, zero-padded) and ``wav_lens``
+    (``[batch]``, relative); outputs ``predictions`` (``[batch, 3]``, on the
+    label scale) and ``embedding`` (``[batch, D]``); batch and length are
+    dynamic.
 
     Arguments
     ---------

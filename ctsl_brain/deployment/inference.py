@@ -1,12 +1,6 @@
-"""Using a trained model: arousal, dominance and valence of any recording.
-
-A finished run becomes a model folder with ``python -m ctsl_brain export``
-(see :mod:`ctsl_brain.deployment.export`); :class:`EmotionRegressor` (the code of
-:mod:`ctsl_brain.custom_interface`, which every export carries) loads it the
-way SpeechBrain's pretrained models are loaded, and
-``python -m ctsl_brain predict`` runs it over files and folders. This module
-adds what the command line needs: finding the audio files of folders, and
-drawing a file's trajectory.
+"""Using a trained model: :class:`EmotionRegressor` (from
+:mod:`ctsl_brain.custom_interface`), and what ``python -m ctsl_brain predict`` adds to it:
+finding the audio files of folders and drawing a file's trajectory.
 """
 
 import io

@@ -1,30 +1,5 @@
-"""The two noise banks, made from a user's folder of recordings of the target noise.
-
-The paper adapts the student with 30 minutes of recordings of the target noise and tests with
-other recordings of the same noise. :func:`prepare_noise_banks` takes a folder of noise-only
-recordings (any format soundfile reads, any sample rate and channel count, subfolders
-included), puts them in sorted order of their relative paths, downmixes them to mono, resamples
-them to the recipe's rate and splits the result: the first ``adapt_minutes`` are the adaptation
-bank, everything after is the held-out test bank, so the two banks share no sample. Each bank is
-listed in SpeechBrain's ``AddNoise`` CSV format (``ID,duration,wav``), the format
-:class:`ctsl_brain.noise.UtteranceAddNoise` reads.
-
-Files are streamed block by block, twice: a first pass reads everything to find every unusable
-file (unreadable, corrupt, empty, silent) before anything is written, and works out how long
-each recording is at the recipe's rate; the second pass resamples and writes the segments. So
-the memory used does not grow with the length of a recording, and every problem is reported at
-once, before any output is touched.
-
-This module checks the folders, runs the two passes, writes the CSVs and the stamp and finds
-banks up to date; the rest is in modules of their own:
-
-- :mod:`ctsl_brain.noise_banks.reading`: listing the files, scanning and decoding them block by
-  block, downmix and streaming resampling.
-- :mod:`ctsl_brain.noise_banks.plan`: which samples go into which segment (every usable sample goes
-  into a bank; short pieces are joined with crossfades), as arithmetic on lengths.
-- :mod:`ctsl_brain.noise_banks.writing`: the second pass, filling and writing the segments.
-- :mod:`ctsl_brain.noise_banks.summary`: the report, the warnings (a bank smaller than asked, a short
-  test bank, skipped files) and the refusals.
+"""The adaptation and held-out test noise banks, cut from a folder of recordings of the
+target noise (see docs/design.md).
 """
 
 import logging

@@ -1,35 +1,6 @@
-"""Noise of the target place, taken from recordings made there while people talk.
-
-The adaptation noise bank is made of noise-only recordings of the target place. Where there are
-none, only recordings made there with people talking (a clinic's waiting room, a car, a call
-centre), :func:`extract_field_noise` takes a folder of such field recordings, finds the
-stretches without speech with a voice activity detector (silero-vad, which runs offline on CPU
-with the model that ships inside its package) and writes them as WAV files: a folder of
-noise-only recordings, to be given to :func:`ctsl_brain.noise_banks.banks.prepare_noise_banks` as its
-noise folder.
-
-Each file is read three times, block by block, so that the memory used does not grow with the
-length of a recording (one float per 32 ms is kept, about 110 kB per hour):
-
-1. :func:`ctsl_brain.noise_banks.reading.scan` finds every unusable file (unreadable, corrupt, empty,
-   NaN, silent) before anything slow is done, so that all problems come at once.
-2. The voice activity pass downmixes the file, resamples it to 16 kHz and gives silero-vad its
-   consecutive chunks of 512 samples (32 ms), in order (the model carries a state from one
-   chunk to the next), keeping each chunk's speech probability and whether it is digital
-   silence (a peak below :data:`ctsl_brain.dataio.SILENCE_PEAK`). The probabilities are cached
-   under the output folder, so that other options redo the cutting, not the detection.
-3. The writing pass reads the file again, resampled to the recipe's rate, and writes each
-   stretch kept as soon as it is read, piece by piece.
-
-Speech is found as silero-vad's ``get_speech_timestamps`` finds it (:func:`speech_spans`); the
-stretches kept are what lies at least ``margin_seconds`` away from speech, without digital
-silence (a recorder's pause or a muted microphone holds no noise of the place), and at least
-``min_stretch_seconds`` long (:func:`noise_stretches`). Speech counts only where the recording
-stands ``foreground_db`` above its background level (:func:`foreground`): talk in the
-background, at the level of the rest of the place's noise, is part of that noise and is kept.
-
-Messages point to the recipe's options that set the arguments (see ``_OPTIONS``), and say what
-to do about what they report.
+"""Noise of the target place, taken from recordings made there while people talk: the
+stretches away from the speech silero-vad finds, as a folder of noise recordings for the
+noise banks (see docs/design.md).
 """
 
 import importlib.metadata

@@ -1,30 +1,5 @@
-"""The plan of the noise banks.
-
-Which samples of which recording go into which segment.
-
-Pure arithmetic on lengths in samples at the recipe's rate, with the recordings
-put end to end in the order their files are taken: no audio is read or written
-here.
-
-Every usable sample goes into a bank. Each recording's part of a bank is cut
-into whole segments from its start; what is left shorter than a segment (a short
-recording, the end of a recording, the part of a recording on either side of the
-boundary between the banks) is a piece, and the pieces of a bank are joined end
-to end, in the bank's order, and cut into more segments, the last of which may
-be shorter (the mixer loops a short segment).
-
-Pieces are joined with an equal-power crossfade: over :data:`CROSSFADE_SECONDS`
-the end of a piece fades out with a cosine ramp while the start of the next
-fades in with a sine ramp, both ramps summing to 1 in power. A hard join would
-put a jump between two unrelated sample values, which sounds as a click, a
-broadband transient that real noise does not have; a ramp of a few milliseconds
-is enough to avoid it. The powers of the two unrelated noises add, so equal
-power keeps the level constant through the join (a linear crossfade would dip by
-3 dB in its middle). The joined pieces overlap by the crossfade, so a bank's
-segments are shorter than the audio it takes from the recordings by the
-crossfades' total length, which the report gives. A crossfade is shortened to
-half of a piece shorter than twice its length, so that it never reaches into
-another crossfade.
+"""The plan of the noise banks: which samples of which recording go into which segment, and
+where pieces are joined with crossfades, as arithmetic on lengths (see docs/design.md).
 """
 
 from dataclasses import dataclass
@@ -38,7 +13,7 @@ __all__ = [
     "spans_between",
 ]
 
-# Length of the crossfade that joins two pieces of noise (see the module's docstring).
+# Length of the crossfade that joins two pieces of noise (see docs/design.md).
 CROSSFADE_SECONDS = 0.01
 
 

@@ -1,10 +1,5 @@
-"""Reading a folder of noise recordings: which files, what each holds, and its audio.
-
-The files are those of the folder and its subfolders, hidden ones left out, in sorted order of
-their relative paths; any format soundfile reads, at any sample rate and channel count. Each is
-decoded block by block, judged as the corpus' audio is (:class:`ctsl_brain.dataio.SampleCheck`),
-downmixed to mono and resampled to the recipe's rate block by block, without seams, so the
-memory used does not grow with the length of a recording.
+"""Reading a folder of noise recordings: which files, whether each can be used and how long it
+is, and its audio, decoded, downmixed and resampled block by block.
 """
 
 import math
@@ -195,11 +190,9 @@ def downmix(block):
 def resample_stream(blocks, orig_freq, new_freq):
     """Resamples a mono stream given in blocks, block by block, without seams.
 
-    torchaudio's resampler computes its output in groups of ``new/g`` samples (``g`` the gcd of
-    the rates), group ``k`` from the input around samples ``k * orig/g``, zero beyond the ends
-    of the signal. Each call here gets whole groups and, around them, enough real input for the
-    filter to reach, so the output is that of one call over the whole stream (up to float
-    rounding), while only a block and the filter's context are held.
+    Each call of torchaudio's resampler gets whole output groups and the input its filter
+    reaches around them (:func:`ctsl_brain.custom_interface.resampling_reach`), so the output
+    is that of one call over the whole stream, up to float rounding.
 
     Arguments
     ---------

@@ -1,13 +1,5 @@
-"""What a preparation of the noise banks says: its report, its warnings and its refusals.
-
-A folder with less audio than asked gives an adaptation bank of what there is, leaving the
-held-out test bank one segment, and a warning says so (as it does for a test bank of few
-segments); only a folder that cannot give each bank a segment is refused. Each preparation logs
-a report (per bank: recordings, segments, audio taken, crossfades, noise in the segments; what
-was left out and why) and returns its figures.
-
-Messages point to the recipe's command-line options, not to the arguments of
-:func:`ctsl_brain.noise_banks.banks.prepare_noise_banks`, and say what to do about what they report.
+"""What a preparation of the noise banks says: its report, its warnings and its refusals,
+which name the recipe's command-line options.
 """
 
 import math

@@ -1,12 +1,5 @@
-"""Writing the noise banks' segments: the second pass over the recordings.
-
-Each recording is streamed once more, decoded, downmixed and resampled as in the
-first pass (:mod:`ctsl_brain.noise_banks.reading`), and its parts go to the segments
-that :mod:`ctsl_brain.noise_banks.plan` planned, in the order of the recordings, so
-that a segment is written as soon as its last part is read and few segments are
-held in memory at a time. The two sides of a crossfade are added to the same
-samples, with equal-power ramps (sine fading in, cosine fading out). Segments
-are mono float WAV files, written atomically.
+"""Writing the noise banks' segments: the second pass over the recordings, each segment
+written as soon as its last part is read.
 """
 
 import os
