@@ -22,7 +22,7 @@ from recipe_run import ROOT, demo_arguments, run_checked, run_train
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    """A tiny teacher trained on a few demo utterances and exported, and two of its wav files."""
+    """A tiny teacher trained on a few demo utterances and exported, and its test utterances."""
     base = tmp_path_factory.mktemp("install")
     results, data_folder = base / "results", base / "demo"
     run_train(
@@ -34,8 +34,7 @@ def export(tmp_path_factory):
     )
     model = str(base / "model")
     export_run(results / "demo" / "teacher" / "1986", model)
-    wavs = sorted(glob.glob(str(data_folder / "**" / "*.wav"), recursive=True))
-    return model, wavs[:2]
+    return model, sorted(glob.glob(str(data_folder / "wav" / "test" / "*.wav")))
 
 
 def _wheel(folder):
