@@ -8,4 +8,6 @@
 - :mod:`.plan`: which samples of which recording go into which segment.
 - :mod:`.writing`: the segments, written in a second pass over the recordings.
 - :mod:`.summary`: a preparation's report, warnings and refusals.
+- :mod:`.output_folder`: what both preparations share: folder checks, the
+  stamp, the scan of the inputs, the log and the result.
 """
