@@ -9,10 +9,16 @@ import sys
 
 import numpy as np
 import pandas as pd
+import soundfile
+import torch
+import torchaudio
 from ctsl_brain.conditions import condition_manifest
 from ctsl_brain.dataio import ATTRIBUTES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RATE = 16000
+# The Test1 utterances of msp_release: several longer than the 10 s an export used to window at.
+TEST_SECONDS = (2.75, 5.5, 9.0, 10.4, 11.3, 12.6)
 
 
 def tiny_run_arguments(results, **replace):
@@ -135,3 +141,55 @@ def folder_snapshot(folder):
                 stat.st_mtime_ns,
             )
     return state
+
+
+def voice(seconds, seed, rate=RATE):
+    """A voiced sound whose pitch and loudness move, so that utterances differ."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 120 + 80 * rng.random() + 30 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    envelope = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * (1 + rng.random()) * t))
+    signal = envelope * (0.3 * np.sin(phase) + 0.1 * np.sin(3 * phase))
+    return (signal + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def msp_release(root):
+    """An MSP-Podcast layout under ``root``: Audios/, Labels/labels_consensus.csv, with
+    utterances of 2 to 13 s (Test1: TEST_SECONDS), every third at 44.1 kHz in stereo."""
+    audios = root / "Audios"
+    audios.mkdir(parents=True)
+    (root / "Labels").mkdir()
+    rows, n = [], 0
+    splits = [
+        ("Train", (3.0, 6.0, 8.5, 11.0, 4.0, 12.0)),
+        ("Development", (3.5, 10.8)),
+        ("Test1", TEST_SECONDS),
+    ]
+    for split, lengths in splits:
+        for seconds in lengths:
+            name = f"MSP-PODCAST_{n:04d}_0001.wav"
+            sound = voice(seconds, n)
+            if n % 3 == 2:  # as users have them: 44.1 kHz stereo
+                stereo = [
+                    _resample(sound, 44100),
+                    _resample(0.8 * sound, 44100),
+                ]
+                soundfile.write(audios / name, np.stack(stereo, 1), 44100)
+            else:
+                soundfile.write(audios / name, sound, RATE)
+            rows.append(
+                f"{name},N,{2 + n % 5},{3 + n % 3},{4 - n % 2},{n % 4},Female,{split}"
+            )
+            n += 1
+    header = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
+    (root / "Labels" / "labels_consensus.csv").write_text(
+        "\n".join([header, *rows]) + "\n"
+    )
+    return root
+
+
+def _resample(signal, rate):
+    return torchaudio.functional.resample(
+        torch.as_tensor(signal), RATE, rate
+    ).numpy()

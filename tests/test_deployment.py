@@ -1,10 +1,11 @@
 """A model where its users run it: loaded without the project, from ONNX, on long recordings.
 
-One tiny teacher is trained on an MSP-Podcast-like release whose utterances last 2 to 13 s,
-some of them at 44.1 kHz in stereo, and exported with its ONNX models. The tests check that
-the export reproduces the run's own predictions on every test utterance, that the folder
-loads with SpeechBrain's ``foreign_class`` in a Python that cannot import this project, that
-ONNX gives PyTorch's numbers, and the time series of long recordings.
+The tiny teacher of conftest's ``teacher_export`` is trained on an MSP-Podcast-like release
+whose utterances last 2 to 13 s, some of them at 44.1 kHz in stereo, and exported with its
+ONNX models. The tests check that the export reproduces the run's own predictions on every
+test utterance, that the folder loads with SpeechBrain's ``foreign_class`` in a Python that
+cannot import this project, that ONNX gives PyTorch's numbers, and the time series of long
+recordings.
 """
 
 import json
@@ -19,137 +20,43 @@ import pandas as pd
 import pytest
 import soundfile
 import torch
-import torchaudio
 from ctsl_brain.__main__ import main
 from ctsl_brain.custom_interface import load_audio, read_segment
 from ctsl_brain.dataio import ATTRIBUTES
 from ctsl_brain.deployment.export import export_onnx, export_run
 from ctsl_brain.deployment.inference import EmotionRegressor
-from recipe_run import prediction_values, run_predictions, run_train
-
-RATE = 16000
-HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
-# Test1 utterances: several longer than the 10 s an export used to window at.
-TEST_SECONDS = (2.75, 5.5, 9.0, 10.4, 11.3, 12.6)
-
-
-def _voice(seconds, seed, rate=RATE):
-    """A voiced sound whose pitch and loudness move, so that utterances differ."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    pitch = 120 + 80 * rng.random() + 30 * np.sin(2 * np.pi * 0.5 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    envelope = 0.5 + 0.5 * np.abs(np.sin(2 * np.pi * (1 + rng.random()) * t))
-    signal = envelope * (0.3 * np.sin(phase) + 0.1 * np.sin(3 * phase))
-    return (signal + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-def _release(root):
-    """An MSP-Podcast layout: Audios/, Labels/labels_consensus.csv."""
-    audios = root / "Audios"
-    audios.mkdir(parents=True)
-    (root / "Labels").mkdir()
-    rows, n = [], 0
-    splits = [
-        ("Train", (3.0, 6.0, 8.5, 11.0, 4.0, 12.0)),
-        ("Development", (3.5, 10.8)),
-        ("Test1", TEST_SECONDS),
-    ]
-    for split, lengths in splits:
-        for seconds in lengths:
-            name = f"MSP-PODCAST_{n:04d}_0001.wav"
-            voice = _voice(seconds, n)
-            if n % 3 == 2:  # as users have them: 44.1 kHz stereo
-                stereo = [
-                    _resample(voice, 44100),
-                    _resample(0.8 * voice, 44100),
-                ]
-                soundfile.write(audios / name, np.stack(stereo, 1), 44100)
-            else:
-                soundfile.write(audios / name, voice, RATE)
-            rows.append(
-                f"{name},N,{2 + n % 5},{3 + n % 3},{4 - n % 2},{n % 4},Female,{split}"
-            )
-            n += 1
-    (root / "Labels" / "labels_consensus.csv").write_text(
-        "\n".join([HEADER, *rows]) + "\n"
-    )
-    return root
-
-
-def _resample(signal, rate):
-    return torchaudio.functional.resample(
-        torch.as_tensor(signal), RATE, rate
-    ).numpy()
+from recipe_run import (
+    RATE,
+    TEST_SECONDS,
+    prediction_values,
+    run_predictions,
+    voice,
+)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A trained teacher on the release above, and its export (with ONNX), moved."""
-    base = tmp_path_factory.mktemp("deployment")
-    release = _release(base / "MSP")
-    noise = base / "noise"
-    noise.mkdir()
-    rng = np.random.default_rng(1)
-    soundfile.write(
-        noise / "street.wav", 0.1 * rng.standard_normal(60 * RATE), RATE
-    )
-    results = base / "results"
-    run_train(
-        "hparams/teacher.yaml",
-        results,
-        "--data_folder",
-        str(release),
-        "--noise_folder",
-        str(noise),
-        "--adapt_noise_minutes",
-        "0.5",
-        "--test_snrs",
-        "[0]",
-    )
-    run_folder = str(results / "msp_podcast" / "teacher" / "1986")
-    assert (
-        main(
-            [
-                "export",
-                "--run",
-                run_folder,
-                "--out",
-                str(base / "written"),
-                "--onnx-int8",
-            ]
-        )
-        == 0
-    )
-    shutil.move(base / "written", base / "model")
-    return {
-        "base": base,
-        "run": run_folder,
-        "manifests": str(results / "msp_podcast" / "manifests"),
-        "model": str(base / "model"),
-        "data_folder": str(release),
-    }
-
-
-@pytest.fixture(scope="module")
-def model(run):
+def model(teacher_export):
     return EmotionRegressor.from_hparams(
-        source=run["model"], run_opts={"device": "cpu"}
+        source=teacher_export["model"], run_opts={"device": "cpu"}
     )
 
 
-def _run_predictions(run):
+def _run_predictions(teacher_export):
     """The run's own predictions of its evaluated checkpoint, by audio file."""
-    return run_predictions(run["run"], run["manifests"], run["data_folder"])
+    return run_predictions(
+        teacher_export["run"],
+        teacher_export["manifests"],
+        teacher_export["data_folder"],
+    )
 
 
 # ----- Export parity -----
 
 
 def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
-    run, model
+    teacher_export, model
 ):
-    expected = _run_predictions(run)
+    expected = _run_predictions(teacher_export)
     assert len(expected) == 2 * len(TEST_SECONDS), "clean and 0 dB test files"
     # Every utterance like the run's is embedded whole, as its evaluation did.
     assert model.hparams.window_seconds >= max(TEST_SECONDS)
@@ -173,14 +80,16 @@ def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
     assert all(windowed[p] < 1e-4 for p in windowed if p not in long)
 
 
-def test_window_is_the_longest_utterance_of_the_runs_manifests(run, tmp_path):
+def test_window_is_the_longest_utterance_of_the_runs_manifests(
+    teacher_export, tmp_path
+):
     longest = max(
-        pd.read_csv(os.path.join(run["manifests"], f"{name}.csv"))[
+        pd.read_csv(os.path.join(teacher_export["manifests"], f"{name}.csv"))[
             "duration"
         ].max()
         for name in ("train", "dev", "test")
     )
-    with open(os.path.join(run["model"], "hyperparams.yaml")) as fin:
+    with open(os.path.join(teacher_export["model"], "hyperparams.yaml")) as fin:
         text = fin.read()
     window = float(text.split("\nwindow_seconds: ")[1].split()[0])
     assert longest <= window < longest + 0.1
@@ -192,7 +101,7 @@ def test_window_is_the_longest_utterance_of_the_runs_manifests(run, tmp_path):
             "ctsl_brain",
             "export",
             "--run",
-            run["run"],
+            teacher_export["run"],
             "--out",
             str(tmp_path / "again"),
         ],
@@ -209,13 +118,13 @@ def test_window_is_the_longest_utterance_of_the_runs_manifests(run, tmp_path):
 
 
 def test_foreign_class_loads_the_folder_without_the_project(
-    run, model, tmp_path
+    teacher_export, model, tmp_path
 ):
     """In an empty folder, with neither the project nor pandas importable, SpeechBrain's
     foreign_class loads a copy of the folder and predicts exactly what the project does."""
     copy = tmp_path / "copied model"
-    shutil.copytree(run["model"], copy)
-    files = sorted(_run_predictions(run))[:3]
+    shutil.copytree(teacher_export["model"], copy)
+    files = sorted(_run_predictions(teacher_export))[:3]
     script = textwrap.dedent(
         f"""
         import importlib.util, json, sys
@@ -267,10 +176,10 @@ def test_foreign_class_loads_the_folder_without_the_project(
     assert np.array_equal(np.array(found["batch"]), ours.numpy())
 
 
-def test_model_card_describes_this_model(run):
-    with open(os.path.join(run["model"], "README.md")) as fin:
+def test_model_card_describes_this_model(teacher_export):
+    with open(os.path.join(teacher_export["model"], "README.md")) as fin:
         card = fin.read()
-    with open(os.path.join(run["run"], "test_results.json")) as fin:
+    with open(os.path.join(teacher_export["run"], "test_results.json")) as fin:
         results = json.load(fin)
     for condition, stats in results.items():
         row = f"| {condition} | {len(TEST_SECONDS)} | " + " | ".join(
@@ -295,8 +204,10 @@ def test_model_card_describes_this_model(run):
 # ----- ONNX -----
 
 
-def test_onnx_backend_gives_pytorchs_predictions(run, model, tmp_path):
-    files = sorted(_run_predictions(run))
+def test_onnx_backend_gives_pytorchs_predictions(
+    teacher_export, model, tmp_path
+):
+    files = sorted(_run_predictions(teacher_export))
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEfmt not audio")
     tables = {}
@@ -311,7 +222,7 @@ def test_onnx_backend_gives_pytorchs_predictions(run, model, tmp_path):
             [
                 "predict",
                 "--model",
-                run["model"],
+                teacher_export["model"],
                 *files,
                 str(broken),
                 "--out",
@@ -337,11 +248,11 @@ def test_onnx_backend_gives_pytorchs_predictions(run, model, tmp_path):
     assert 0 < int8 < 0.5, "int8 is an approximation, not another model"
 
 
-def test_onnx_model_takes_any_batch_and_length(run, model):
+def test_onnx_model_takes_any_batch_and_length(teacher_export, model):
     """Padding is masked in ONNX as in PyTorch: a batch of other sizes and lengths than the
     traced one gives PyTorch's numbers."""
-    onnx_model = EmotionRegressor.from_hparams(source=run["model"])
-    onnx_model.use_onnx(run["model"])
+    onnx_model = EmotionRegressor.from_hparams(source=teacher_export["model"])
+    onnx_model.use_onnx(teacher_export["model"])
     rng = np.random.default_rng(3)
     for lengths in ([RATE], [3 * RATE, RATE // 2, 2 * RATE + 17], [RATE] * 6):
         wavs = torch.zeros(len(lengths), max(lengths))
@@ -374,11 +285,11 @@ def test_an_onnx_model_that_differs_is_not_written(model, tmp_path):
 
 
 def test_onnx_backend_without_an_onnx_export_says_how_to_get_one(
-    run, tmp_path, capsys
+    teacher_export, tmp_path, capsys
 ):
     plain = tmp_path / "plain"
-    export_run(run["run"], plain)
-    wav = sorted(_run_predictions(run))[0]
+    export_run(teacher_export["run"], plain)
+    wav = sorted(_run_predictions(teacher_export))[0]
     out = tmp_path / "p.csv"
     assert (
         main(
@@ -403,10 +314,10 @@ def test_onnx_backend_without_an_onnx_export_says_how_to_get_one(
 # ----- Output scale -----
 
 
-def test_clipping_to_the_label_scale_is_an_option(run, model):
-    wav = sorted(_run_predictions(run))[0]
+def test_clipping_to_the_label_scale_is_an_option(teacher_export, model):
+    wav = sorted(_run_predictions(teacher_export))[0]
     clipped = EmotionRegressor.from_hparams(
-        source=run["model"], overrides={"clip_to_scale": True}
+        source=teacher_export["model"], overrides={"clip_to_scale": True}
     )
     for regressor in (model, clipped):
         regressor.mods.head[-1].bias.data += 100.0  # far above the scale
@@ -449,7 +360,7 @@ def test_long_files_are_read_a_window_at_a_time(model, tmp_path, monkeypatch):
     rate = 22050
     path = str(tmp_path / "long.flac")
     soundfile.write(
-        path, np.concatenate([_voice(5.0, i, rate) for i in range(12)]), rate
+        path, np.concatenate([voice(5.0, i, rate) for i in range(12)]), rate
     )
     reads = []
     real_read = soundfile.read
@@ -470,7 +381,7 @@ def test_long_files_are_read_a_window_at_a_time(model, tmp_path, monkeypatch):
 def test_trajectory_predicts_each_window_as_its_own_waveform(model, tmp_path):
     path = str(tmp_path / "call.wav")
     soundfile.write(
-        path, np.concatenate([_voice(2.0, i) for i in range(4)]), RATE
+        path, np.concatenate([voice(2.0, i) for i in range(4)]), RATE
     )
     rows = model.predict_trajectory(
         path, 0.75, window_seconds=2.0, batch_size=3
@@ -493,12 +404,14 @@ def test_trajectory_predicts_each_window_as_its_own_waveform(model, tmp_path):
         model.predict_trajectory(path, 0)
 
 
-def test_predict_hop_writes_each_files_time_series_and_plots(run, tmp_path):
+def test_predict_hop_writes_each_files_time_series_and_plots(
+    teacher_export, tmp_path
+):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         soundfile.write(
             tmp_path / folder / "call.wav",
-            np.concatenate([_voice(2.0, i + len(folder)) for i in range(3)]),
+            np.concatenate([voice(2.0, i + len(folder)) for i in range(3)]),
             RATE,
         )
     silent = tmp_path / "a" / "silent.wav"
@@ -508,7 +421,7 @@ def test_predict_hop_writes_each_files_time_series_and_plots(run, tmp_path):
         [
             "predict",
             "--model",
-            run["model"],
+            teacher_export["model"],
             str(tmp_path / "a"),
             str(tmp_path / "b"),
             "--out",

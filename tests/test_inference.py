@@ -1,7 +1,8 @@
 """Using a trained model: export a run, load it, predict files of any kind, and the command line.
 
-A tiny teacher (two epochs) and student (one epoch) are trained on a few demo utterances; their
-exports must give the predictions of the runs' own evaluation."""
+The tiny teacher of conftest's ``teacher_export`` (two epochs on an MSP-Podcast-like release)
+and a student of it (one epoch): their exports must give the predictions of the runs' own
+evaluation."""
 
 import inspect
 import json
@@ -29,8 +30,9 @@ from ctsl_brain.dataio import (
 from ctsl_brain.deployment.export import export_run
 from ctsl_brain.deployment.inference import EmotionRegressor, audio_files
 from recipe_run import (
+    RATE,
     ROOT,
-    demo_arguments,
+    TEST_SECONDS,
     evaluated_epoch,
     prediction_values,
     run_checked,
@@ -38,29 +40,16 @@ from recipe_run import (
     run_train,
 )
 
-RATE = 16000
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A finished teacher run (2 epochs) and student run (1 epoch), each exported, and the
-    exports moved: a model folder does not depend on where it was written."""
+def runs(teacher_export, tmp_path_factory):
+    """The teacher run of ``teacher_export`` (2 epochs) and a student of it (1 epoch), each
+    exported, and the exports moved: a model folder does not depend on where it was written."""
     base = tmp_path_factory.mktemp("inference")
-    results, data_folder = base / "results", str(base / "demo")
-    demo = demo_arguments(n_train=8)
-    run_train(
-        "hparams/teacher.yaml",
-        results,
-        "--data_folder",
-        data_folder,
-        *demo,
-        number_of_epochs=2,
-    )
-    run_train(
-        "hparams/student.yaml", results, "--data_folder", data_folder, *demo
-    )
-    teacher_run = str(results / "demo" / "teacher" / "1986")
-    student_run = str(results / "demo" / "rm_tl_cl" / "1986")
+    results = teacher_export["results"]
+    run_train("hparams/student.yaml", results, *teacher_export["arguments"])
+    teacher_run = teacher_export["run"]
+    student_run = str(results / "msp_podcast" / "rm_tl_cl" / "1986")
     other_epoch = 3 - evaluated_epoch(
         teacher_run
     )  # the one the evaluation did not choose
@@ -85,13 +74,20 @@ def runs(tmp_path_factory):
         name: str(base / "moved" / name)
         for name in ("teacher", "student", "other")
     }
+    speech = [
+        path
+        for path in teacher_export["test_files"]
+        if soundfile.info(path).samplerate == RATE
+        and soundfile.info(path).channels == 1
+    ]
     return {
         "results": results,
-        "data_folder": data_folder,
-        "manifests": str(results / "demo" / "manifests"),
+        "data_folder": teacher_export["data_folder"],
+        "manifests": teacher_export["manifests"],
         "runs": {"teacher": teacher_run, "student": student_run},
         "models": models,
         "other_epoch": other_epoch,
+        "speech": speech,
     }
 
 
@@ -124,7 +120,7 @@ def test_exported_model_predicts_what_the_run_evaluated(runs, system):
     model = EmotionRegressor.from_hparams(source=runs["models"][system])
     epoch = evaluated_epoch(runs["runs"][system])
     expected = _run_predictions(runs, system, epoch)
-    assert len(expected) == 8, "4 clean and 4 noisy test files"
+    assert len(expected) == 2 * len(TEST_SECONDS), "clean and 0 dB test files"
     # predictions.csv keeps 6 significant digits.
     assert _largest_difference(model, expected) < 1e-4
 
@@ -281,10 +277,8 @@ def test_an_export_killed_half_way_is_redone_by_the_same_command(
 
 
 def _speech(runs, index=0):
-    path = os.path.join(
-        runs["data_folder"], "wav", "test", f"test_{index:05d}.wav"
-    )
-    data, rate = soundfile.read(path, dtype="float32")
+    """The ``index``-th of the test utterances recorded at 16 kHz in mono."""
+    data, rate = soundfile.read(runs["speech"][index], dtype="float32")
     assert rate == RATE
     return data
 
