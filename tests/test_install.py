@@ -16,25 +16,7 @@ import zipfile
 
 import pytest
 from ctsl_brain import __main__
-from ctsl_brain.deployment.export import export_run
-from recipe_run import ROOT, demo_arguments, run_checked, run_train
-
-
-@pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    """A tiny teacher trained on a few demo utterances and exported, and its test utterances."""
-    base = tmp_path_factory.mktemp("install")
-    results, data_folder = base / "results", base / "demo"
-    run_train(
-        "hparams/teacher.yaml",
-        results,
-        "--data_folder",
-        str(data_folder),
-        *demo_arguments(n_train=4, n_dev=2, n_test=2),
-    )
-    model = str(base / "model")
-    export_run(results / "demo" / "teacher" / "1986", model)
-    return model, sorted(glob.glob(str(data_folder / "wav" / "test" / "*.wav")))
+from recipe_run import ROOT, run_checked
 
 
 def _wheel(folder):
@@ -86,9 +68,9 @@ def test_usage_names_the_command_as_it_was_run(monkeypatch, argv0, name):
 
 @pytest.mark.slow
 def test_installed_command_predicts_what_the_checkout_predicts(
-    export, tmp_path
+    teacher_export, tmp_path
 ):
-    model, wavs = export
+    model, wavs = teacher_export["model"], teacher_export["test_files"]
     wheel = _wheel(tmp_path / "wheel")
     with zipfile.ZipFile(wheel) as built:
         folders = {os.path.dirname(name) for name in built.namelist()}
