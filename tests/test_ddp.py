@@ -6,6 +6,7 @@ import os
 import re
 import sys
 
+import pytest
 import torch
 from recipe_run import (
     demo_arguments,
@@ -13,6 +14,8 @@ from recipe_run import (
     run_train,
     tiny_run_arguments,
 )
+
+pytestmark = pytest.mark.slow
 
 DEMO = demo_arguments(n_train=16)
 

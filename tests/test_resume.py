@@ -21,6 +21,8 @@ from recipe_run import (
     tiny_run_arguments,
 )
 
+pytestmark = pytest.mark.slow
+
 DEMO = demo_arguments(n_train=40)
 
 
