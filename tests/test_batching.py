@@ -102,6 +102,7 @@ def test_dynamic_batching_needs_random_sorting(tmp_path):
         dataio_prepare(hparams)
 
 
+@pytest.mark.slow
 def test_training_with_dynamic_batches_reports_its_padding(tmp_path):
     data_folder = str(tmp_path / "demo")
     run_train(

@@ -468,6 +468,7 @@ def learnability(folder, paths, snr_db=0.0, seed=0):
     return result
 
 
+@pytest.mark.slow
 def test_labels_are_learnable_and_masked_by_noise(learn_corpus):
     folder, paths = learn_corpus
     result = learnability(folder, paths)
@@ -491,6 +492,7 @@ def test_labels_are_learnable_and_masked_by_noise(learn_corpus):
     assert np.mean(list(matched.values())) < np.mean(list(clean.values())) - 0.1
 
 
+@pytest.mark.slow
 def test_label_distribution(learn_corpus):
     _, paths = learn_corpus
     y = np.array(

@@ -53,6 +53,7 @@ def _run_predictions(teacher_export):
 # ----- Export parity -----
 
 
+@pytest.mark.slow
 def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
     teacher_export, model
 ):
@@ -80,6 +81,7 @@ def test_export_reproduces_the_runs_predictions_of_every_test_utterance(
     assert all(windowed[p] < 1e-4 for p in windowed if p not in long)
 
 
+@pytest.mark.slow
 def test_window_is_the_longest_utterance_of_the_runs_manifests(
     teacher_export, tmp_path
 ):
@@ -117,6 +119,7 @@ def test_window_is_the_longest_utterance_of_the_runs_manifests(
 # ----- Loaded where the project is not -----
 
 
+@pytest.mark.slow
 def test_foreign_class_loads_the_folder_without_the_project(
     teacher_export, model, tmp_path
 ):
@@ -176,6 +179,7 @@ def test_foreign_class_loads_the_folder_without_the_project(
     assert np.array_equal(np.array(found["batch"]), ours.numpy())
 
 
+@pytest.mark.slow
 def test_model_card_describes_this_model(teacher_export):
     with open(os.path.join(teacher_export["model"], "README.md")) as fin:
         card = fin.read()
@@ -204,6 +208,7 @@ def test_model_card_describes_this_model(teacher_export):
 # ----- ONNX -----
 
 
+@pytest.mark.slow
 def test_onnx_backend_gives_pytorchs_predictions(
     teacher_export, model, tmp_path
 ):
@@ -248,6 +253,7 @@ def test_onnx_backend_gives_pytorchs_predictions(
     assert 0 < int8 < 0.5, "int8 is an approximation, not another model"
 
 
+@pytest.mark.slow
 def test_onnx_model_takes_any_batch_and_length(teacher_export, model):
     """Padding is masked in ONNX as in PyTorch: a batch of other sizes and lengths than the
     traced one gives PyTorch's numbers."""
@@ -275,6 +281,7 @@ def test_onnx_model_takes_any_batch_and_length(teacher_export, model):
         )
 
 
+@pytest.mark.slow
 def test_an_onnx_model_that_differs_is_not_written(model, tmp_path):
     from ctsl_brain.custom_interface import EmotionGraph
 
@@ -284,6 +291,7 @@ def test_an_onnx_model_that_differs_is_not_written(model, tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_onnx_backend_without_an_onnx_export_says_how_to_get_one(
     teacher_export, tmp_path, capsys
 ):
@@ -314,6 +322,7 @@ def test_onnx_backend_without_an_onnx_export_says_how_to_get_one(
 # ----- Output scale -----
 
 
+@pytest.mark.slow
 def test_clipping_to_the_label_scale_is_an_option(teacher_export, model):
     wav = sorted(_run_predictions(teacher_export))[0]
     clipped = EmotionRegressor.from_hparams(
@@ -354,6 +363,7 @@ def test_a_part_of_a_file_is_read_as_the_whole_file_is(
         assert (part - whole[start:stop]).abs().max() < 1e-6
 
 
+@pytest.mark.slow
 def test_long_files_are_read_a_window_at_a_time(model, tmp_path, monkeypatch):
     """An hour needs no more memory than a minute: no read is longer than a window (plus the
     resampling margin), whatever the file's length."""
@@ -378,6 +388,7 @@ def test_long_files_are_read_a_window_at_a_time(model, tmp_path, monkeypatch):
     )  # 2 s and a margin of 0.06 s each side
 
 
+@pytest.mark.slow
 def test_trajectory_predicts_each_window_as_its_own_waveform(model, tmp_path):
     path = str(tmp_path / "call.wav")
     soundfile.write(
@@ -404,6 +415,7 @@ def test_trajectory_predicts_each_window_as_its_own_waveform(model, tmp_path):
         model.predict_trajectory(path, 0)
 
 
+@pytest.mark.slow
 def test_predict_hop_writes_each_files_time_series_and_plots(
     teacher_export, tmp_path
 ):

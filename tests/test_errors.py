@@ -188,6 +188,7 @@ def test_a_missing_or_unfinished_teacher_run_is_named(tmp_path):
         train.load_teacher({"teacher_folder": str(save)})
 
 
+@pytest.mark.slow
 def test_train_py_prints_one_line_and_the_traceback_only_when_asked(tmp_path):
     command = [
         sys.executable,

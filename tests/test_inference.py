@@ -116,6 +116,7 @@ def _largest_difference(model, expected, count=None):
 
 
 @pytest.mark.parametrize("system", ["teacher", "student"])
+@pytest.mark.slow
 def test_exported_model_predicts_what_the_run_evaluated(runs, system):
     model = EmotionRegressor.from_hparams(source=runs["models"][system])
     epoch = evaluated_epoch(runs["runs"][system])
@@ -125,6 +126,7 @@ def test_exported_model_predicts_what_the_run_evaluated(runs, system):
     assert _largest_difference(model, expected) < 1e-4
 
 
+@pytest.mark.slow
 def test_checkpoint_option_exports_that_epoch(runs):
     other = EmotionRegressor.from_hparams(source=runs["models"]["other"])
     expected = _run_predictions(
@@ -137,6 +139,7 @@ def test_checkpoint_option_exports_that_epoch(runs):
         assert f"the checkpoint of epoch {runs['other_epoch']}," in fin.read()
 
 
+@pytest.mark.slow
 def test_exported_folder_is_self_contained_and_lint_clean(runs):
     folder = runs["models"]["teacher"]
     assert sorted(os.listdir(folder)) == [
@@ -175,6 +178,7 @@ def test_exported_folder_is_self_contained_and_lint_clean(runs):
         os.rename(f"{cache}.away", cache)
 
 
+@pytest.mark.slow
 def test_default_checkpoint_is_the_one_the_evaluation_chose(runs, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(runs["runs"]["teacher"], run)
@@ -189,6 +193,7 @@ def test_default_checkpoint_is_the_one_the_evaluation_chose(runs, tmp_path):
     assert export_run(run, tmp_path / "unfinished")["epoch"] == best
 
 
+@pytest.mark.slow
 def test_export_refusals_name_the_path_and_the_way_out(runs, tmp_path, capsys):
     teacher_run = runs["runs"]["teacher"]
     missing = str(tmp_path / "no_run")
@@ -245,6 +250,7 @@ def test_export_refusals_name_the_path_and_the_way_out(runs, tmp_path, capsys):
     assert usage.value.code == 2
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
     out = str(tmp_path / "model")
     export_run(runs["runs"]["teacher"], out, epoch=runs["other_epoch"])
@@ -257,6 +263,7 @@ def test_overwrite_replaces_an_earlier_export(runs, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_an_export_killed_half_way_is_redone_by_the_same_command(
     runs, tmp_path
 ):
@@ -294,6 +301,7 @@ def _batch(model, signal):
     )[0].numpy()
 
 
+@pytest.mark.slow
 def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
     speech = _speech(runs)
     prediction = model.predict_file(_write(tmp_path / "mono.wav", speech))
@@ -306,6 +314,7 @@ def test_predict_file_is_predict_batch_of_the_waveform(model, runs, tmp_path):
     assert embedding.shape == (1, model.mods.encoder.output_size)
 
 
+@pytest.mark.slow
 def test_channels_are_averaged(model, runs, tmp_path):
     speech, other = _speech(runs, 0), _speech(runs, 1)
     mono = prediction_values(
@@ -329,6 +338,7 @@ def test_channels_are_averaged(model, runs, tmp_path):
 
 
 @pytest.mark.parametrize("rate", [44100, 8000])
+@pytest.mark.slow
 def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
     speech = torch.as_tensor(_speech(runs))
     recorded = torchaudio.functional.resample(speech, RATE, rate).numpy()
@@ -343,6 +353,7 @@ def test_other_sample_rates_are_resampled(model, runs, tmp_path, rate):
     )
 
 
+@pytest.mark.slow
 def test_integer_and_float_wav_give_the_same_prediction(model, runs, tmp_path):
     quantised = np.round(_speech(runs) * 32767).astype(np.int16)
     as_int = model.predict_file(
@@ -376,6 +387,7 @@ def _manual_windows(model, signal, count, *, by_frames=True):
     return (model.mods.head(embedding[None])[0] * 6 + 1).numpy()
 
 
+@pytest.mark.slow
 def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
     speech = np.concatenate([_speech(runs, i) for i in range(3)])
     seconds = len(speech) / RATE
@@ -441,6 +453,7 @@ def test_long_files_are_embedded_in_windows(model, runs, tmp_path):
         model.predict_file(path, window_seconds=0.1)
 
 
+@pytest.mark.slow
 def test_unusable_files_are_clear_errors(model, tmp_path):
     empty = _write(tmp_path / "empty.wav", np.zeros(0, dtype=np.float32))
     nothing = tmp_path / "nothing.wav"
@@ -475,6 +488,7 @@ def test_model_folder_must_exist_and_be_an_export(tmp_path):
         EmotionRegressor.from_hparams(source=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_silent_and_non_finite_files_are_refused_as_in_training(
     model, runs, tmp_path
 ):
@@ -497,6 +511,7 @@ def test_silent_and_non_finite_files_are_refused_as_in_training(
     assert str(error.value).endswith(AUDIO_ADVICE["non-finite audio"])
 
 
+@pytest.mark.slow
 def test_a_prediction_that_is_not_a_number_is_an_error(
     model, runs, tmp_path, monkeypatch
 ):
@@ -518,6 +533,7 @@ def test_a_prediction_that_is_not_a_number_is_an_error(
 # ----- The command line -----
 
 
+@pytest.mark.slow
 def test_predict_command_reports_a_broken_file_and_predicts_the_rest(
     model, runs, tmp_path
 ):
@@ -577,6 +593,7 @@ def test_predict_command_reports_a_broken_file_and_predicts_the_rest(
     assert duration == pytest.approx(len(_speech(runs, 0)) / RATE, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_predict_command_exits_0_when_all_files_succeed(runs, tmp_path, capsys):
     path = _write(tmp_path / "one.wav", _speech(runs))
     out = tmp_path / "one.csv"
@@ -616,6 +633,7 @@ def test_audio_files_searches_folders_and_keeps_named_files(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_predict_reports_bad_audio_and_never_writes_nan(
     model, runs, tmp_path, capsys
 ):

@@ -299,6 +299,7 @@ def _noise_folder(folder, seconds=(25.0, 20.0, 15.0)):
     return folder
 
 
+@pytest.mark.slow
 def test_train_py_prepares_and_trains_on_an_msp_podcast_release(tmp_path):
     root = _release(tmp_path / "MSP")
     noise = _noise_folder(tmp_path / "noise")

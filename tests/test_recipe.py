@@ -290,6 +290,7 @@ def _digests(folder):
     return digests
 
 
+@pytest.mark.slow
 def test_teacher_then_student_end_to_end(demo_corpus, tmp_path):
     data_folder, _ = demo_corpus
     results = str(tmp_path / "results")

@@ -70,6 +70,7 @@ def test_setup_scripts_are_executable_and_belong_to_rows():
         assert os.access(path, os.X_OK), f"{name} is not executable"
 
 
+@pytest.mark.slow
 def test_speechbrain_checks_pass():
     """tools/speechbrain_checks.sh: SpeechBrain's consistency tests, its
     linters and the recipe tests, in a scratch copy of the checkout."""

@@ -66,6 +66,7 @@ def study(tmp_path_factory):
     return results, first, _study(results, data_folder)
 
 
+@pytest.mark.slow
 def test_miniature_study_writes_every_output(study):
     results, first, _ = study
     folder = os.path.join(results, "demo", "study", "1986")
@@ -126,6 +127,7 @@ def test_miniature_study_writes_every_output(study):
     assert (noisy["rmse"] > 0).all() and (noisy["cosine"] < 1).all()
 
 
+@pytest.mark.slow
 def test_second_run_skips_finished_stages(study):
     _, _, second = study
     for system in SYSTEMS:
@@ -133,6 +135,7 @@ def test_second_run_skips_finished_stages(study):
     assert "Going into epoch" not in second
 
 
+@pytest.mark.slow
 def test_rm_tl_cl_run_records_its_infonce_settings(study):
     results, _, _ = study
     with open(
@@ -186,6 +189,7 @@ def test_embedding_analysis_matches_the_training_losses():
     assert measures["cosine"] == pytest.approx(float(expected_cos), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_field_system_adapts_from_the_field_recordings_noise(study):
     """RM+TL+CL (field) trains with the bank of the demo's field recordings' stretches without
     speech, every other student with the clean adaptation bank."""
@@ -259,6 +263,7 @@ def test_unknown_system_is_a_clear_error(tmp_path):
     assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
     """A train.py failure (here: a corpus that does not exist) ends the study at that stage."""
     done = subprocess.run(
