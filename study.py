@@ -26,6 +26,7 @@ import time
 
 from ctsl_brain.analysis import FIELD_FOLDER_MARKER, SYSTEMS, analyse_study
 from ctsl_brain.dataio import run_command, write_text_atomic
+from ctsl_brain.locks import FolderLock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -558,40 +559,43 @@ def main(argv=None):
     study_folder = os.path.join(
         args.results_folder, args.corpus, "study", str(args.seed)
     )
-    os.makedirs(study_folder, exist_ok=True)
-    log = Progress(study_folder)
-    total = len(args.systems) + 1
-    numbered = list(enumerate(args.systems, start=1))
-    # Original first, alone: the other systems start from it.
-    run_stage(1, total, "Original", args, overrides, study_folder, log)
-    if args.jobs > 1 and len(numbered) > 2:
-        run_stages_at_once(
-            numbered[1:], total, args, overrides, study_folder, log
-        )
-    else:
-        for number, system in numbered[1:]:
-            run_stage(number, total, system, args, overrides, study_folder, log)
+    # One study per folder: a second one stops before it runs a stage.
+    with FolderLock(study_folder, what="runs a study in"):
+        log = Progress(study_folder)
+        total = len(args.systems) + 1
+        numbered = list(enumerate(args.systems, start=1))
+        # Original first, alone: the other systems start from it.
+        run_stage(1, total, "Original", args, overrides, study_folder, log)
+        if args.jobs > 1 and len(numbered) > 2:
+            run_stages_at_once(
+                numbered[1:], total, args, overrides, study_folder, log
+            )
+        else:
+            for number, system in numbered[1:]:
+                run_stage(
+                    number, total, system, args, overrides, study_folder, log
+                )
 
-    log(
-        f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"
-    )
-    runs = {system: output_folder(system, args) for system in args.systems}
-    settings = None
-    for folder in runs.values():
-        with open(os.path.join(folder, "evaluation.json")) as fin:
-            settings = json.load(fin).get("infonce", settings)
-    outputs = analyse_study(
-        runs,
-        study_folder,
-        n_groups=args.n_groups,
-        group_seed=args.group_seed,
-        infonce=settings,
-    )
-    with open(outputs["files"]["table1_md"]) as fin:
-        print(fin.read())
-    with open(outputs["files"]["table2_md"]) as fin:
-        print(fin.read())
-    log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
+        log(
+            f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"
+        )
+        runs = {system: output_folder(system, args) for system in args.systems}
+        settings = None
+        for folder in runs.values():
+            with open(os.path.join(folder, "evaluation.json")) as fin:
+                settings = json.load(fin).get("infonce", settings)
+        outputs = analyse_study(
+            runs,
+            study_folder,
+            n_groups=args.n_groups,
+            group_seed=args.group_seed,
+            infonce=settings,
+        )
+        with open(outputs["files"]["table1_md"]) as fin:
+            print(fin.read())
+        with open(outputs["files"]["table2_md"]) as fin:
+            print(fin.read())
+        log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
 
 
 if __name__ == "__main__":

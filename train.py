@@ -40,6 +40,7 @@ from ctsl_brain.dataio import (
     to_unit_scale,
 )
 from ctsl_brain.evaluation import write_evaluation
+from ctsl_brain.locks import FolderLock
 from ctsl_brain.losses import (
     INFONCE_DENOMINATORS,
     NEGATIVE_BOUNDARIES,
@@ -552,75 +553,84 @@ def main(argv):
         raise SettingsError(
             f"label_min ({hparams['label_min']}) must be below label_max ({hparams['label_max']})"
         )
-    # SpeechBrain's experiment folder: the YAML, this script (the caller's file is copied), the log.
+    # One run per output folder: a second run stops before it writes in it.
+    lock = FolderLock(hparams["output_folder"])
     try:
-        sb.create_experiment_directory(
-            experiment_directory=hparams["output_folder"],
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
+        # SpeechBrain's experiment folder: the YAML, this script (the caller's file is copied), the log.
+        try:
+            if if_main_process():
+                lock.acquire()
+            sb.create_experiment_directory(
+                experiment_directory=hparams["output_folder"],
+                hyperparams_to_save=hparams_file,
+                overrides=overrides,
+            )
+        except OSError as error:
+            message = unwritable_folder_error(error, hparams["output_folder"])
+            if message is None:
+                raise
+            raise message from None
+
+        # The preparation's keys, named here: SpeechBrain wants each key used by this script.
+        preparation = {
+            "corpus": hparams["corpus"],
+            "data_folder": hparams["data_folder"],
+            "manifest_folder": hparams["manifest_folder"],
+            "skip_prep": hparams["skip_prep"],
+            "prepare_options": hparams["prepare_options"],
+            "noise_folder": hparams["noise_folder"],
+            "adapt_noise_minutes": hparams["adapt_noise_minutes"],
+            "test_set": hparams["test_set"],
+            "min_duration": hparams["min_duration"],
+            "drop_bad_rows": hparams["drop_bad_rows"],
+            "label_min": hparams["label_min"],
+            "label_max": hparams["label_max"],
+            "sample_rate": hparams["sample_rate"],
+            "field_folder": hparams["field_folder"],
+            "field_bank_folder": hparams["field_bank_folder"],
+            "field_vad_threshold": hparams["field_vad_threshold"],
+            "field_margin_seconds": hparams["field_margin_seconds"],
+            "field_min_stretch_seconds": hparams["field_min_stretch_seconds"],
+            "field_min_total_seconds": hparams["field_min_total_seconds"],
+            "field_foreground_db": hparams["field_foreground_db"],
+            "test_snrs": hparams["test_snrs"],
+            "recorded_test_folders": hparams["recorded_test_folders"],
+            "test_noise_csv": hparams["test_noise_csv"],
+            "test_noise_seed": hparams["test_noise_seed"],
+            "recorded_dev_folders": hparams["recorded_dev_folders"],
+            "adapt_noise_csv": hparams["adapt_noise_csv"],
+            "dev_noise_seed": hparams["dev_noise_seed"],
+        }
+        run_on_main(prepare_corpus, args=[preparation])
+        if "training_noise_csv" in hparams:
+            logger.info(
+                "adaptation noise bank: %s", hparams["training_noise_csv"]
+            )
+        datasets = dataio_prepare(hparams)
+
+        teacher = load_teacher(hparams) if "teacher_folder" in hparams else None
+        brain = EmotionBrain(
+            modules=hparams["modules"],
+            opt_class=hparams["opt_class"],
+            hparams=hparams,
+            run_opts=run_opts,
+            checkpointer=hparams["checkpointer"],
+            teacher=teacher,
         )
-    except OSError as error:
-        message = unwritable_folder_error(error, hparams["output_folder"])
-        if message is None:
-            raise
-        raise message from None
-
-    # The preparation's keys, named here: SpeechBrain wants each key used by this script.
-    preparation = {
-        "corpus": hparams["corpus"],
-        "data_folder": hparams["data_folder"],
-        "manifest_folder": hparams["manifest_folder"],
-        "skip_prep": hparams["skip_prep"],
-        "prepare_options": hparams["prepare_options"],
-        "noise_folder": hparams["noise_folder"],
-        "adapt_noise_minutes": hparams["adapt_noise_minutes"],
-        "test_set": hparams["test_set"],
-        "min_duration": hparams["min_duration"],
-        "drop_bad_rows": hparams["drop_bad_rows"],
-        "label_min": hparams["label_min"],
-        "label_max": hparams["label_max"],
-        "sample_rate": hparams["sample_rate"],
-        "field_folder": hparams["field_folder"],
-        "field_bank_folder": hparams["field_bank_folder"],
-        "field_vad_threshold": hparams["field_vad_threshold"],
-        "field_margin_seconds": hparams["field_margin_seconds"],
-        "field_min_stretch_seconds": hparams["field_min_stretch_seconds"],
-        "field_min_total_seconds": hparams["field_min_total_seconds"],
-        "field_foreground_db": hparams["field_foreground_db"],
-        "test_snrs": hparams["test_snrs"],
-        "recorded_test_folders": hparams["recorded_test_folders"],
-        "test_noise_csv": hparams["test_noise_csv"],
-        "test_noise_seed": hparams["test_noise_seed"],
-        "recorded_dev_folders": hparams["recorded_dev_folders"],
-        "adapt_noise_csv": hparams["adapt_noise_csv"],
-        "dev_noise_seed": hparams["dev_noise_seed"],
-    }
-    run_on_main(prepare_corpus, args=[preparation])
-    if "training_noise_csv" in hparams:
-        logger.info("adaptation noise bank: %s", hparams["training_noise_csv"])
-    datasets = dataio_prepare(hparams)
-
-    teacher = load_teacher(hparams) if "teacher_folder" in hparams else None
-    brain = EmotionBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-        teacher=teacher,
-    )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        datasets["train"],
-        datasets["dev"],
-        train_loader_kwargs=hparams["train_dataloader_opts"],
-        valid_loader_kwargs=hparams["test_dataloader_opts"],
-    )
-    brain.evaluate_conditions(
-        datasets["test"],
-        datasets["dev_conditions"],
-        test_loader_kwargs=hparams["test_dataloader_opts"],
-    )
+        brain.fit(
+            brain.hparams.epoch_counter,
+            datasets["train"],
+            datasets["dev"],
+            train_loader_kwargs=hparams["train_dataloader_opts"],
+            valid_loader_kwargs=hparams["test_dataloader_opts"],
+        )
+        brain.evaluate_conditions(
+            datasets["test"],
+            datasets["dev_conditions"],
+            test_loader_kwargs=hparams["test_dataloader_opts"],
+        )
+    finally:
+        lock.release()
 
 
 if __name__ == "__main__":
