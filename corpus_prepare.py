@@ -9,6 +9,7 @@ Authors
  * The ctsl-brain contributors
 """
 
+import contextlib
 import os
 
 from ctsl_brain.conditions import prepare_test_conditions
@@ -19,6 +20,7 @@ from ctsl_brain.dataio import (
     write_text_atomic,
 )
 from ctsl_brain.demo.corpus import prepare_demo_corpus
+from ctsl_brain.locks import PREPARE_LOCK, FolderLock
 from ctsl_brain.noise_banks.banks import prepare_noise_banks
 from ctsl_brain.noise_banks.field import extract_field_noise
 from ctsl_brain.settings import check_prepare_options
@@ -48,6 +50,23 @@ def prepare_corpus(hparams):
         raise SettingsError(
             f"corpus must be one of {', '.join(CORPORA)}; got {corpus!r}"
         )
+    # Runs that prepare the same folders at once take turns: the first prepares, the others
+    # then find its outputs up to date.
+    folders = {hparams["manifest_folder"]}
+    if corpus == "demo":
+        folders.add(hparams["data_folder"])
+    if hparams.get("field_folder"):
+        folders.add(hparams["field_bank_folder"])
+    with contextlib.ExitStack() as locks:
+        for folder in sorted(os.path.realpath(f) for f in folders):
+            locks.enter_context(
+                FolderLock(folder, PREPARE_LOCK, "prepares", wait=True)
+            )
+        _prepare(corpus, hparams)
+
+
+def _prepare(corpus, hparams):
+    """What :func:`prepare_corpus` does once it holds its folders."""
     manifest_folder = hparams["manifest_folder"]
     options = dict(hparams["prepare_options"] or {})
     recorded = hparams["recorded_test_folders"]
