@@ -5,6 +5,7 @@ disappear by renaming, and whose recovery skips a checkpoint that cannot be load
 docs/design.md).
 """
 
+import errno
 import logging
 import os
 import re
@@ -37,6 +38,10 @@ class CheckpointError(UserError, RuntimeError):
 
     The message lists each one and why.
     """
+
+
+# Below this much free space, a failed write of torch.save is taken for a full disk.
+_ROOM_FOR_A_WRITE = 64 * 2**20
 
 
 def _brief(error):
@@ -131,12 +136,21 @@ class AtomicCheckpointer(Checkpointer):
             The checkpoint under its final name; None on processes other
             than the main one.
         """
-        staged = super().save_checkpoint(
-            meta=meta,
-            end_of_epoch=end_of_epoch,
-            name=name,
-            verbosity=logging.DEBUG,
-        )
+        try:
+            staged = super().save_checkpoint(
+                meta=meta,
+                end_of_epoch=end_of_epoch,
+                name=name,
+                verbosity=logging.DEBUG,
+            )
+        except RuntimeError as error:
+            # torch.save reports a failed write as a RuntimeError ("file write failed",
+            # "unexpected pos"), without its errno: on a disk with no room left, it is that.
+            folder = str(self.checkpoints_dir)
+            if shutil.disk_usage(folder).free >= _ROOM_FOR_A_WRITE:
+                raise
+            code = errno.ENOSPC
+            raise OSError(code, os.strerror(code), folder) from error
         ddp_barrier()  # every process has written its files
         if not if_main_process():
             return None

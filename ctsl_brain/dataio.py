@@ -8,11 +8,13 @@ the corpus' own scale (1-7 for MSP-Podcast) everywhere outside the Brain.
 
 import collections
 import csv
+import errno
 import io
 import logging
 import math
 import os
 import re
+import shutil
 import sys
 
 import soundfile
@@ -73,13 +75,66 @@ NOISE_COLUMNS = ("ID", "duration", "wav")
 
 # Set to 1 to see the traceback of a user error too (for debugging).
 TRACEBACK_VARIABLE = "CTSL_TRACEBACK"
+# The errors of a write that found no space left (a full disk, a quota).
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+def disk_full_message(error):
+    """The message for a write that found the disk full, or None for another error.
+
+    Arguments
+    ---------
+    error : BaseException
+        What a write raised.
+
+    Returns
+    -------
+    str or None
+        Says that the disk is full, names the folder and the space left on it, and says to
+        free space and run the same command again.
+
+    Example
+    -------
+    >>> error = OSError(
+    ...     errno.ENOSPC, "No space left on device", "/nonexistent/run/x.csv"
+    ... )
+    >>> print(disk_full_message(error))  # doctest: +ELLIPSIS
+    the disk is full: writing /nonexistent/run/x.csv failed (No space left on device), and / has ... free. Free space there and run the same command again
+    """
+    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
+        return None
+    target = os.fsdecode(error.filename) if error.filename else os.getcwd()
+    folder = target
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    try:
+        free = _size_text(shutil.disk_usage(folder).free)
+    except OSError:
+        free = "no space"
+    return (
+        f"the disk is full: writing {target} failed ({error.strerror or error}), and "
+        f"{folder} has {free} free. Free space there and run the same command again"
+    )
+
+
+def _size_text(size):
+    """``1.5 MB`` for a number of bytes."""
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return (
+                f"{size:.0f} {unit}"
+                if unit == "bytes"
+                else f"{size:.1f} {unit}"
+            )
+        size /= 1000
 
 
 def run_command(main, *args):
     """Runs a command line's ``main(*args)`` and returns its exit status.
 
-    A :class:`UserError` ends the command with its message on stderr and
-    status 1, without a traceback, unless the environment variable
+    A :class:`UserError`, or a write that finds the disk full
+    (:func:`disk_full_message`), ends the command with its message on stderr
+    and status 1, without a traceback, unless the environment variable
     ``CTSL_TRACEBACK`` is 1; any other exception is a bug and shows its
     traceback.
 
@@ -111,12 +166,23 @@ def run_command(main, *args):
     error: no file x.wav: check the path
     1
     """
+    # A log file on a full disk cannot be written: the message on stderr says so, without
+    # the logging module's own traceback of each failed record.
+    logging.raiseExceptions = False
     try:
         status = main(*args)
-    except UserError as error:
-        if os.environ.get(TRACEBACK_VARIABLE, "0") not in ("", "0"):
+    except (UserError, OSError) as error:
+        message = (
+            _own_message(error)
+            if isinstance(error, UserError)
+            else disk_full_message(error)
+        )
+        if message is None or os.environ.get(TRACEBACK_VARIABLE, "0") not in (
+            "",
+            "0",
+        ):
             raise
-        print(f"error: {_own_message(error)}", file=sys.stderr, flush=True)
+        print(f"error: {message}", file=sys.stderr, flush=True)
         return 1
     return 0 if status is None else status
 

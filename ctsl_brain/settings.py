@@ -33,7 +33,6 @@ UNWRITABLE = {
     errno.ENOTDIR,
     errno.EEXIST,
     errno.EROFS,
-    errno.ENOSPC,
 }
 
 
