@@ -61,6 +61,37 @@ def demo_arguments(*, n_train=12, n_dev=4, n_test=4):
     ]
 
 
+def preparation_settings(folder, data_folder, **replace):
+    """The keys ``prepare_corpus`` reads, as train.py passes them: MSP-Podcast in
+    ``data_folder``, manifests in ``folder``/manifests, 0 dB the only noisy condition;
+    ``replace`` sets other values or adds keys."""
+    manifests = os.path.join(str(folder), "manifests")
+    settings = {
+        "corpus": "msp_podcast",
+        "data_folder": str(data_folder),
+        "manifest_folder": manifests,
+        "noise_folder": None,
+        "adapt_noise_minutes": 0.2,
+        "test_set": "Test1",
+        "min_duration": 0.1,
+        "drop_bad_rows": False,
+        "label_min": 1.0,
+        "label_max": 7.0,
+        "prepare_options": {},
+        "skip_prep": False,
+        "recorded_test_folders": None,
+        "test_snrs": [0],
+        "test_noise_csv": os.path.join(manifests, "noise_test.csv"),
+        "test_noise_seed": 1,
+        "sample_rate": RATE,
+        "recorded_dev_folders": None,
+        "adapt_noise_csv": os.path.join(manifests, "noise_adapt.csv"),
+        "dev_noise_seed": 2,
+    }
+    settings.update(replace)
+    return settings
+
+
 def run_checked(command, cwd=ROOT):
     """Runs ``command`` in ``cwd`` (the repository by default); fails the test if it fails,
     showing the end of its output."""

@@ -19,7 +19,13 @@ from ctsl_brain.locks import (
     FolderInUseError,
     FolderLock,
 )
-from recipe_run import ROOT, demo_arguments, folder_snapshot, tiny_run_arguments
+from recipe_run import (
+    ROOT,
+    demo_arguments,
+    folder_snapshot,
+    preparation_settings,
+    tiny_run_arguments,
+)
 
 # Holds a folder's lock until its standard input closes.
 HOLDER = """
@@ -239,35 +245,18 @@ print(len(renamed))
 
 
 def _demo_settings(root):
-    manifests = root / "manifests"
-    return {
-        "corpus": "demo",
-        "data_folder": str(root / "data"),
-        "manifest_folder": str(manifests),
-        "noise_folder": None,
-        "adapt_noise_minutes": 0.2,
-        "test_set": "Test1",
-        "min_duration": 0.1,
-        "drop_bad_rows": False,
-        "label_min": 1.0,
-        "label_max": 7.0,
-        "prepare_options": {
+    return preparation_settings(
+        root,
+        root / "data",
+        corpus="demo",
+        prepare_options={
             "n_train": 12,
             "n_dev": 4,
             "n_test": 4,
             "adapt_noise_minutes": 0.2,
             "test_noise_minutes": 0.2,
         },
-        "skip_prep": False,
-        "recorded_test_folders": None,
-        "test_snrs": [0],
-        "test_noise_csv": str(manifests / "noise_test.csv"),
-        "test_noise_seed": 1,
-        "sample_rate": 16000,
-        "recorded_dev_folders": None,
-        "adapt_noise_csv": str(manifests / "noise_adapt.csv"),
-        "dev_noise_seed": 2,
-    }
+    )
 
 
 def _prepare(settings):

@@ -16,7 +16,7 @@ from ctsl_brain.dataio import (
     load_audio,
 )
 from msp_podcast_prepare import prepare_msp_podcast, write_manifests
-from recipe_run import run_train
+from recipe_run import preparation_settings, run_train
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set"
 
@@ -338,28 +338,7 @@ def test_train_py_prepares_and_trains_on_an_msp_podcast_release(tmp_path):
 
 
 def _hparams(tmp_path, root, noise_folder):
-    return {
-        "corpus": "msp_podcast",
-        "data_folder": str(root),
-        "manifest_folder": str(tmp_path / "manifests"),
-        "noise_folder": noise_folder,
-        "adapt_noise_minutes": 0.2,
-        "test_set": "Test1",
-        "min_duration": 0.1,
-        "drop_bad_rows": False,
-        "label_min": 1.0,
-        "label_max": 7.0,
-        "prepare_options": {},
-        "skip_prep": False,
-        "recorded_test_folders": None,
-        "test_snrs": [0],
-        "test_noise_csv": str(tmp_path / "manifests" / "noise_test.csv"),
-        "test_noise_seed": 1,
-        "sample_rate": 16000,
-        "recorded_dev_folders": None,
-        "adapt_noise_csv": str(tmp_path / "manifests" / "noise_adapt.csv"),
-        "dev_noise_seed": 2,
-    }
+    return preparation_settings(tmp_path, root, noise_folder=noise_folder)
 
 
 def test_noise_problems_stop_the_preparation(tmp_path):

@@ -11,7 +11,14 @@ import pytest
 import soundfile
 from corpus_prepare import prepare_corpus
 from ctsl_brain.noise_banks.field import extract_field_noise
-from recipe_run import RATE, folder_snapshot, msp_release, run_train, voice
+from recipe_run import (
+    RATE,
+    folder_snapshot,
+    msp_release,
+    preparation_settings,
+    run_train,
+    voice,
+)
 
 
 def _run(*command):
@@ -85,36 +92,19 @@ def _field_folder(folder):
 
 
 def _hparams(tmp_path, release, noise, field):
-    manifests = tmp_path / "manifests"
-    return {
-        "corpus": "msp_podcast",
-        "data_folder": str(release),
-        "manifest_folder": str(manifests),
-        "noise_folder": str(noise),
-        "adapt_noise_minutes": 0.2,
-        "test_set": "Test1",
-        "min_duration": 0.1,
-        "drop_bad_rows": False,
-        "label_min": 1.0,
-        "label_max": 7.0,
-        "prepare_options": {},
-        "skip_prep": False,
-        "recorded_test_folders": None,
-        "test_snrs": [5, 0],
-        "test_noise_csv": str(manifests / "noise_test.csv"),
-        "test_noise_seed": 1,
-        "sample_rate": RATE,
-        "recorded_dev_folders": None,
-        "adapt_noise_csv": str(manifests / "noise_adapt.csv"),
-        "dev_noise_seed": 2,
-        "field_folder": str(field),
-        "field_bank_folder": str(manifests / "field"),
-        "field_vad_threshold": 0.5,
-        "field_margin_seconds": 0.3,
-        "field_min_stretch_seconds": 1.0,
-        "field_min_total_seconds": 10.0,
-        "field_foreground_db": 3.0,
-    }
+    return preparation_settings(
+        tmp_path,
+        release,
+        noise_folder=str(noise),
+        test_snrs=[5, 0],
+        field_folder=str(field),
+        field_bank_folder=str(tmp_path / "manifests" / "field"),
+        field_vad_threshold=0.5,
+        field_margin_seconds=0.3,
+        field_min_stretch_seconds=1.0,
+        field_min_total_seconds=10.0,
+        field_foreground_db=3.0,
+    )
 
 
 def _outputs(folder):
