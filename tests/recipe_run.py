@@ -92,6 +92,16 @@ def preparation_settings(folder, data_folder, **replace):
     return settings
 
 
+def environment_without_the_project():
+    """This process's environment without Python's path settings, for a command that must
+    not import the checkout (an installed package, a copied model folder)."""
+    return {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("PYTHONPATH", "PYTHONHOME")
+    }
+
+
 def run_checked(command, cwd=ROOT):
     """Runs ``command`` in ``cwd`` (the repository by default); fails the test if it fails,
     showing the end of its output."""

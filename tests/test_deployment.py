@@ -28,6 +28,7 @@ from ctsl_brain.deployment.inference import EmotionRegressor
 from recipe_run import (
     RATE,
     TEST_SECONDS,
+    environment_without_the_project,
     prediction_values,
     run_predictions,
     voice,
@@ -152,11 +153,7 @@ def test_foreign_class_loads_the_folder_without_the_project(
     )
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("PYTHONPATH", "PYTHONHOME")
-    }
+    env = environment_without_the_project()
     done = subprocess.run(
         [sys.executable, "-c", script],
         cwd=empty,

@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 from ctsl_brain import __main__
-from recipe_run import ROOT, run_checked
+from recipe_run import ROOT, environment_without_the_project, run_checked
 
 
 def _wheel(folder):
@@ -90,11 +90,7 @@ def test_installed_command_predicts_what_the_checkout_predicts(
     assert os.path.isfile(command)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    environ = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("PYTHONPATH", "PYTHONHOME")
-    }
+    environ = environment_without_the_project()
 
     def run_elsewhere(arguments):
         done = subprocess.run(
