@@ -20,9 +20,11 @@ import sys
 import time
 
 import torch
+import yaml
 from corpus_prepare import CORPORA, prepare_corpus
 from ctsl_brain.checkpoints import (
     AtomicCheckpointer,
+    RandomStates,
     end_of_epoch_checkpoints,
     trim_train_log,
 )
@@ -64,6 +66,11 @@ import speechbrain as sb
 from speechbrain.core import INTRA_EPOCH_CKPT_FLAG
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.sampler import DynamicBatchSampler
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import if_main_process, run_on_main
 
 # The orders of the training set (sorting).
@@ -94,6 +101,11 @@ ABOVE = {"temperature": 0, "lr": 0, "adapt_noise_minutes": 0, "sample_rate": 0}
 logger = sb.utils.logger.get_logger(__name__)
 
 
+# The per-epoch running figures of the training stage, saved with intra-epoch checkpoints.
+EPOCH_FIGURES = ("loss_sums", "loss_count", "samples_real", "samples_padded")
+
+
+@register_checkpoint_hooks
 class EmotionBrain(sb.Brain):
     """Speech emotion regression: the teacher stage, or the student's with a frozen ``teacher``."""
 
@@ -109,10 +121,52 @@ class EmotionBrain(sb.Brain):
                 param.requires_grad_(False)
             if getattr(self.hparams, "cache_teacher_embeddings", False):
                 self.teacher_cache = TeacherEmbeddingCache(self.teacher)
+        # What the next step depends on beyond the modules and the optimiser; optional, so
+        # that checkpoints saved without them still load.
+        self.random_states = RandomStates()
+        self.recovered_epoch = None
+        if self.checkpointer is not None:
+            self.checkpointer.add_recoverable(
+                "random_states", self.random_states, optional_load=True
+            )
+            if self.teacher_cache is not None:
+                self.checkpointer.add_recoverable(
+                    "teacher_cache", self.teacher_cache, optional_load=True
+                )
         self.test_condition = "clean"
         self.test_results = {}
         self.eval_checkpoint = None
         self.collect_embeddings = False
+
+    @mark_as_saver
+    def _save(self, path):
+        """Saves SpeechBrain's step counters and the epoch's running figures (YAML)."""
+        now = time.monotonic()
+        state = {
+            "step": self.step,
+            "avg_train_loss": self.avg_train_loss,
+            "optimizer_step": self.optimizer_step,
+            "nonfinite_count": self.nonfinite_count,
+            "epoch_seconds": now - getattr(self, "epoch_start", now),
+        }
+        state.update(
+            {name: getattr(self, name, None) for name in EPOCH_FIGURES}
+        )
+        with open(path, "w", encoding="utf-8") as fout:
+            yaml.safe_dump(state, fout, sort_keys=False)
+
+    @mark_as_loader
+    def _recover(self, path, end_of_epoch):
+        """Loads what :meth:`_save` saved; an intra-epoch checkpoint's figures go on in
+        :meth:`on_stage_start`."""
+        super()._recover(path, end_of_epoch)
+        with open(path, encoding="utf-8") as fin:
+            state = yaml.safe_load(fin)
+        self.recovered_epoch = None
+        if not end_of_epoch and all(
+            state.get(name) is not None for name in EPOCH_FIGURES
+        ):
+            self.recovered_epoch = state
 
     def on_fit_start(self):
         """Recovers the newest checkpoint, then cuts the train log back to its epochs."""
@@ -244,15 +298,41 @@ class EmotionBrain(sb.Brain):
         return loss
 
     def on_stage_start(self, stage, epoch=None):
-        """Fresh accumulators; the dev mixer restarts, so every epoch hears the same dev audio."""
+        """Fresh accumulators, or those of the recovered intra-epoch checkpoint; the dev mixer
+        restarts, so every epoch hears the same dev audio."""
         self.loss_sums, self.loss_count = {}, 0
         self.samples_real, self.samples_padded = 0.0, 0
         self.ids, self.predicted, self.targets, self.embeddings = [], [], [], []
         noise = self.noise_for(stage)
-        if stage == sb.Stage.VALID and noise is not None:
-            noise.reset()
+        if stage == sb.Stage.VALID:
+            # A checkpoint after the epoch's last batch: the generators go on from here.
+            self.random_states.restore()
+            self.recovered_epoch = None
+            if noise is not None:
+                noise.reset()
         if stage == sb.Stage.TRAIN:
             self.epoch_start = time.monotonic()
+            if self.recovered_epoch is not None:
+                for name in EPOCH_FIGURES:
+                    setattr(self, name, self.recovered_epoch[name])
+                self.epoch_start -= self.recovered_epoch["epoch_seconds"]
+
+    def on_fit_batch_start(self, batch, should_step):
+        """Restores the generators and the non-finite count of a recovered intra-epoch
+        checkpoint before its next batch (SpeechBrain zeroes the count after on_stage_start)."""
+        self.random_states.restore()
+        if self.recovered_epoch is not None:
+            self.nonfinite_count = self.recovered_epoch["nonfinite_count"]
+            self.recovered_epoch = None
+
+    def _should_save_intra_epoch_ckpt(self, last_ckpt_time, steps_since_ckpt):
+        """SpeechBrain's decision, held back while gradients are being accumulated (they are
+        not saved)."""
+        if self.step % self.grad_accumulation_factor:
+            return False
+        return super()._should_save_intra_epoch_ckpt(
+            last_ckpt_time, steps_since_ckpt
+        )
 
     def stage_statistics(self, stage_loss):
         """Mean loss terms of the stage, and the CCC per attribute on the corpus' scale."""

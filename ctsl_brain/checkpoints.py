@@ -1,17 +1,29 @@
-"""Checkpoints that a run killed at any moment cannot leave half-written.
+"""Checkpoints that a run killed at any moment cannot leave half-written, and that resume it
+exactly.
 
 :class:`AtomicCheckpointer` is SpeechBrain's ``Checkpointer`` whose checkpoints appear and
-disappear by renaming, and whose recovery skips a checkpoint that cannot be loaded (see
-docs/design.md).
+disappear by renaming, and whose recovery skips a checkpoint that cannot be loaded;
+:class:`RandomStates` saves the random generators with each checkpoint (see docs/design.md).
 """
 
 import errno
 import logging
 import os
+import random
 import re
 import shutil
 
-from speechbrain.utils.checkpoints import Checkpoint, Checkpointer, ckpt_recency
+import numpy as np
+import torch
+
+from speechbrain.utils.checkpoints import (
+    Checkpoint,
+    Checkpointer,
+    ckpt_recency,
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 from .dataio import UserError, write_text_atomic
@@ -19,6 +31,7 @@ from .dataio import UserError, write_text_atomic
 __all__ = [
     "AtomicCheckpointer",
     "CheckpointError",
+    "RandomStates",
     "end_of_epoch_checkpoints",
     "trim_train_log",
 ]
@@ -354,6 +367,108 @@ class AtomicCheckpointer(Checkpointer):
                     folder,
                 )
         ddp_barrier()
+
+
+@register_checkpoint_hooks
+class RandomStates:
+    """The states of the random generators a run draws from, as a checkpoint recoverable.
+
+    Saves the global generators of PyTorch (CPU and every CUDA device), NumPy
+    and Python. An end-of-epoch checkpoint's states are restored when it is
+    loaded. An intra-epoch checkpoint's are held until :meth:`restore` is
+    called where the run continues: before its next training batch, or before
+    the validation if the checkpoint followed the epoch's last batch (creating
+    the training DataLoader's iterator on recovery draws from PyTorch's
+    generator).
+
+    Example
+    -------
+    >>> folder = getfixture("tmp_path")
+    >>> states = RandomStates()
+    >>> checkpointer = AtomicCheckpointer(folder, recoverables={"rng": states})
+    >>> _ = torch.manual_seed(0)
+    >>> saved = checkpointer.save_checkpoint(
+    ...     end_of_epoch=False, verbosity=logging.DEBUG
+    ... )
+    >>> expected = torch.rand(2)
+    >>> _ = checkpointer.recover_if_possible()
+    >>> states.restore()
+    True
+    >>> torch.equal(torch.rand(2), expected)
+    True
+    """
+
+    def __init__(self):
+        self.pending = None
+
+    @staticmethod
+    def capture():
+        """The generators' current states.
+
+        Returns
+        -------
+        states : dict
+            ``torch``, ``cuda`` (one state per device, empty without CUDA),
+            ``numpy`` and ``python`` states, made of tensors and numbers only.
+        """
+        kind, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all()
+            if torch.cuda.is_initialized()
+            else [],
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)))
+            + (position, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    @staticmethod
+    def apply(states):
+        """Sets the generators to ``states``, as :meth:`capture` returns them.
+
+        Arguments
+        ---------
+        states : dict
+            The states to set; CUDA states are set when the device count
+            matches.
+        """
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and len(states["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        kind, keys, position, has_gauss, gauss = states["numpy"]
+        np.random.set_state(
+            (kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss)
+        )
+        random.setstate(states["python"])
+
+    def restore(self):
+        """Restores the states an intra-epoch checkpoint held back.
+
+        Returns
+        -------
+        restored : bool
+            Whether there were states to restore.
+        """
+        if self.pending is None:
+            return False
+        self.apply(self.pending)
+        self.pending = None
+        return True
+
+    @mark_as_saver
+    def save(self, path):
+        """Saves the current states to ``path``."""
+        torch.save(self.capture(), path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch):
+        """Loads the states of ``path``: restored now after an epoch, else held back."""
+        states = torch.load(path, map_location="cpu", weights_only=True)
+        if end_of_epoch:
+            self.pending = None
+            self.apply(states)
+        else:
+            self.pending = states
 
 
 def end_of_epoch_checkpoints(checkpointer):

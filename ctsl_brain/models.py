@@ -12,6 +12,12 @@ import tempfile
 import torch
 from hyperpyyaml import load_hyperpyyaml
 
+from speechbrain.utils.checkpoints import (
+    mark_as_loader,
+    mark_as_saver,
+    register_checkpoint_hooks,
+)
+
 from .custom_interface import (
     RegressionHead,
     SSLEncoder,
@@ -250,6 +256,7 @@ def tiny_encoder_folder(
     return folder
 
 
+@register_checkpoint_hooks
 class TeacherEmbeddingCache:
     """The frozen teacher's pooled embeddings by utterance ID, computed once.
 
@@ -257,7 +264,10 @@ class TeacherEmbeddingCache:
     embedding is computed in the first epoch only (float32, on the teacher's
     device). A batch with any utterance not yet cached is embedded whole;
     cached ones keep their first embedding. With augmentation of the clean
-    audio, turn the cache off.
+    audio, turn the cache off. As a checkpoint recoverable, it is saved with
+    each checkpoint, so that a resumed run uses the embeddings the first
+    epoch computed (an embedding computed in another batch can differ in its
+    last bits).
 
     Arguments
     ---------
@@ -324,4 +334,26 @@ class TeacherEmbeddingCache:
             for utt_id, embedding in zip(ids, embeddings, strict=True):
                 if utt_id not in self.store:
                     self.store[utt_id] = embedding.detach().clone()
-        return torch.stack([self.store[utt_id] for utt_id in ids])
+        return torch.stack(
+            [self.store[utt_id].to(wavs.device) for utt_id in ids]
+        )
+
+    @mark_as_saver
+    def save(self, path):
+        """Saves the cached embeddings to ``path`` (IDs and one float32 tensor)."""
+        ids = list(self.store)
+        embeddings = (
+            torch.stack([self.store[utt_id].cpu() for utt_id in ids])
+            if ids
+            else torch.empty(0)
+        )
+        torch.save({"ids": ids, "embeddings": embeddings}, path)
+
+    @mark_as_loader
+    def load(self, path, end_of_epoch):
+        """Replaces the cache with the embeddings saved in ``path`` (kept on the CPU)."""
+        del end_of_epoch  # the same either way
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        self.store = dict(
+            zip(saved["ids"], saved["embeddings"].unbind(0), strict=True)
+        )

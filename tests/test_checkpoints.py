@@ -2,16 +2,20 @@
 
 import logging
 import os
+import random
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from ctsl_brain import checkpoints as module
 from ctsl_brain.checkpoints import (
     AtomicCheckpointer,
     CheckpointError,
+    RandomStates,
     trim_train_log,
 )
+from ctsl_brain.models import TeacherEmbeddingCache
 
 from speechbrain.utils.checkpoints import Checkpointer
 
@@ -178,3 +182,58 @@ def test_the_train_log_keeps_the_epochs_of_the_recovered_checkpoint(tmp_path):
     )  # epoch 2 ended after its log line, before its checkpoint
     assert log.read_text() == lines[0]
     trim_train_log(tmp_path / "absent.txt", 1)
+
+
+def _draws():
+    return (torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random())
+
+
+@pytest.mark.parametrize("end_of_epoch", [True, False])
+def test_random_states_come_back_when_the_run_goes_on(tmp_path, end_of_epoch):
+    states = RandomStates()
+    checkpointer = AtomicCheckpointer(
+        tmp_path, recoverables={"random_states": states}
+    )
+    torch.manual_seed(1), np.random.seed(1), random.seed(1)
+    checkpointer.save_checkpoint(
+        end_of_epoch=end_of_epoch, verbosity=logging.DEBUG
+    )
+    expected = _draws()
+    torch.manual_seed(2), np.random.seed(2), random.seed(2)
+    checkpointer.recover_if_possible()
+    if not end_of_epoch:
+        # Held back until the run goes on; what is drawn before does not count.
+        assert _draws() != expected
+        assert states.restore()
+    assert _draws() == expected
+    assert not states.restore()  # once
+
+
+def test_a_checkpoint_saved_without_random_states_still_loads(tmp_path):
+    layer = torch.nn.Linear(2, 2)
+    AtomicCheckpointer(tmp_path, recoverables={"layer": layer}).save_checkpoint(
+        verbosity=logging.DEBUG
+    )
+    checkpointer = AtomicCheckpointer(tmp_path, recoverables={"layer": layer})
+    checkpointer.add_recoverable(
+        "random_states", RandomStates(), optional_load=True
+    )
+    with pytest.warns(UserWarning, match="optional"):
+        assert checkpointer.recover_if_possible() is not None
+
+
+def test_the_teacher_cache_comes_back_bit_for_bit(tmp_path):
+    cache = TeacherEmbeddingCache(
+        lambda wavs, lens: wavs.double().sin().float()
+    )
+    first = cache(["a", "b"], torch.randn(2, 5), torch.ones(2))
+    checkpointer = AtomicCheckpointer(tmp_path, recoverables={"cache": cache})
+    checkpointer.save_checkpoint(verbosity=logging.DEBUG)
+    restored = TeacherEmbeddingCache(lambda wavs, lens: 1 / 0)  # never called
+    AtomicCheckpointer(
+        tmp_path, recoverables={"cache": restored}
+    ).recover_if_possible()
+    assert list(restored.store) == ["a", "b"]
+    assert torch.equal(
+        restored(["b", "a"], torch.zeros(2, 5), torch.ones(2)), first.flip(0)
+    )
