@@ -407,7 +407,9 @@ def run_stage(number, total, system, args, overrides, study_folder, log):
     command, folder, marker = stage
     log(f"stage {number}/{total} {system}: {shlex.join(command)}")
     start = time.monotonic()
-    done = subprocess.run(command, cwd=ROOT, check=False)
+    done = subprocess.run(
+        command, cwd=ROOT, check=False, preexec_fn=_end_with_parent
+    )
     if done.returncode != 0:
         log(
             f"stage {number}/{total} {system} failed (exit status {done.returncode}); its log "
