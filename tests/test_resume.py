@@ -131,7 +131,7 @@ def test_student_killed_mid_epoch_resumes_and_ends_as_planned(teacher):
     assert "Going into epoch 3" in output
 
 
-def _student_command(results, data_folder, *, epochs):
+def _student_command(results, data_folder, *, epochs, name="killed"):
     return [
         sys.executable,
         "train.py",
@@ -141,10 +141,27 @@ def _student_command(results, data_folder, *, epochs):
         data_folder,
         *DEMO,
         "--experiment_name",
-        "killed",
+        name,
         "--ckpt_interval_steps",
         "1",
     ]
+
+
+# What a run ends with; the train log's figures are compared with its timings masked.
+RUN_OUTPUTS = (
+    "predictions.csv",
+    "test_results.json",
+    "evaluation.json",
+    "train_log.txt",
+)
+
+
+def _outputs(folder):
+    found = {}
+    for name in RUN_OUTPUTS:
+        with open(os.path.join(folder, name), encoding="utf-8") as fin:
+            found[name] = re.sub(r"seconds: \d+", "seconds: -", fin.read())
+    return found
 
 
 def _assert_every_checkpoint_loads(save):
@@ -231,9 +248,14 @@ def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(
 ):
     """SIGKILL at many moments (while a checkpoint is written or deleted, right after one is
     saved, during the evaluation, at random): every restart starts, every folder under a
-    checkpoint's name loads after each kill, and the run ends with each epoch logged once."""
+    checkpoint's name loads after each kill, and the run ends with each epoch logged once and
+    with the outputs of the same run left uninterrupted, byte for byte."""
     results, data_folder = teacher
     epochs = 4
+    straight = os.path.join(results, "demo", "straight", "1986")
+    run_checked(
+        _student_command(results, data_folder, epochs=epochs, name="straight")
+    )
     command = _student_command(results, data_folder, epochs=epochs)
     output = os.path.join(results, "demo", "killed", "1986")
     save = os.path.join(output, "save")
@@ -290,3 +312,4 @@ def test_student_killed_at_random_moments_always_restarts_and_ends_as_planned(
         if "ccc" in yaml.safe_load(open(os.path.join(path, "CKPT.yaml")))
     ]
     assert len(ends) == epochs
+    assert _outputs(output) == _outputs(straight)

@@ -1,11 +1,13 @@
 """The study runner as users run it: a miniature study (tiny encoder, a few utterances, one
 epoch) writes every output, and a second run skips the finished stages."""
 
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -29,8 +31,8 @@ OUTPUTS = [
 ]
 
 
-def _study(results, data_folder):
-    command = [
+def _study_command(results, data_folder):
+    return [
         sys.executable,
         "study.py",
         "--data_folder",
@@ -55,7 +57,10 @@ def _study(results, data_folder):
         "--prepare_options",
         "{n_train: 12, n_dev: 8, n_test: 8, adapt_noise_minutes: 0.2, test_noise_minutes: 0.2}",
     ]
-    return run_checked(command).stdout
+
+
+def _study(results, data_folder):
+    return run_checked(_study_command(results, data_folder)).stdout
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +138,75 @@ def test_second_run_skips_finished_stages(study):
     for system in SYSTEMS:
         assert f"{system}: finished earlier" in second
     assert "Going into epoch" not in second
+
+
+def _student_checkpoints(results):
+    """The adapted systems' save folders that hold a checkpoint."""
+    found = set()
+    for path in glob.glob(
+        os.path.join(results, "demo", "*", "1986", "save", "CKPT+*")
+    ):
+        system = path.split(os.sep)[-4]
+        if system != "teacher":
+            found.add(system)
+    return found
+
+
+def _kill_study_when(process, condition, timeout=600):
+    """Kills the study and its stages (its process group) once ``condition()`` holds;
+    returns whether it was killed before it finished."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if condition():
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.02)
+    process.wait()
+    return False
+
+
+@pytest.mark.slow
+def test_a_study_killed_during_its_parallel_stages_ends_as_if_uninterrupted(
+    study, tmp_path
+):
+    """Killed twice while its adapted systems train at once (with a checkpoint every step),
+    then run again: the study's tables, predictions and figure are byte-identical to those of
+    the same study left uninterrupted."""
+    results, _, _ = study
+    data_folder = os.path.join(os.path.dirname(results), "demo")
+    killed = str(tmp_path / "results")
+    command = _study_command(killed, data_folder) + [
+        "--ckpt_interval_steps",
+        "1",
+    ]
+    log = tmp_path / "study.out"
+    seen, kills = set(), 0
+    for _ in range(2):
+        with open(log, "a") as out:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Killed once a stage that had no checkpoint at the last kill has one.
+        kills += _kill_study_when(
+            process, lambda: _student_checkpoints(killed) - seen
+        )
+        seen = _student_checkpoints(killed)
+    assert kills == 2, log.read_text()[-3000:]
+    run_checked(command)
+    reference = os.path.join(results, "demo", "study", "1986")
+    resumed = os.path.join(killed, "demo", "study", "1986")
+    for name in OUTPUTS:
+        if name == "study_log.txt":
+            continue  # commands and times
+        with open(os.path.join(reference, name), "rb") as fin:
+            expected = fin.read()
+        with open(os.path.join(resumed, name), "rb") as fin:
+            assert fin.read() == expected, name
 
 
 @pytest.mark.slow
