@@ -4,6 +4,7 @@ recordings with known speech, rates and channels, digital silence, errors, cachi
 import csv
 import logging
 import os
+import subprocess
 import sys
 import tracemalloc
 
@@ -27,7 +28,7 @@ from ctsl_brain.noise_banks.field import (
     noise_stretches,
     speech_spans,
 )
-from recipe_run import folder_snapshot
+from recipe_run import ROOT, folder_snapshot
 from scipy.signal import lfilter
 from torchaudio.functional import resample
 
@@ -509,3 +510,21 @@ def test_settings_and_folders_are_checked(field, tmp_path, monkeypatch):
         MissingInputError, match="pip install silero-vad==6.2.3"
     ):
         field_prep.load_vad()
+
+
+def test_finding_speech_leaves_pytorch_on_its_threads():
+    """silero-vad sets PyTorch to one thread when it is imported: a training that follows a
+    field preparation in the same process keeps its threads (and computes as without one)."""
+    probe = (
+        "import torch; torch.set_num_threads(2); "
+        "from ctsl_brain.noise_banks import field; field.load_vad(); "
+        "print(torch.get_num_threads())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["2"], done.stderr[-2000:]

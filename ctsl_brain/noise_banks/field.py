@@ -338,6 +338,9 @@ def load_vad():
 
 def _silero():
     """silero-vad's package, refused when it is not installed."""
+    # Importing it sets PyTorch to one thread for the whole process: the training that follows
+    # a preparation would run on one core, and compute in another order than without it.
+    threads = torch.get_num_threads()
     try:
         import silero_vad
     except ImportError:
@@ -345,6 +348,8 @@ def _silero():
             "finding the pauses in speech of field recordings needs silero-vad, which is not "
             f"installed: pip install {_SILERO_PIN}"
         )
+    finally:
+        torch.set_num_threads(threads)
     return silero_vad
 
 
@@ -613,8 +618,14 @@ def _score(model, audio, probs, silent, levels):
     silent.extend((np.abs(chunks).max(axis=1) < SILENCE_PEAK).astype(np.uint8))
     power = (chunks.astype(np.float64) ** 2).mean(axis=1)
     levels.extend((10.0 * np.log10(power + 1e-12)).astype(np.float32))
-    for chunk in torch.from_numpy(np.ascontiguousarray(chunks)):
-        probs.append(model(chunk, VAD_RATE).item())
+    # One thread, silero-vad's own setting: the same probabilities whatever the machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for chunk in torch.from_numpy(np.ascontiguousarray(chunks)):
+            probs.append(model(chunk, VAD_RATE).item())
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _write_all(plans, folder, sample_rate):
