@@ -26,6 +26,7 @@ from ctsl_brain.checkpoints import (
     AtomicCheckpointer,
     RandomStates,
     end_of_epoch_checkpoints,
+    kept_random_states,
     trim_train_log,
 )
 from ctsl_brain.conditions import condition_manifest, condition_names
@@ -36,6 +37,7 @@ from ctsl_brain.dataio import (
     SettingsError,
     check_manifest_columns,
     describe_audio_problem,
+    disk_full_message,
     from_unit_scale,
     load_audio,
     run_command,
@@ -646,6 +648,18 @@ def main(argv):
                 overrides=overrides,
             )
         except OSError as error:
+            if disk_full_message(error) is not None:
+                # SpeechBrain writes its copies in place: on a full disk one may be cut short,
+                # so they go (every run writes them again).
+                for name in (
+                    "hyperparams.yaml",
+                    os.path.basename(__file__),
+                    "env.log",
+                ):
+                    path = os.path.join(hparams["output_folder"], name)
+                    if os.path.isfile(path):
+                        os.remove(path)
+                raise
             message = unwritable_folder_error(error, hparams["output_folder"])
             if message is None:
                 raise
@@ -681,7 +695,9 @@ def main(argv):
             "adapt_noise_csv": hparams["adapt_noise_csv"],
             "dev_noise_seed": hparams["dev_noise_seed"],
         }
-        run_on_main(prepare_corpus, args=[preparation])
+        # Training draws the same numbers whether the data was prepared now or earlier.
+        with kept_random_states():
+            run_on_main(prepare_corpus, args=[preparation])
         if "training_noise_csv" in hparams:
             logger.info(
                 "adaptation noise bank: %s", hparams["training_noise_csv"]

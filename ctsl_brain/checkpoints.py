@@ -6,6 +6,7 @@ disappear by renaming, and whose recovery skips a checkpoint that cannot be load
 :class:`RandomStates` saves the random generators with each checkpoint (see docs/design.md).
 """
 
+import contextlib
 import errno
 import logging
 import os
@@ -32,6 +33,7 @@ __all__ = [
     "AtomicCheckpointer",
     "CheckpointError",
     "RandomStates",
+    "kept_random_states",
     "end_of_epoch_checkpoints",
     "trim_train_log",
 ]
@@ -469,6 +471,28 @@ class RandomStates:
             self.apply(states)
         else:
             self.pending = states
+
+
+@contextlib.contextmanager
+def kept_random_states():
+    """Runs a block that leaves the global random generators as it found them.
+
+    Whether a step ran (a preparation done now) or not (found done earlier),
+    what follows then draws the same numbers.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> with kept_random_states():
+    ...     _ = torch.rand(5)
+    >>> torch.equal(torch.rand(1), torch.manual_seed(0) and torch.rand(1))
+    True
+    """
+    states = RandomStates.capture()
+    try:
+        yield
+    finally:
+        RandomStates.apply(states)
 
 
 def end_of_epoch_checkpoints(checkpointer):
