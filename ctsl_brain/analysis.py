@@ -3,6 +3,7 @@ with Welch t-tests), Table 2 (the embedding analysis of section 4.2), CCC agains
 system's predictions (the files are listed in docs/study.md).
 """
 
+import io
 import json
 import os
 
@@ -15,6 +16,7 @@ from .dataio import (
     DataError,
     MissingInputError,
     remove_stale_staging,
+    write_bytes_atomic,
     write_text_atomic,
 )
 from .losses import info_nce, negative_mask, transfer_loss
@@ -223,9 +225,10 @@ def plot_ccc_vs_snr(table, path):
     axes[0].set_ylabel("CCC (mean over checkpoints x groups)")
     axes[-1].legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path + ".tmp.png", dpi=120)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
     plt.close(figure)
-    os.replace(path + ".tmp.png", path)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def embedding_analysis(
