@@ -156,7 +156,9 @@ APPENDED = (
 def _write_path(kind):
     """A write path: the kinds of files one piece of code writes into one place, taken
     together (a file of the teacher's run and the same of a student's, a checkpoint's files
-    by torch.save or as text, the audio or CSV files of the demo corpus)."""
+    by torch.save or as text, the audio or CSV files of the demo corpus, the locks)."""
+    if kind.endswith(".lock"):
+        return "lock"  # ctsl_brain.locks.FolderLock, wherever it is
     path = re.sub(
         r"^results/demo/(?!manifests/|study/)[^/]+/#/", "<run>/", kind
     )
