@@ -459,12 +459,26 @@ class RandomStates:
 
     @mark_as_saver
     def save(self, path):
-        """Saves the current states to ``path``."""
+        """Saves the current states.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The checkpoint's file.
+        """
         torch.save(self.capture(), path)
 
     @mark_as_loader
     def load(self, path, end_of_epoch):
-        """Loads the states of ``path``: restored now after an epoch, else held back."""
+        """Loads saved states: restored now after an epoch, else held back.
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The checkpoint's file.
+        end_of_epoch : bool
+            Whether the checkpoint was saved at the end of an epoch.
+        """
         states = torch.load(path, map_location="cpu", weights_only=True)
         if end_of_epoch:
             self.pending = None

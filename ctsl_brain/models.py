@@ -340,7 +340,13 @@ class TeacherEmbeddingCache:
 
     @mark_as_saver
     def save(self, path):
-        """Saves the cached embeddings to ``path`` (IDs and one float32 tensor)."""
+        """Saves the cached embeddings (IDs and one float32 tensor).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The checkpoint's file.
+        """
         ids = list(self.store)
         embeddings = (
             torch.stack([self.store[utt_id].cpu() for utt_id in ids])
@@ -351,7 +357,16 @@ class TeacherEmbeddingCache:
 
     @mark_as_loader
     def load(self, path, end_of_epoch):
-        """Replaces the cache with the embeddings saved in ``path`` (kept on the CPU)."""
+        """Replaces the cache with saved embeddings (kept on the CPU).
+
+        Arguments
+        ---------
+        path : str or pathlib.Path
+            The checkpoint's file.
+        end_of_epoch : bool
+            Whether the checkpoint was saved at the end of an epoch (either
+            way the same).
+        """
         del end_of_epoch  # the same either way
         saved = torch.load(path, map_location="cpu", weights_only=True)
         self.store = dict(
