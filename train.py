@@ -58,7 +58,7 @@ from ctsl_brain.losses import (
 from ctsl_brain.models import TeacherEmbeddingCache
 from ctsl_brain.settings import (
     check_settings,
-    float32_on_cpu,
+    device_precision,
     load_hparams,
     unwritable_folder_error,
 )
@@ -112,7 +112,9 @@ class EmotionBrain(sb.Brain):
     """Speech emotion regression: the teacher stage, or the student's with a frozen ``teacher``."""
 
     def __init__(self, *args, teacher=None, **kwargs):
-        kwargs["run_opts"] = float32_on_cpu(dict(kwargs.get("run_opts") or {}))
+        kwargs["run_opts"] = device_precision(
+            dict(kwargs.get("run_opts") or {})
+        )
         super().__init__(*args, **kwargs)
         self.teacher = None
         self.teacher_cache = None

@@ -24,6 +24,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 import soundfile
@@ -49,6 +50,8 @@ __all__ = [
     "resampling_reach",
     "read_segment",
     "from_unit_scale",
+    "cpu_has_bf16",
+    "usable_precision",
     "masked_mean",
     "normalize_waveforms",
     "SSLEncoder",
@@ -62,6 +65,94 @@ __all__ = [
 
 ATTRIBUTES = ("arousal", "dominance", "valence")
 BATCH_SIZE = 8  # windows per forward pass, unless told otherwise
+PRECISIONS = ("fp32", "bf16", "fp16")
+AUTOCAST_TYPES = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+# The CPU features that compute in bfloat16, as /proc/cpuinfo names them (x86, Arm).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_bf16():
+    """Whether this CPU computes in bfloat16 natively.
+
+    That is AVX512-BF16 or AMX on x86, as PyTorch reports them, or the BF16
+    extension on Arm, from ``/proc/cpuinfo``. Without them, PyTorch emulates
+    bfloat16 and autocast runs many times slower than float32.
+
+    Returns
+    -------
+    bool
+        True when the CPU has bfloat16 units.
+    """
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        if getattr(torch.cpu, probe, lambda: False)():
+            return True
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fin:
+            flags = {
+                flag
+                for line in fin
+                if line.lower().startswith(("flags", "features"))
+                for flag in line.split(":", 1)[1].split()
+            }
+    except OSError:
+        return False
+    return any(flag in flags for flag in BF16_FLAGS)
+
+
+def usable_precision(precision, device):
+    """The precision to compute in on a device, and why another one if so.
+
+    bf16 runs on GPUs that have it and on CPUs with bfloat16 units
+    (:func:`cpu_has_bf16`); fp16 on GPUs. Elsewhere it is fp32.
+
+    Arguments
+    ---------
+    precision : str
+        ``fp32``, ``bf16`` or ``fp16`` (SpeechBrain's names).
+    device : str
+        ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns
+    -------
+    precision : str
+        The precision to use.
+    reason : str or None
+        Why it is not the one asked for; None when it is.
+
+    Example
+    -------
+    >>> usable_precision("fp16", "cpu")[0]
+    'fp32'
+    >>> usable_precision("fp32", "cpu")
+    ('fp32', None)
+    """
+    if precision not in PRECISIONS:
+        raise SettingsError(
+            f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}"
+        )
+    if precision == "fp32":
+        return precision, None
+    if str(device).startswith("cuda"):
+        if precision == "bf16" and not torch.cuda.is_bf16_supported(
+            including_emulation=False
+        ):
+            return "fp32", "this GPU has no bfloat16 units; use fp16 on it"
+        return precision, None
+    if precision == "fp16":
+        return "fp32", (
+            "fp16 is for GPUs, PyTorch has no fast float16 on CPUs; on a CPU with "
+            "bfloat16 units, use bf16"
+        )
+    if cpu_has_bf16():
+        return precision, None
+    return "fp32", (
+        "this CPU has no bfloat16 units (avx512_bf16 or amx_bf16 on x86, bf16 on Arm), "
+        "so bf16 would run many times slower than float32"
+    )
 
 
 class UserError(Exception):
@@ -1110,6 +1201,20 @@ class EmotionRegressor(Pretrained):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.onnx_session = None
+        # run_opts' precision: bf16 where the device has it (usable_precision), fp16 on GPUs.
+        precision, reason = usable_precision(self.precision, self.device)
+        if reason is not None:
+            warnings.warn(
+                f"precision {self.precision} ignored on {self.device}: {reason}; "
+                "predicting in float32",
+                stacklevel=2,
+            )
+        self.precision = precision
+        self.inference_ctx = torch.autocast(
+            self.device_type,
+            dtype=AUTOCAST_TYPES[precision],
+            enabled=precision != "fp32",
+        )
 
     @classmethod
     def from_hparams(
@@ -1344,10 +1449,12 @@ class EmotionRegressor(Pretrained):
                 torch.from_numpy(embeddings),
             )
         wavs = wavs.to(self.device, torch.float32)
-        embeddings = self.mods.encoder(
-            wavs, wav_lens.to(self.device, torch.float32)
-        )
-        return self.predict_from_embeddings(embeddings), embeddings
+        with self.inference_ctx:
+            embeddings = self.mods.encoder(
+                wavs, wav_lens.to(self.device, torch.float32)
+            )
+            predictions = self.predict_from_embeddings(embeddings)
+        return predictions.float(), embeddings.float()
 
     def predict_batch(self, wavs, wav_lens=None):
         """Arousal, dominance and valence of a batch of waveforms.

@@ -13,6 +13,7 @@ from ruamel.yaml import YAMLError
 
 import speechbrain as sb
 
+from .custom_interface import usable_precision
 from .dataio import MissingInputError, SettingsError
 
 __all__ = [
@@ -20,7 +21,7 @@ __all__ = [
     "check_prepare_options",
     "check_settings",
     "unwritable_folder_error",
-    "float32_on_cpu",
+    "device_precision",
     "load_hparams",
 ]
 
@@ -210,16 +211,18 @@ def unwritable_folder_error(error, output_folder):
     )
 
 
-def float32_on_cpu(run_opts):
-    """Keeps CPU runs in float32.
+def device_precision(run_opts):
+    """Keeps ``--precision`` and ``--eval_precision`` to what the device computes in.
 
-    ``--precision`` and ``--eval_precision`` other than fp32 are for GPUs: on CPU, fp16
-    autocast is unsupported and bf16 ran about 14 times slower than float32.
+    bf16 runs on GPUs and on CPUs with bfloat16 units; fp16 on GPUs. Elsewhere
+    the run is in float32, with a warning that gives the reason
+    (:func:`ctsl_brain.custom_interface.usable_precision`).
 
     Arguments
     ---------
     run_opts : dict
-        SpeechBrain's run options; changed in place (with a warning) on CPU.
+        SpeechBrain's run options; changed in place (with a warning) where the
+        device lacks a precision.
 
     Returns
     -------
@@ -228,19 +231,22 @@ def float32_on_cpu(run_opts):
 
     Example
     -------
-    >>> float32_on_cpu({"device": "cpu", "precision": "bf16"})["precision"]
+    >>> device_precision({"device": "cpu", "precision": "fp16"})["precision"]
     'fp32'
     """
     device = run_opts.get("device") or sb.utils.distributed.infer_device()
-    if str(device).startswith("cpu"):
-        for key in ("precision", "eval_precision"):
-            if run_opts.get(key, "fp32") != "fp32":
-                logger.warning(
-                    "--%s %s ignored on CPU: training in float32",
-                    key,
-                    run_opts[key],
-                )
-                run_opts[key] = "fp32"
+    for key in ("precision", "eval_precision"):
+        asked = run_opts.get(key) or "fp32"
+        precision, reason = usable_precision(asked, device)
+        if reason is not None:
+            logger.warning(
+                "--%s %s ignored on %s: %s; running in float32",
+                key,
+                asked,
+                device,
+                reason,
+            )
+            run_opts[key] = precision
     return run_opts
 
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from ctsl_brain import custom_interface
 from ctsl_brain.models import RegressionHead, load_encoder
 from ctsl_brain.noise import UtteranceAddNoise
 from recipe_run import demo_arguments, run_train
@@ -361,11 +362,9 @@ def test_teacher_then_student_end_to_end(demo_corpus, tmp_path):
     assert "tl_loss" in student_log and "cl_loss" in student_log
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_cpu_runs_stay_float32(precision, caplog):
-    """Mixed precision is for GPUs: on CPU fp16 is unsupported and bf16 is far slower."""
+def _brain(precision):
     head = RegressionHead(8, hidden_size=4, num_hidden_layers=1)
-    brain = EmotionBrain(
+    return EmotionBrain(
         modules={"head": head},
         hparams={"label_min": 1.0, "label_max": 7.0},
         run_opts={
@@ -374,5 +373,23 @@ def test_cpu_runs_stay_float32(precision, caplog):
             "eval_precision": precision,
         },
     )
+
+
+@pytest.mark.parametrize("units", [True, False])
+def test_bf16_runs_on_cpus_with_bfloat16_units_only(units, monkeypatch, caplog):
+    monkeypatch.setattr(custom_interface, "cpu_has_bf16", lambda: units)
+    brain = _brain("bf16")
+    assert (
+        brain.precision == brain.eval_precision == ("bf16" if units else "fp32")
+    )
+    if not units:
+        assert (
+            "--precision bf16 ignored on cpu: this CPU has no bfloat16 units"
+            in (caplog.text)
+        )
+
+
+def test_fp16_on_cpu_runs_in_float32(caplog):
+    brain = _brain("fp16")
     assert brain.precision == brain.eval_precision == "fp32"
-    assert f"--precision {precision} ignored on CPU" in caplog.text
+    assert "--precision fp16 ignored on cpu: fp16 is for GPUs" in caplog.text
