@@ -104,6 +104,13 @@ def _parser():
         "--device", help="cpu, cuda or cuda:N (default: cuda when available)"
     )
     predict.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default="fp32",
+        help="fp32 (default); bf16 on GPUs and on CPUs with bfloat16 units (AMX, "
+        "AVX512-BF16); fp16 on GPUs (the ONNX backend is float32 or int8)",
+    )
+    predict.add_argument(
         "--window_seconds",
         type=float,
         help="window for long files (default: the model's)",
@@ -193,7 +200,14 @@ def _predict(args, parser):
             parser.error(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     files = audio_files(args.inputs)
-    run_opts = {"device": args.device} if args.device else None
+    if args.precision != "fp32" and args.backend == "onnx":
+        parser.error(
+            f"--precision {args.precision} is for the PyTorch backend; the ONNX backend runs "
+            "model.onnx (float32) or, with --int8, model.int8.onnx"
+        )
+    run_opts = {"precision": args.precision}
+    if args.device:
+        run_opts["device"] = args.device
     overrides = {"clip_to_scale": True} if args.clip else None
     model = EmotionRegressor.from_hparams(
         source=args.model, run_opts=run_opts, overrides=overrides

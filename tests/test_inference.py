@@ -695,3 +695,65 @@ def test_predict_reports_bad_audio_and_never_writes_nan(
         in error
     )
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_bf16_predicts_close_to_float32_and_the_cli_takes_it(
+    runs, monkeypatch, tmp_path
+):
+    """bf16 autocast runs on any CPU (fast only with bfloat16 units): here the CPU is taken for
+    one that has them, so that the bf16 path is checked everywhere."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    source = runs["models"]["teacher"]
+    full = EmotionRegressor.from_hparams(
+        source=source, run_opts={"device": "cpu"}
+    )
+    half = EmotionRegressor.from_hparams(
+        source=source, run_opts={"device": "cpu", "precision": "bf16"}
+    )
+    assert half.precision == "bf16" and full.precision == "fp32"
+    paths = [_write(tmp_path / f"{i}.wav", _speech(runs, i)) for i in range(4)]
+    expected = np.array(
+        [prediction_values(full.predict_file(p)) for p in paths]
+    )
+    got = np.array([prediction_values(half.predict_file(p)) for p in paths])
+    assert got.dtype == np.float64 and np.isfinite(got).all()
+    # bfloat16 keeps 8 bits of mantissa: close on the 1-7 scale, yet not the float32 numbers.
+    assert np.abs(got - expected).max() < 0.05
+    assert not np.array_equal(got, expected)
+    embedding = half.encode_batch(torch.as_tensor(_speech(runs))[None])
+    assert embedding.dtype == torch.float32
+
+    out = tmp_path / "onnx.csv"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctsl_brain",
+            "predict",
+            "--model",
+            source,
+            "--precision",
+            "bf16",
+            "--backend",
+            "onnx",
+            "--out",
+            str(out),
+            paths[0],
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2 and "is for the PyTorch backend" in done.stderr
+
+
+@pytest.mark.slow
+def test_fp16_on_cpu_predicts_in_float32_with_the_reason(runs):
+    with pytest.warns(UserWarning, match="fp16 is for GPUs"):
+        model = EmotionRegressor.from_hparams(
+            source=runs["models"]["teacher"],
+            run_opts={"device": "cpu", "precision": "fp16"},
+        )
+    assert model.precision == "fp32"
