@@ -17,28 +17,34 @@ scale):
 - large: wav2vec2-large-robust's shape pruned to 12 transformer layers, as the
   paper uses it, with the paper's head (two hidden layers of 1024).
 
-Each is run three ways, side by side in one run: PyTorch float32 (under
-``torch.inference_mode``), ONNX float32 (``ctsl_brain.deployment.export.export_onnx``,
+Each is run four ways, side by side in one run: PyTorch float32 (under
+``torch.inference_mode``), PyTorch bf16 (under bf16 autocast, as ``predict
+--precision bf16``; on CPUs with bfloat16 units, or anywhere with ``--bf16``),
+ONNX float32 (``ctsl_brain.deployment.export.export_onnx``,
 run with onnxruntime on the CPU) and ONNX int8 (its dynamically quantised copy,
 ``ctsl_brain.deployment.export.quantize_int8``), at batch 1 (one utterance of
 ``--seconds``) and batch 8 (utterances of 0.6 to 1 times ``--seconds``, zero
 padded to the longest and masked). After one untimed run, the fastest of
 ``--repeats`` timed runs counts. The table gives seconds of audio processed per
 second (padding not counted as audio), the speed-up over PyTorch, and, for
-PyTorch, the share reached of a float32 matrix-product peak measured in the
-same run (FLOPs counted by torch's FlopCounterMode on one forward pass, as
-executed, padding included).
+PyTorch, the share reached of the float32 or bf16 matrix-product peak measured
+in the same run (FLOPs counted by torch's FlopCounterMode on one forward pass,
+as executed, padding included). ``--json OUT`` writes the figures:
+``{"cpu_bf16", "peak_fp32", "peak_bf16", "speeds": {shape: {backend: {batch:
+audio s/s}}}}``.
 
 With ``--model`` and ``--manifest``, it measures accuracy instead: the CCC of
 an exported model (``python -m ctsl_brain export ... --onnx-int8``) on a test
-manifest with each backend, and how far int8 moves it::
+manifest with each backend, and how far bf16 and int8 move it::
 
     .venv/bin/python tools/benchmark_inference.py --model exported/ \\
         --manifest results/demo/manifests/test.csv --data_folder data/demo
 """
 
 import argparse
+import contextlib
 import gc
+import json
 import os
 import sys
 import tempfile
@@ -54,13 +60,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 # The same measurement as the training benchmark's (this script's folder is on sys.path).
-from benchmark_student import matmul_peak  # noqa: E402
+from benchmark_student import bf16_autocast, matmul_peak  # noqa: E402
 from ctsl_brain.custom_interface import (  # noqa: E402
     EmotionGraph,
     RegressionHead,
     SSLEncoder,
+    cpu_has_bf16,
 )
-from ctsl_brain.dataio import ATTRIBUTES  # noqa: E402
+from ctsl_brain.dataio import ATTRIBUTES, write_text_atomic  # noqa: E402
 from ctsl_brain.deployment.export import (  # noqa: E402
     export_onnx,
     quantize_int8,
@@ -69,7 +76,7 @@ from ctsl_brain.models import tiny_encoder_folder  # noqa: E402
 
 RATE = 16000
 BATCH_SIZES = (1, 8)
-BACKENDS = ("PyTorch fp32", "ONNX fp32", "ONNX int8")
+BACKENDS = ("PyTorch fp32", "PyTorch bf16", "ONNX fp32", "ONNX int8")
 LABEL_MIN, LABEL_MAX = 1.0, 7.0
 # The demo's head (study.py's DEMO_OVERRIDES: --head_hidden_size 256
 # --head_hidden_layers 1).
@@ -242,7 +249,7 @@ def onnx_session(path, threads):
     )
 
 
-def benchmark_graph(graph, batches, folder, threads, repeats):
+def benchmark_graph(graph, batches, folder, threads, repeats, bf16=True):
     """Times one model with each backend on each batch.
 
     Arguments
@@ -257,6 +264,8 @@ def benchmark_graph(graph, batches, folder, threads, repeats):
         Threads of onnxruntime's operators.
     repeats : int
         Timed runs of each measurement.
+    bf16 : bool
+        Also PyTorch under bf16 autocast.
 
     Returns
     -------
@@ -278,10 +287,14 @@ def benchmark_graph(graph, batches, folder, threads, repeats):
         with torch.no_grad(), counter:
             graph(*inputs)
         flops[size] = counter.get_total_flops()
-        with torch.inference_mode():
-            took, result = best_time(lambda: graph(*inputs), repeats)
-        seconds["PyTorch fp32", size] = took
-        outputs["PyTorch fp32", size] = result[0].numpy()
+        precisions = {"PyTorch fp32": contextlib.nullcontext}
+        if bf16:
+            precisions["PyTorch bf16"] = bf16_autocast
+        for backend, autocast in precisions.items():
+            with torch.inference_mode(), autocast():
+                took, result = best_time(lambda: graph(*inputs), repeats)
+            seconds[backend, size] = took
+            outputs[backend, size] = result[0].float().numpy()
 
     fp32 = os.path.join(folder, "model.onnx")
     int8 = os.path.join(folder, "model.int8.onnx")
@@ -313,7 +326,11 @@ def speed(args):
     """
     import onnxruntime
 
-    peak = matmul_peak()
+    units = cpu_has_bf16()
+    bf16 = units or args.bf16
+    backends = [b for b in BACKENDS if bf16 or b != "PyTorch bf16"]
+    peaks = {"fp32": matmul_peak()}
+    peaks["bf16"] = matmul_peak(dtype=torch.bfloat16) if bf16 else None
     batches = {
         size: make_batch(size, args.seconds, seed=args.seed + size)
         for size in BATCH_SIZES
@@ -323,7 +340,10 @@ def speed(args):
         f"{batches[8][2] / 8:.2f} s on average (0.6 to 1 times {args.seconds:g} "
         f"s, padded to the longest) at batch 8; fastest of {args.repeats} "
         f"timed runs after one untimed; torch {torch.__version__}, onnxruntime "
-        f"{onnxruntime.__version__}; float32 matmul peak {peak:.0f} GFLOP/s",
+        f"{onnxruntime.__version__}; matmul peak float32 {peaks['fp32']:.0f} GFLOP/s, "
+        "bf16 "
+        + (f"{peaks['bf16']:.0f} GFLOP/s" if peaks["bf16"] else "not measured")
+        + f"; bfloat16 units: {'yes' if units else 'no'}",
         flush=True,
     )
     shapes = {"demo": demo_graph}
@@ -336,7 +356,7 @@ def speed(args):
             torch.manual_seed(args.seed)
             graph = build(folder)
             results[name] = benchmark_graph(
-                graph, batches, folder, args.threads, args.repeats
+                graph, batches, folder, args.threads, args.repeats, bf16
             )
             del graph
             gc.collect()
@@ -351,15 +371,19 @@ def speed(args):
         "| encoder | backend | batch | audio s/s | x PyTorch fp32 | % of peak |"
     )
     print("|---|---|---:|---:|---:|---:|")
+    speeds = {}
     for name, (seconds, flops, _, _) in results.items():
-        for backend in BACKENDS:
+        speeds[name] = {}
+        for backend in backends:
+            speeds[name][backend] = {}
             for size in BATCH_SIZES:
                 rate = batches[size][2] / seconds[backend, size]
+                speeds[name][backend][size] = rate
                 ratio = seconds["PyTorch fp32", size] / seconds[backend, size]
                 share = "-"
-                if backend == "PyTorch fp32":
+                if backend.startswith("PyTorch"):
                     achieved = flops[size] / seconds[backend, size] / 1e9
-                    share = f"{achieved / peak:.0%}"
+                    share = f"{achieved / peaks[backend.split()[1]]:.0%}"
                 print(
                     f"| {name} | {backend} | {size} | {rate:.1f} | "
                     f"{ratio:.2f} | {share} |"
@@ -367,17 +391,18 @@ def speed(args):
     print()
     print(
         "% of peak: FLOPs of one PyTorch forward pass (FlopCounterMode, "
-        "padding included) per second, against the float32 matmul peak."
+        "padding included) per second, against the matmul peak of its precision."
     )
     for name, (seconds, flops, outputs, difference) in results.items():
-        ratios = [
-            seconds["PyTorch fp32", size] / seconds["ONNX int8", size]
-            for size in BATCH_SIZES
-        ]
-        print(
-            f"{name}: ONNX int8 / PyTorch fp32 at batch 1: {ratios[0]:.2f}, "
-            f"at batch 8: {ratios[1]:.2f}"
-        )
+        for backend in backends[1:]:
+            ratios = [
+                seconds["PyTorch fp32", size] / seconds[backend, size]
+                for size in BATCH_SIZES
+            ]
+            print(
+                f"{name}: {backend} / PyTorch fp32 at batch 1: {ratios[0]:.2f}, "
+                f"at batch 8: {ratios[1]:.2f}"
+            )
     for name, (seconds, flops, outputs, difference) in results.items():
         moved = {
             backend: max(
@@ -388,15 +413,25 @@ def speed(args):
                 )
                 for size in BATCH_SIZES
             )
-            for backend in BACKENDS[1:]
+            for backend in backends[1:]
         }
         print(
             f"{name}: largest prediction difference from PyTorch fp32 (random "
-            f"weights): ONNX fp32 {moved['ONNX fp32']:.2g}, ONNX int8 "
-            f"{moved['ONNX int8']:.2g} (export check {difference:.2g}); "
-            f"GFLOP per forward: batch 1 {flops[1] / 1e9:.1f}, batch 8 "
-            f"{flops[8] / 1e9:.1f}"
+            "weights): "
+            + ", ".join(f"{b} {moved[b]:.2g}" for b in backends[1:])
+            + f" (export check {difference:.2g}); GFLOP per forward: batch 1 "
+            f"{flops[1] / 1e9:.1f}, batch 8 {flops[8] / 1e9:.1f}"
         )
+    if args.json:
+        figures = {
+            "cpu_bf16": units,
+            "peak_fp32": peaks["fp32"],
+            "peak_bf16": peaks["bf16"],
+            "speeds": speeds,
+            "threads": args.threads,
+            "seconds": args.seconds,
+        }
+        write_text_atomic(args.json, json.dumps(figures, indent=2) + "\n")
 
 
 def read_manifest(path, data_folder):
@@ -449,14 +484,20 @@ def accuracy(args):
     from ctsl_brain.losses import concordance_cc
 
     files, labels = read_manifest(args.manifest, args.data_folder)
-    model = EmotionRegressor.from_hparams(
-        source=args.model, run_opts={"device": "cpu"}
-    )
+    # bf16 where the CPU has bfloat16 units (elsewhere the model would predict in float32).
+    backends = [b for b in BACKENDS if cpu_has_bf16() or b != "PyTorch bf16"]
     predictions, took = {}, {}
-    for backend, onnx_file in zip(
-        BACKENDS, (None, "model.onnx", "model.int8.onnx"), strict=True
-    ):
-        if onnx_file is not None:
+    for backend in backends:
+        precision = "bf16" if backend == "PyTorch bf16" else "fp32"
+        if backend.startswith("PyTorch") or backend == "ONNX fp32":
+            model = EmotionRegressor.from_hparams(
+                source=args.model,
+                run_opts={"device": "cpu", "precision": precision},
+            )
+        if backend.startswith("ONNX"):
+            onnx_file = (
+                "model.int8.onnx" if backend == "ONNX int8" else "model.onnx"
+            )
             model.use_onnx(
                 os.path.join(args.model, onnx_file), threads=args.threads
             )
@@ -481,14 +522,14 @@ def accuracy(args):
     print("| backend | CCC arousal | CCC dominance | CCC valence |")
     print("|---|---:|---:|---:|")
     cccs = {}
-    for backend in BACKENDS:
+    for backend in backends:
         cccs[backend] = concordance_cc(
             torch.tensor(predictions[backend]), torch.tensor(labels)
         ).numpy()
         values = " | ".join(f"{value:.4f}" for value in cccs[backend])
         print(f"| {backend} | {values} |")
     print()
-    for backend in BACKENDS[1:]:
+    for backend in backends[1:]:
         change = np.abs(cccs[backend] - cccs["PyTorch fp32"]).max()
         moved = np.abs(predictions[backend] - predictions["PyTorch fp32"]).max()
         print(
@@ -497,8 +538,15 @@ def accuracy(args):
         )
     print(
         "prediction time: "
-        + ", ".join(f"{backend} {took[backend]:.2f} s" for backend in BACKENDS)
+        + ", ".join(f"{backend} {took[backend]:.2f} s" for backend in backends)
     )
+    if args.json:
+        figures = {
+            "manifest": args.manifest,
+            "ccc": {backend: cccs[backend].tolist() for backend in backends},
+            "seconds": took,
+        }
+        write_text_atomic(args.json, json.dumps(figures, indent=2) + "\n")
 
 
 def main(argv=None):
@@ -535,6 +583,15 @@ def main(argv=None):
     parser.add_argument("--manifest", help="a test manifest, with --model")
     parser.add_argument(
         "--data_folder", help="what $data_root stands for in the manifest"
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="in the speed table, PyTorch bf16 on a CPU without bfloat16 units too (many "
+        "times slower)",
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", help="also write the figures here"
     )
     args = parser.parse_args(argv)
     if args.seconds is None:

@@ -4,10 +4,11 @@ Run as::
 
     python tools/benchmark_student.py          # wav2vec2-large shape (slow)
     python tools/benchmark_student.py --small  # a small shape, to try it out
+    python tools/benchmark_student.py --json bench.json   # also the figures as JSON
 
 The default shape takes minutes on CPU.
 
-The two paths are measured side by side.
+The paths are measured side by side.
 
 Both paths train the same student (the 12-layer wav2vec2-large shape with random
 weights by default, its CNN frozen as in the recipe, and the paper's head) on
@@ -23,14 +24,23 @@ Adam:
     teacher pass over the data per run, is printed separately: over a 20-epoch
     run it is a twentieth of a pass per epoch).
 
-It prints seconds of audio trained per second for each, the ratio b/a, the
+(c) the recipe's path in bf16 autocast (``--precision bf16``: the losses in
+    float32, the teacher's embeddings computed in bf16 and cached in float32),
+    on CPUs with bfloat16 units (AMX, AVX512-BF16), or anywhere with ``--bf16``.
+
+It prints seconds of audio trained per second for each, the ratios to (a), the
 padding fraction of each, and the achieved GFLOP/s (counted by torch's
-FlopCounterMode, on real audio and as executed with padding) against a float32
-matrix-product peak measured in the same run.
+FlopCounterMode, on real audio and as executed with padding) against float32
+and bf16 matrix-product peaks measured in the same run. ``--json OUT`` writes
+``{"cpu_bf16", "peak_fp32", "peak_bf16", "paths": {"authors_fp32",
+"recipe_fp32", "recipe_bf16"}}`` (GFLOP/s; audio seconds per second, null for
+a path not run).
 """
 
 import argparse
+import contextlib
 import copy
+import json
 import os
 import sys
 import tempfile
@@ -45,6 +55,8 @@ from speechbrain.integrations.huggingface import Wav2Vec2
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from ctsl_brain.custom_interface import cpu_has_bf16  # noqa: E402
+from ctsl_brain.dataio import write_text_atomic  # noqa: E402
 from ctsl_brain.losses import ccc_loss, info_nce, transfer_loss  # noqa: E402
 from ctsl_brain.models import (  # noqa: E402
     RegressionHead,
@@ -56,8 +68,49 @@ from ctsl_brain.models import (  # noqa: E402
 RATE = 16000
 
 
-def matmul_peak(size=2048, repeats=8):
-    """Best float32 matrix-product rate of this machine.
+def bf16_autocast():
+    """The CPU's bfloat16 autocast, as SpeechBrain's ``--precision bf16`` sets it.
+
+    Returns
+    -------
+    context : torch.autocast
+        Entered around a forward pass.
+    """
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def fill_cache(teacher, batches, data, autocast):
+    """The teacher's embeddings of every utterance, computed batch by batch.
+
+    Arguments
+    ---------
+    teacher : torch.nn.Module
+        The frozen teacher encoder.
+    batches : list of list of int
+        Utterance indices of each batch.
+    data : tuple
+        ``(clean, noisy, labels)``, as :func:`make_batch` takes them.
+    autocast : callable
+        Gives the context of the teacher's forward passes.
+
+    Returns
+    -------
+    cache : TeacherEmbeddingCache
+        Filled.
+    seconds : float
+        The time it took.
+    """
+    cache = TeacherEmbeddingCache(teacher)
+    start = time.perf_counter()
+    for indices in batches:
+        batch_clean, _, wav_lens, _ = make_batch(indices, *data)
+        with autocast():
+            cache([str(i) for i in indices], batch_clean, wav_lens)
+    return cache, time.perf_counter() - start
+
+
+def matmul_peak(size=2048, repeats=8, dtype=torch.float32):
+    """Best matrix-product rate of this machine.
 
     Arguments
     ---------
@@ -65,13 +118,18 @@ def matmul_peak(size=2048, repeats=8):
         Rows and columns of the square matrices multiplied.
     repeats : int
         Timed products, of which the fastest counts (after one untimed).
+    dtype : torch.dtype
+        The matrices' type: float32, or bfloat16 for the bf16 peak.
 
     Returns
     -------
     peak : float
         The rate, in GFLOP/s.
     """
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = (
+        torch.randn(size, size, dtype=dtype),
+        torch.randn(size, size, dtype=dtype),
+    )
     torch.mm(a, b)
     best = 0.0
     for _ in range(repeats):
@@ -251,11 +309,19 @@ def make_batch(indices, clean, noisy, labels):
 
 
 def student_step(
-    student, head, optimizer, noisy, wav_lens, labels, teacher_embedding
+    student,
+    head,
+    optimizer,
+    noisy,
+    wav_lens,
+    labels,
+    teacher_embedding,
+    autocast=contextlib.nullcontext,
 ):
     """One training step of the student on the paper's loss.
 
-    L_CCC + 100 L_TL + 10 L_CL, labels scaled from 1-7 to 0-1 for the CCC.
+    L_CCC + 100 L_TL + 10 L_CL, labels scaled from 1-7 to 0-1 for the CCC; the
+    forward pass under ``autocast``, the loss in float32 as in the recipe.
 
     Arguments
     ---------
@@ -273,9 +339,13 @@ def student_step(
         ``[B, 3]`` labels on the 1-7 scale.
     teacher_embedding : torch.Tensor
         ``[B, D]`` the teacher's embeddings of the clean waveforms.
+    autocast : callable
+        Gives the context of the forward pass (no autocast by default).
     """
-    embedding = student(noisy, wav_lens)
-    prediction = head(embedding)
+    with autocast():
+        embedding = student(noisy, wav_lens)
+        prediction = head(embedding)
+    embedding, prediction = embedding.float(), prediction.float()
     loss = (
         ccc_loss(prediction, (labels - 1) / 6)
         + 100 * transfer_loss(teacher_embedding, embedding)
@@ -286,7 +356,16 @@ def student_step(
     optimizer.step()
 
 
-def run_path(name, batches, data, teacher, student, head, cache=None):
+def run_path(
+    name,
+    batches,
+    data,
+    teacher,
+    student,
+    head,
+    cache=None,
+    autocast=contextlib.nullcontext,
+):
     """Trains one pass over ``batches``, after one untimed warm-up step.
 
     Arguments
@@ -306,6 +385,8 @@ def run_path(name, batches, data, teacher, student, head, cache=None):
     cache : TeacherEmbeddingCache or None
         Where the teacher's embeddings come from; None: the teacher is run at
         every step.
+    autocast : callable
+        Gives the context of each step's forward pass.
 
     Returns
     -------
@@ -344,6 +425,7 @@ def run_path(name, batches, data, teacher, student, head, cache=None):
             wav_lens,
             batch_labels,
             teacher_embedding,
+            autocast,
         )
 
     counter = FlopCounterMode(display=False)
@@ -379,9 +461,18 @@ def main(argv=None):
     )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="run the bf16 path on a CPU without bfloat16 units too (many times slower)",
+    )
+    parser.add_argument(
+        "--json", metavar="OUT", help="also write the figures here"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    units = cpu_has_bf16()
 
     shape = (
         {
@@ -424,6 +515,9 @@ def main(argv=None):
     data = (clean, noisy, labels)
 
     peak = matmul_peak()
+    peak_bf16 = (
+        matmul_peak(dtype=torch.bfloat16) if units or args.bf16 else None
+    )
     straight = random_batches(durations, args.batch_size, args.seed)
     recipe = dynamic_batches(durations, args.batch_size, args.seed)
     pad_a, real, padded_a = padding(straight, durations)
@@ -432,50 +526,107 @@ def main(argv=None):
     print(
         f"{args.utterances} utterances, {real:.0f} s of audio; model "
         f"{'small' if args.small else 'wav2vec2-large shape, 12 layers'}; "
-        f"{args.threads} threads; float32 matmul peak {peak:.0f} GFLOP/s",
+        f"{args.threads} threads; matmul peak float32 {peak:.0f} GFLOP/s, bf16 "
+        + (f"{peak_bf16:.0f} GFLOP/s" if peak_bf16 else "not measured")
+        + f"; bfloat16 units: {'yes' if units else 'no'}",
         flush=True,
     )
-    cache = TeacherEmbeddingCache(teacher)
-    start = time.perf_counter()
-    for indices in recipe:
-        batch_clean, _, wav_lens, _ = make_batch(indices, clean, noisy, labels)
-        cache([str(i) for i in indices], batch_clean, wav_lens)
-    fill = time.perf_counter() - start
 
-    student_b = copy.deepcopy(student)
-    head_b = copy.deepcopy(head)
-    seconds_a, flops_a = run_path("a", straight, data, teacher, student, head)
-    seconds_b, flops_b = run_path(
-        "b", recipe, data, teacher, student_b, head_b, cache
-    )
-
-    # FLOPs per second of padded audio, from each path's first step, scaled to the whole pass.
-    first_a = len(straight[0]) * max(durations[i] for i in straight[0])
-    first_b = len(recipe[0]) * max(durations[i] for i in recipe[0])
-    executed_a = flops_a / first_a * padded_a / 1e9
-    executed_b = flops_b / first_b * padded_b / 1e9
-    rows = [
-        ("(a) straightforward", seconds_a, pad_a, executed_a, len(straight)),
-        ("(b) recipe", seconds_b, pad_b, executed_b, len(recipe)),
+    cache, fill = fill_cache(teacher, recipe, data, contextlib.nullcontext)
+    paths = [
+        (
+            "(a) authors' loop, fp32",
+            "authors_fp32",
+            straight,
+            None,
+            contextlib.nullcontext,
+        ),
+        (
+            "(b) recipe, fp32",
+            "recipe_fp32",
+            recipe,
+            cache,
+            contextlib.nullcontext,
+        ),
     ]
+    if units or args.bf16:
+        cache_bf16, _ = fill_cache(teacher, recipe, data, bf16_autocast)
+        paths.append(
+            (
+                "(c) recipe, bf16",
+                "recipe_bf16",
+                recipe,
+                cache_bf16,
+                bf16_autocast,
+            )
+        )
+    rows, speeds = (
+        [],
+        dict.fromkeys(("authors_fp32", "recipe_fp32", "recipe_bf16")),
+    )
+    for name, key, batches, path_cache, autocast in paths:
+        seconds, flops = run_path(
+            key,
+            batches,
+            data,
+            teacher,
+            copy.deepcopy(student),
+            copy.deepcopy(head),
+            path_cache,
+            autocast,
+        )
+        # FLOPs per second of padded audio, from the first step, scaled to the whole pass.
+        first = len(batches[0]) * max(durations[i] for i in batches[0])
+        pad, _, padded = padding(batches, durations)
+        executed = flops / first * padded / 1e9
+        path_peak = peak_bf16 if key == "recipe_bf16" else peak
+        rows.append(
+            (
+                name,
+                len(batches),
+                pad,
+                real / seconds,
+                executed / seconds,
+                path_peak,
+            )
+        )
+        speeds[key] = real / seconds
+
     print()
     print(
-        "| path | batches | padding | audio s/s | GFLOP/s executed | % of peak |"
+        "| path | batches | padding | audio s/s | x (a) | GFLOP/s executed | % of its peak |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, seconds, pad, executed, n_batches in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, n_batches, pad, speed, rate, path_peak in rows:
         print(
-            f"| {name} | {n_batches} | {pad:.1%} | {real / seconds:.2f} | "
-            f"{executed / seconds:.0f} | {executed / seconds / peak:.0%} |"
+            f"| {name} | {n_batches} | {pad:.1%} | {speed:.2f} | "
+            f"{speed / speeds['authors_fp32']:.2f} | {rate:.0f} | {rate / path_peak:.0%} |"
         )
     print()
     print(
-        f"ratio b/a (audio seconds trained per second): {seconds_a / seconds_b:.2f}"
+        "ratio b/a (audio seconds trained per second): "
+        f"{speeds['recipe_fp32'] / speeds['authors_fp32']:.2f}"
     )
+    if speeds["recipe_bf16"] is not None:
+        print(
+            f"ratio c/b (bf16 over fp32): {speeds['recipe_bf16'] / speeds['recipe_fp32']:.2f}; "
+            f"c/a: {speeds['recipe_bf16'] / speeds['authors_fp32']:.2f}"
+        )
     print(
         f"teacher-cache fill, once per run: {fill:.1f} s "
         f"({real / fill:.2f} audio s/s; {cache.nbytes / 1e6:.2f} MB)"
     )
+    if args.json:
+        figures = {
+            "cpu_bf16": units,
+            "peak_fp32": peak,
+            "peak_bf16": peak_bf16,
+            "paths": speeds,
+            "threads": args.threads,
+            "shape": "small" if args.small else "wav2vec2-large, 12 layers",
+            "utterances": args.utterances,
+        }
+        write_text_atomic(args.json, json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":
