@@ -19,11 +19,11 @@ Adam:
 (a) straightforward, as the authors wrote it: fixed-size random batches, and the
     frozen teacher recomputed on the clean batch at every step;
 (b) the recipe's path: length-aware batches from SpeechBrain's
-    DynamicBatchSampler (the same mean number of utterances per batch) and the
-    teacher's embeddings from TeacherEmbeddingCache, filled once (its cost, one
-    teacher pass over the data per run, is printed separately: over a 20-epoch
-    run it is a twentieth of a pass per epoch).
-
+    DynamicBatchSampler (the same mean number of utterances per batch), the
+    recipe's fused Adam, and the teacher's embeddings from
+    TeacherEmbeddingCache, filled once (its cost, one teacher pass over the
+    data per run, is printed separately: over a 20-epoch run it is a
+    twentieth of a pass per epoch).
 (c) the recipe's path in bf16 autocast (``--precision bf16``: the losses in
     float32, the teacher's embeddings computed in bf16 and cached in float32),
     on CPUs with bfloat16 units (AMX, AVX512-BF16), or anywhere with ``--bf16``.
@@ -365,6 +365,7 @@ def run_path(
     head,
     cache=None,
     autocast=contextlib.nullcontext,
+    fused=False,
 ):
     """Trains one pass over ``batches``, after one untimed warm-up step.
 
@@ -387,6 +388,8 @@ def run_path(
         every step.
     autocast : callable
         Gives the context of each step's forward pass.
+    fused : bool
+        PyTorch's fused Adam (the recipe's), else its default.
 
     Returns
     -------
@@ -397,7 +400,7 @@ def run_path(
     """
     clean, noisy, labels = data
     optimizer = torch.optim.Adam(
-        [*student.parameters(), *head.parameters()], lr=1e-5
+        [*student.parameters(), *head.parameters()], lr=1e-5, fused=fused
     )
 
     def step(indices):
@@ -574,6 +577,8 @@ def main(argv=None):
             copy.deepcopy(head),
             path_cache,
             autocast,
+            fused=key
+            != "authors_fp32",  # the recipe's Adam (its YAML's opt_class)
         )
         # FLOPs per second of padded audio, from the first step, scaled to the whole pass.
         first = len(batches[0]) * max(durations[i] for i in batches[0])
