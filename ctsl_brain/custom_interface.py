@@ -17,6 +17,7 @@ It imports nothing of the project; the recipe trains, evaluates and reads
 audio with the same code.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ import shutil
 import struct
 import sys
 import tempfile
+import types
 import warnings
 
 import numpy as np
@@ -720,6 +722,295 @@ def normalize_waveforms(wavs, num_samples, eps=1e-7):
     return (wavs - mean) / torch.sqrt(var + eps) * mask
 
 
+def _channels_last_layers(extractor):
+    """The CNN feature encoder's layers as ``(conv, norm, activation)``.
+
+    Arguments
+    ---------
+    extractor : torch.nn.Module
+        A Hugging Face feature encoder (wav2vec2, HuBERT, WavLM): its
+        ``conv_layers`` each hold ``conv``, ``activation`` and, optionally,
+        ``layer_norm``.
+
+    Returns
+    -------
+    layers : list of tuple or None
+        ``(conv, norm, activation)`` per layer, ``norm`` a LayerNorm over
+        channels, a GroupNorm with a group per channel, or None; None if any
+        layer is of another kind.
+    """
+    layers = []
+    for layer in getattr(extractor, "conv_layers", ()):
+        conv = getattr(layer, "conv", None)
+        norm = getattr(layer, "layer_norm", None)
+        if not (
+            type(conv) is torch.nn.Conv1d
+            and conv.padding == (0,)
+            and conv.dilation == (1,)
+            and conv.groups == 1
+            and hasattr(layer, "activation")
+        ):
+            return None
+        if norm is not None and not (
+            type(norm) is torch.nn.LayerNorm
+            or (
+                type(norm) is torch.nn.GroupNorm
+                and norm.num_groups == norm.num_channels
+            )
+        ):
+            return None
+        layers.append((conv, norm, layer.activation))
+    return layers or None
+
+
+def channels_last_features(layers, input_values):
+    """The CNN feature encoder's output, each convolution as one matrix product.
+
+    The same function as the Hugging Face encoder's convolutions, norms and
+    activations, computed with time before channels in memory, so that the
+    norm over channels needs no transposed copy.
+
+    Arguments
+    ---------
+    layers : list of tuple
+        ``(conv, norm, activation)`` per layer, from
+        :func:`_channels_last_layers`.
+    input_values : torch.Tensor
+        ``[B, S]`` waveforms.
+
+    Returns
+    -------
+    features : torch.Tensor
+        ``[B, C, T]``, as the Hugging Face encoder returns them.
+
+    Example
+    -------
+    >>> conv = torch.nn.Conv1d(1, 4, kernel_size=10, stride=5)
+    >>> layers = [(conv, torch.nn.LayerNorm(4), torch.nn.GELU())]
+    >>> wavs = torch.randn(2, 400)
+    >>> reference = layers[0][2](
+    ...     layers[0][1](conv(wavs[:, None]).transpose(1, 2)).transpose(1, 2)
+    ... )
+    >>> features = channels_last_features(layers, wavs)
+    >>> features.shape, torch.allclose(features, reference, atol=1e-5)
+    (torch.Size([2, 4, 79]), True)
+    """
+    hidden = input_values.unsqueeze(-1)  # [B, S, 1]
+    for conv, norm, activation in layers:
+        stride = conv.stride[0]
+        if conv.in_channels == 1:  # the first: a product with the unfolded wave
+            patches = hidden.unfold(1, conv.kernel_size[0], stride)
+            hidden = torch.nn.functional.linear(
+                patches.flatten(2), conv.weight.flatten(1), conv.bias
+            )
+        else:  # a 2-D convolution in channels-last memory, height 1
+            hidden = torch.nn.functional.conv2d(
+                hidden.transpose(1, 2)
+                .unsqueeze(2)
+                .contiguous(memory_format=torch.channels_last),
+                conv.weight.unsqueeze(2).contiguous(
+                    memory_format=torch.channels_last
+                ),
+                conv.bias,
+                stride=(1, stride),
+            )
+            hidden = hidden.squeeze(2).transpose(1, 2)  # [B, T, C]
+        if isinstance(norm, torch.nn.GroupNorm):
+            hidden = norm(hidden.transpose(1, 2)).transpose(1, 2)
+        elif norm is not None:
+            hidden = norm(hidden)
+        hidden = activation(hidden)
+    return hidden.transpose(1, 2)
+
+
+def _frozen_cnn_forward(extractor, input_values):
+    """Forward of a Hugging Face feature encoder: channels-last when frozen on CPU.
+
+    Installed on the encoder's instance by :class:`SSLEncoder`.
+
+    Arguments
+    ---------
+    extractor : torch.nn.Module
+        The feature encoder.
+    input_values : torch.Tensor
+        ``[B, S]`` waveforms.
+
+    Returns
+    -------
+    features : torch.Tensor
+        ``[B, C, T]``.
+    """
+    layers = _channels_last_layers(extractor)
+    if (
+        extractor._requires_grad
+        or layers is None
+        or input_values.device.type != "cpu"  # cuDNN is fast as it is
+        or torch.onnx.is_in_onnx_export()
+        or torch.jit.is_tracing()
+    ):
+        return type(extractor).forward(extractor, input_values)
+    with torch.no_grad():
+        return channels_last_features(layers, input_values)
+
+
+def keep_mask(shape, p, device=None):
+    """A Bernoulli mask of elements to keep, from 16 random bits per element.
+
+    The CPU's ``torch.bernoulli_`` costs several times more per element; this
+    draws 32 random bits for every two elements from PyTorch's generator.
+
+    Arguments
+    ---------
+    shape : torch.Size or tuple of int
+        The mask's shape.
+    p : float
+        The probability of dropping an element, rounded to a multiple of
+        ``2 ** -16``.
+    device : torch.device or None
+        Where the mask is made.
+
+    Returns
+    -------
+    keep : torch.Tensor
+        A bool tensor of ``shape``.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> keep = keep_mask((1000, 1000), 0.1)
+    >>> round(1 - keep.float().mean().item(), 3)
+    0.1
+    """
+    n = math.prod(shape)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device)
+    bits.random_(-(2**31), 2**31)
+    halves = bits.view(torch.int16)[:n].view(shape)
+    return halves >= round(p * 2**16) - 2**15
+
+
+def _dropped(x, p):
+    """Dropout in training, its mask from :func:`keep_mask`.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        The input.
+    p : float
+        The probability of zeroing an element.
+
+    Returns
+    -------
+    y : torch.Tensor
+        ``x``, each element zeroed with probability ``p``, the rest divided
+        by ``1 - p``.
+    """
+    if p == 0:
+        return x
+    if p >= 1:
+        return x * 0
+    scale = keep_mask(x.shape, p, x.device).to(x.dtype).mul_(1 / (1 - p))
+    return x * scale
+
+
+class FastCPUDropout(torch.overrides.TorchFunctionMode):
+    """Dropout and attention dropout with :func:`keep_mask`'s masks.
+
+    Within this mode, ``torch.nn.functional.dropout`` in training and
+    ``scaled_dot_product_attention`` with ``dropout_p > 0`` (which PyTorch
+    runs on CPU in its reference implementation, with ``bernoulli_``) draw
+    their masks with :func:`keep_mask`. Everything else runs as it is.
+
+    Example
+    -------
+    >>> x = torch.ones(4, 1000)
+    >>> with FastCPUDropout():
+    ...     y = torch.nn.functional.dropout(x, 0.5, training=True)
+    >>> sorted(set(y.flatten().tolist()))
+    [0.0, 2.0]
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        """Runs ``func``, the two kinds of dropout with fast masks.
+
+        Arguments
+        ---------
+        func : callable
+            The PyTorch function called.
+        types : tuple
+            Tensor subclasses of the arguments.
+        args : tuple
+            Its positional arguments.
+        kwargs : dict or None
+            Its keyword arguments.
+
+        Returns
+        -------
+        result : object
+            What ``func`` returns.
+        """
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.dropout:
+            arguments = dict(
+                zip(("input", "p", "training", "inplace"), args, strict=False),
+                **kwargs,
+            )
+            if arguments.get("training", True) and not arguments.get(
+                "inplace", False
+            ):
+                return _dropped(arguments["input"], arguments.get("p", 0.5))
+        elif func is torch.nn.functional.scaled_dot_product_attention:
+            names = ("query", "key", "value", "attn_mask", "dropout_p")
+            arguments = dict(zip(names, args, strict=False), **kwargs)
+            if (
+                arguments.get("dropout_p", 0.0) > 0
+                and not arguments.get("is_causal", False)
+                and not arguments.get("enable_gqa", False)
+                and set(arguments)
+                <= {*names, "scale", "is_causal", "enable_gqa"}
+            ):
+                return _attention_with_dropout(**arguments)
+        return func(*args, **kwargs)
+
+
+def _attention_with_dropout(
+    query, key, value, attn_mask=None, dropout_p=0.0, scale=None, **_
+):
+    """Scaled dot-product attention as PyTorch defines it, with :func:`_dropped`.
+
+    Arguments
+    ---------
+    query, key, value : torch.Tensor
+        ``[..., L, E]``, ``[..., S, E]`` and ``[..., S, Ev]``.
+    attn_mask : torch.Tensor or None
+        Broadcast to ``[..., L, S]``: bool (True: attend) or added to the
+        scores.
+    dropout_p : float
+        Dropout of the attention weights.
+    scale : float or None
+        Of the scores; None: ``1 / sqrt(E)``.
+    **_
+        What :class:`FastCPUDropout` lets through (``is_causal`` and
+        ``enable_gqa`` False).
+
+    Returns
+    -------
+    output : torch.Tensor
+        ``[..., L, Ev]``.
+    """
+    if scale is None:
+        scale = 1 / math.sqrt(query.shape[-1])
+    scores = query @ key.transpose(-2, -1) * scale
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            scores = scores.masked_fill(
+                ~attn_mask, torch.finfo(scores.dtype).min
+            )
+        else:
+            scores = scores + attn_mask
+    weights = _dropped(torch.softmax(scores, dim=-1), dropout_p)
+    return weights @ value
+
+
 class SSLEncoder(torch.nn.Module):
     """A self-supervised speech encoder with mean pooling.
 
@@ -846,6 +1137,12 @@ class SSLEncoder(torch.nn.Module):
             # Also stops the CNN from propagating gradients to its input (unlike
             # requires_grad).
             model.feature_extractor._freeze_parameters()
+            # Faster on CPU, where the convolutions in Hugging Face's layout
+            # spend most of their time copying (the weights stay where they
+            # were, so checkpoints are unchanged).
+            model.feature_extractor.forward = types.MethodType(
+                _frozen_cnn_forward, model.feature_extractor
+            )
         self.freeze = freeze
         if freeze:
             for param in self.parameters():
@@ -910,8 +1207,14 @@ class SSLEncoder(torch.nn.Module):
         embeddings : torch.Tensor
             ``[B, D]`` mean-pooled embeddings.
         """
-        with torch.set_grad_enabled(
-            torch.is_grad_enabled() and not self.freeze
+        fast_dropout = (
+            self.training
+            and torch.is_grad_enabled()
+            and wavs.device.type == "cpu"
+        )
+        with (
+            torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze),
+            FastCPUDropout() if fast_dropout else contextlib.nullcontext(),
         ):
             num_samples = torch.round(wav_lens * wavs.shape[1]).long()
             if self.normalize_wav:

@@ -180,3 +180,143 @@ def test_head_follows_the_paper():
     assert head[3].p == 0.5
     one = RegressionHead(32, hidden_size=16, num_hidden_layers=1)
     assert len(one) == 5
+
+
+@pytest.mark.parametrize(
+    "norm, bias", [("layer", True), ("group", False), ("group", True)]
+)
+def test_channels_last_cnn_equals_the_transformers_cnn(norm, bias):
+    from ctsl_brain.custom_interface import (
+        _channels_last_layers,
+        channels_last_features,
+    )
+
+    config = transformers.Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(24,) * 7,
+        feat_extract_norm=norm,
+        conv_bias=bias,
+    )
+    torch.manual_seed(0)
+    cnn = transformers.Wav2Vec2Model(config).feature_extractor.eval()
+    for param in cnn.parameters():  # the norms' affine parameters too
+        param.data.normal_(0, 0.3)
+    wavs = torch.randn(3, 8000)
+    with torch.no_grad():
+        expected = cnn(wavs)
+        ours = channels_last_features(_channels_last_layers(cnn), wavs)
+        torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            expected16 = cnn(wavs)
+            ours16 = channels_last_features(_channels_last_layers(cnn), wavs)
+    assert ours16.dtype == expected16.dtype == torch.bfloat16
+    # Within a few bf16 roundings of each other, and of float32.
+    scale = expected.abs().max()
+    assert (ours16.float() - expected16.float()).abs().max() < 0.03 * scale
+    assert (ours16.float() - expected).abs().max() < 0.03 * scale
+
+
+def test_only_a_frozen_cnn_runs_channels_last(model_folder):
+    folder = tiny_encoder_folder(model_folder, num_layers=1)
+    wavs, lens = torch.randn(2, 4000), torch.ones(2)
+    frozen = SSLEncoder(Wav2Vec2, folder, save_path=folder)
+    trained = SSLEncoder(
+        Wav2Vec2, folder, save_path=folder, freeze_feature_extractor=False
+    )
+    assert "forward" in vars(frozen.ssl.model.feature_extractor)
+    frozen(wavs, lens).sum().backward()
+    trained(wavs, lens).sum().backward()
+    cnn_weight = "feature_extractor.conv_layers.0.conv.weight"
+    assert dict(frozen.ssl.model.named_parameters())[cnn_weight].grad is None
+    assert (
+        dict(trained.ssl.model.named_parameters())[cnn_weight].grad is not None
+    )
+    # The weights keep their names: checkpoints of either load in the other.
+    trained.load_state_dict(frozen.state_dict())
+
+
+def test_keep_mask_keeps_each_element_with_probability_one_minus_p():
+    from ctsl_brain.custom_interface import keep_mask
+
+    torch.manual_seed(0)
+    for p in (0.1, 0.5):
+        keep = keep_mask((401, 1001), p).float()  # an odd count: a half word
+        sigma = (p * (1 - p) / keep.numel()) ** 0.5
+        assert abs(1 - keep.mean().item() - p) < 5 * sigma
+        # Elements drawn from the two halves of one word are independent.
+        pairs = keep.flatten()[:-1].view(-1, 2)
+        both = (pairs[:, 0] * pairs[:, 1]).mean().item()
+        assert abs(both - (1 - p) ** 2) < 5 * sigma * 2
+
+
+def test_fast_dropout_is_dropout():
+    from ctsl_brain.custom_interface import FastCPUDropout
+
+    torch.manual_seed(0)
+    x = (torch.rand(200, 500) + 0.5).requires_grad_()
+    with FastCPUDropout():
+        y = torch.nn.Dropout(0.2).train()(x)
+        same = torch.nn.functional.dropout(x, 0.2, training=False)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.8)
+    assert abs(1 - kept.float().mean().item() - 0.2) < 0.01
+    assert same is x
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+
+
+@pytest.mark.parametrize("mask", ["bool", "additive", "none"])
+def test_fast_attention_dropout_is_sdpa_with_dropout(mask):
+    from ctsl_brain.custom_interface import FastCPUDropout
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 20, 8) for _ in range(3))
+    attend = torch.rand(2, 1, 20, 20) > 0.3
+    attend[..., 0] = True
+    attn_mask = {
+        "bool": attend,
+        "additive": torch.where(attend, 0.0, -1e4),
+        "none": None,
+    }[mask]
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    expected = sdpa(q, k, v, attn_mask=attn_mask)
+    with FastCPUDropout():
+        # No dropout: PyTorch's own kernel; with: the same expectation.
+        torch.testing.assert_close(sdpa(q, k, v, attn_mask=attn_mask), expected)
+        draws = torch.stack(
+            [
+                sdpa(q, k, v, attn_mask=attn_mask, dropout_p=0.5)
+                for _ in range(2000)
+            ]
+        )
+    assert not torch.allclose(draws[0], draws[1])
+    torch.testing.assert_close(draws.mean(0), expected, atol=0.06, rtol=0)
+
+
+def test_a_training_encoder_draws_its_dropout_masks_fast(
+    model_folder, monkeypatch
+):
+    import ctsl_brain.custom_interface as interface
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return keep_mask(*args, **kwargs)
+
+    keep_mask = interface.keep_mask
+    monkeypatch.setattr(interface, "keep_mask", counted)
+    folder = tiny_encoder_folder(model_folder, num_layers=2)
+    encoder = SSLEncoder(Wav2Vec2, folder, save_path=folder)
+    wavs, lens = torch.randn(2, 4000), torch.ones(2)
+    encoder.eval()(wavs, lens)
+    with torch.no_grad():
+        encoder.train()(wavs, lens)
+    assert calls == []
+    encoder.train()(wavs, lens)
+    # Per layer: the attention weights, the feed-forward's two, the residual's.
+    shapes = {len(shape) for shape in calls}
+    assert shapes == {3, 4} and len(calls) >= 2 * 4

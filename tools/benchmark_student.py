@@ -16,11 +16,12 @@ the same utterances, whose durations are drawn like MSP-Podcast's (2.75 to 11 s,
 more short than long), with the paper's loss (L_CCC + 100 L_TL + 10 L_CL) and
 Adam:
 
-(a) straightforward, as the authors wrote it: fixed-size random batches, and the
-    frozen teacher recomputed on the clean batch at every step;
+(a) straightforward, as the authors wrote it: the plain transformers model,
+    fixed-size random batches, and the frozen teacher recomputed on the clean
+    batch at every step;
 (b) the recipe's path: length-aware batches from SpeechBrain's
     DynamicBatchSampler (the same mean number of utterances per batch), the
-    recipe's fused Adam, and the teacher's embeddings from
+    recipe's frozen CNN in channels-last memory, its fused Adam, and the teacher's embeddings from
     TeacherEmbeddingCache, filled once (its cost, one teacher pass over the
     data per run, is printed separately: over a 20-epoch run it is a
     twentieth of a pass per epoch).
@@ -356,6 +357,24 @@ def student_step(
     optimizer.step()
 
 
+def plain_transformers(encoder):
+    """A copy of ``encoder`` whose frozen CNN runs as transformers runs it.
+
+    Arguments
+    ---------
+    encoder : SSLEncoder
+        The recipe's encoder.
+
+    Returns
+    -------
+    plain : SSLEncoder
+        The copy, without the recipe's channels-last CNN.
+    """
+    plain = copy.deepcopy(encoder)
+    vars(plain.ssl.model.feature_extractor).pop("forward", None)
+    return plain
+
+
 def run_path(
     name,
     batches,
@@ -568,17 +587,17 @@ def main(argv=None):
         dict.fromkeys(("authors_fp32", "recipe_fp32", "recipe_bf16")),
     )
     for name, key, batches, path_cache, autocast in paths:
+        authors = key == "authors_fp32"
         seconds, flops = run_path(
             key,
             batches,
             data,
-            teacher,
-            copy.deepcopy(student),
+            plain_transformers(teacher) if authors else teacher,
+            plain_transformers(student) if authors else copy.deepcopy(student),
             copy.deepcopy(head),
             path_cache,
             autocast,
-            fused=key
-            != "authors_fp32",  # the recipe's Adam (its YAML's opt_class)
+            fused=not authors,  # the recipe's Adam (its YAML's opt_class)
         )
         # FLOPs per second of padded audio, from the first step, scaled to the whole pass.
         first = len(batches[0]) * max(durations[i] for i in batches[0])
