@@ -24,7 +24,13 @@ import subprocess
 import sys
 import time
 
-from ctsl_brain.analysis import FIELD_FOLDER_MARKER, SYSTEMS, analyse_study
+from ctsl_brain.analysis import (
+    FIELD_FOLDER_MARKER,
+    FIELD_SYSTEM,
+    SYSTEMS,
+    analyse_seeds,
+    analyse_study,
+)
 from ctsl_brain.dataio import run_command, write_text_atomic
 from ctsl_brain.locks import FolderLock
 
@@ -45,8 +51,6 @@ DEMO_STAGE_OVERRIDES = {
     "student": ["--batch_size", "16"],
 }
 DEMO_EPOCHS = {"teacher": 10, "student": 6}
-# The method adapted from field recordings rather than noise-only recordings.
-FIELD_SYSTEM = "RM+TL+CL (field)"
 
 
 def _duration(seconds):
@@ -135,6 +139,12 @@ def parse_arguments(argv):
     )
     parser.add_argument("--seed", type=int, default=1986)
     parser.add_argument(
+        "--seeds",
+        help="comma-separated seeds, e.g. 1986,2,3: the whole study under each seed (its own "
+        "teacher included), then Table 1 over seeds and its figure in "
+        "<results_folder>/<corpus>/study/seeds_<seed>_<seed>... (instead of --seed)",
+    )
+    parser.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
         help="comma-separated subset of "
@@ -177,6 +187,20 @@ def parse_arguments(argv):
         help='what runs train.py, e.g. "torchrun --nproc_per_node=4" (default: this Python)',
     )
     args, overrides = parser.parse_known_args(argv)
+    if args.seeds is None:
+        args.seeds = [args.seed]
+    else:
+        if any(a == "--seed" or a.startswith("--seed=") for a in argv or []):
+            parser.error("give --seed or --seeds, not both")
+        try:
+            args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            parser.error(
+                f"--seeds: comma-separated integers, got {args.seeds!r}"
+            )
+        if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+            parser.error(f"--seeds: distinct seeds, got {args.seeds}")
+        args.seed = args.seeds[0]
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = [name for name in systems if name not in SYSTEMS]
     if unknown:
@@ -549,18 +573,40 @@ def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
         sys.exit(failed[0])
 
 
-def main(argv=None):
-    """Runs every stage, then the analysis, and prints Tables 1 and 2.
+def study_folder_of(args):
+    """The folder of one seed's tables, figure and stage records.
 
     Arguments
     ---------
-    argv : list of str or None
-        The command line's arguments; None: ``sys.argv[1:]``.
+    args : argparse.Namespace
+        The study's options, ``seed`` the seed's.
+
+    Returns
+    -------
+    folder : str
+        ``<results_folder>/<corpus>/study/<seed>``.
     """
-    args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    study_folder = os.path.join(
+    return os.path.join(
         args.results_folder, args.corpus, "study", str(args.seed)
     )
+
+
+def run_seed(args, overrides):
+    """Runs every stage of one seed, then its analysis, and prints Tables 1 and 2.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        The study's options, ``seed`` the seed's.
+    overrides : list of str
+        train.py overrides for every stage.
+
+    Returns
+    -------
+    study_folder : str
+        Where the seed's tables went.
+    """
+    study_folder = study_folder_of(args)
     # One study per folder: a second one stops before it runs a stage.
     with FolderLock(study_folder, what="runs a study in"):
         log = Progress(study_folder)
@@ -598,6 +644,41 @@ def main(argv=None):
         with open(outputs["files"]["table2_md"]) as fin:
             print(fin.read())
         log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
+    return study_folder
+
+
+def main(argv=None):
+    """Runs the study under each seed, then, over several, Table 1 over seeds.
+
+    Arguments
+    ---------
+    argv : list of str or None
+        The command line's arguments; None: ``sys.argv[1:]``.
+    """
+    args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
+    folders = {}
+    for seed in args.seeds:
+        folders[seed] = run_seed(
+            argparse.Namespace(**{**vars(args), "seed": seed}), overrides
+        )
+    if len(folders) < 2:
+        return
+    seeds_folder = os.path.join(
+        args.results_folder,
+        args.corpus,
+        "study",
+        "seeds_" + "_".join(str(seed) for seed in args.seeds),
+    )
+    with FolderLock(seeds_folder, what="writes the tables over seeds in"):
+        outputs = analyse_seeds(folders, seeds_folder)
+        with open(outputs["files"]["table1_md"]) as fin:
+            print(fin.read())
+        if outputs["field_gain"] is not None:
+            with open(outputs["files"]["field_gain_md"]) as fin:
+                print(fin.read())
+        Progress(seeds_folder)(
+            f"seeds done: {', '.join(sorted(outputs['files'].values()))}"
+        )
 
 
 if __name__ == "__main__":

@@ -21,18 +21,28 @@ from .dataio import (
 )
 from .losses import info_nce, negative_mask, transfer_loss
 from .report import SHORT_NAMES
-from .statistics import fixed_groups, group_ccc, significance
+from .statistics import (
+    fixed_groups,
+    group_ccc,
+    seeds_significance,
+    significance,
+)
 
 __all__ = [
     "FIELD_FOLDER_MARKER",
+    "FIELD_SYSTEM",
     "MARKERS",
     "SYSTEMS",
+    "analyse_seeds",
     "analyse_study",
+    "gain_kept",
     "embedding_analysis",
     "plot_ccc_vs_snr",
     "table1_markdown",
 ]
 
+# The method adapted from field recordings rather than noise-only recordings.
+FIELD_SYSTEM = "RM+TL+CL (field)"
 # Stands for the study's field folder in the overrides of SYSTEMS.
 FIELD_FOLDER_MARKER = "<field_folder>"
 # The paper's systems (section 3.3), and the method adapted from field recordings: the
@@ -121,7 +131,7 @@ def _condition_order(conditions):
     return sorted(conditions, key=key)
 
 
-def table1_markdown(table, *, digits=3):
+def table1_markdown(table, *, digits=3, seeds=None):
     """Table 1 in Markdown.
 
     One row per system, mean CCC per condition and attribute.
@@ -132,9 +142,13 @@ def table1_markdown(table, *, digits=3):
     Arguments
     ---------
     table : pandas.DataFrame
-        From :func:`ctsl_brain.statistics.significance`.
+        From :func:`ctsl_brain.statistics.significance`, or from
+        :func:`ctsl_brain.statistics.seeds_significance` with ``seeds``.
     digits : int
         Decimals shown.
+    seeds : list or None
+        The seeds of a table over seeds: each cell then also gives the
+        standard deviation over seeds.
 
     Returns
     -------
@@ -160,6 +174,8 @@ def table1_markdown(table, *, digits=3):
                 text = f"{row['mean']:.{digits}f}"
                 if np.isclose(row["mean"], best[(condition, attribute)]):
                     text = f"**{text}**"
+                if seeds is not None:
+                    text += f" ± {row['std']:.{digits}f}"
                 text += "".join(
                     _escape(marker)
                     for ref, marker in MARKERS.items()
@@ -169,6 +185,18 @@ def table1_markdown(table, *, digits=3):
         lines.append("| " + " | ".join(cells) + " |")
     n_values = sorted(set(table["n"]))
     lines.append("")
+    if seeds is not None:
+        lines.append(
+            f"Mean over seeds {', '.join(str(s) for s in seeds)} of each seed's mean CCC "
+            "(checkpoints x test groups) ± standard deviation over seeds; "
+            + ", ".join(
+                f"{_escape(marker)}: better than {ref}"
+                for ref, marker in MARKERS.items()
+            )
+            + " (one-tailed Welch's t-test over the per-seed means, p <= 0.05); "
+            "bold: best per column."
+        )
+        return "\n".join(lines)
     lines.append(
         "Mean CCC over "
         + "/".join(str(n) for n in n_values)
@@ -182,7 +210,7 @@ def table1_markdown(table, *, digits=3):
     return "\n".join(lines)
 
 
-def plot_ccc_vs_snr(table, path):
+def plot_ccc_vs_snr(table, path, *, error_bars=False):
     """Plots CCC against test condition (clean, then decreasing SNR).
 
     One panel per attribute, one line per system. The figure is written
@@ -195,6 +223,9 @@ def plot_ccc_vs_snr(table, path):
         ``condition``, ``attribute``, ``mean``).
     path : str
         The PNG file to write.
+    error_bars : bool
+        Bars of one ``std`` each side (a table over seeds: the spread over
+        seeds).
     """
     import matplotlib
 
@@ -211,10 +242,18 @@ def plot_ccc_vs_snr(table, path):
             means = part[part["system"] == system].set_index("condition")[
                 "mean"
             ]
-            axis.plot(
+            errors = None
+            if error_bars:
+                spread = part[part["system"] == system].set_index("condition")[
+                    "std"
+                ]
+                errors = [spread.get(c, np.nan) for c in conditions]
+            axis.errorbar(
                 range(len(conditions)),
                 [means.get(c, np.nan) for c in conditions],
+                yerr=errors,
                 marker="o",
+                capsize=3 if error_bars else 0,
                 label=system,
                 linewidth=2.2 if system == "RM+TL+CL" else 1.2,
             )
@@ -222,7 +261,11 @@ def plot_ccc_vs_snr(table, path):
         axis.set_title(attribute)
         axis.set_xlabel("test condition")
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("CCC (mean over checkpoints x groups)")
+    axes[0].set_ylabel(
+        "CCC (mean over seeds, ± sd)"
+        if error_bars
+        else "CCC (mean over checkpoints x groups)"
+    )
     axes[-1].legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -456,3 +499,131 @@ def analyse_study(
         for ext in ("md", "csv", "json"):
             files[f"{name}_{ext}"] = os.path.join(study_folder, f"{name}.{ext}")
     return {"table1": table1, "table2": table2, "files": files}
+
+
+def gain_kept(tables, system, *, reference="RM+TL+CL", condition="0dB"):
+    """The share of ``reference``'s gain over Original that ``system`` keeps, per seed.
+
+    Arguments
+    ---------
+    tables : dict
+        Seed -> that seed's Table 1 (from
+        :func:`ctsl_brain.statistics.significance`).
+    system : str
+        The system whose gain is measured, e.g. ``RM+TL+CL (field)``.
+    reference : str
+        The system whose gain is the whole.
+    condition : str
+        The test condition.
+
+    Returns
+    -------
+    shares : pandas.DataFrame
+        One row per seed and attribute: ``Original``, ``reference``,
+        ``system`` (mean CCC) and ``kept``, ``(system - Original) /
+        (reference - Original)``.
+    """
+    rows = []
+    for seed, table in tables.items():
+        cells = table[table["condition"] == condition].set_index(
+            ["system", "attribute"]
+        )["mean"]
+        for attribute in ATTRIBUTES:
+            original = cells[("Original", attribute)]
+            whole = cells[(reference, attribute)] - original
+            part = cells[(system, attribute)] - original
+            rows.append(
+                {
+                    "seed": seed,
+                    "attribute": attribute,
+                    "Original": original,
+                    reference: cells[(reference, attribute)],
+                    system: cells[(system, attribute)],
+                    "kept": part / whole if whole != 0 else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def analyse_seeds(study_folders, out_folder, *, alpha=0.05):
+    """Writes Table 1 over seeds and its figure from the seeds' finished studies.
+
+    Arguments
+    ---------
+    study_folders : dict
+        Seed -> that seed's study folder (holding its ``table1.csv``).
+    out_folder : str
+        Where the outputs go (created): ``table1.{md,csv,json}``,
+        ``ccc_vs_snr.png`` with error bars over seeds and, when the study
+        holds the field system, ``field_gain.{md,csv,json}``.
+    alpha : float
+        Significance level.
+
+    Returns
+    -------
+    outputs : dict
+        ``table1`` (DataFrame), ``field_gain`` (DataFrame or None) and
+        ``files`` (paths written).
+
+    Raises
+    ------
+    MissingInputError
+        When a seed's study has no ``table1.csv``.
+    """
+    tables = {}
+    for seed, folder in study_folders.items():
+        path = os.path.join(folder, "table1.csv")
+        if not os.path.isfile(path):
+            raise MissingInputError(
+                f"seed {seed}: {path} is missing; run the study of that seed first"
+            )
+        tables[seed] = pd.read_csv(path)
+    os.makedirs(out_folder, exist_ok=True)
+    table = seeds_significance(tables, alpha=alpha)
+    seeds = list(tables)
+    markdown = table1_markdown(table, seeds=seeds)
+    frame = table.assign(seed_means=table["seed_means"].map(json.dumps))
+    _write_table(frame, out_folder, "table1", markdown)
+    files = {
+        f"table1_{ext}": os.path.join(out_folder, f"table1.{ext}")
+        for ext in ("md", "csv", "json")
+    }
+    files["figure"] = os.path.join(out_folder, "ccc_vs_snr.png")
+    plot_ccc_vs_snr(table, files["figure"], error_bars=True)
+    field = None
+    systems = set(table["system"])
+    if {"Original", "RM+TL+CL", FIELD_SYSTEM} <= systems:
+        field = gain_kept(tables, FIELD_SYSTEM)
+        summary = field.groupby("attribute", sort=False)["kept"].agg(
+            ["mean", "std"]
+        )
+        lines = [
+            f"| seed | {' | '.join(ATTRIBUTES)} |",
+            "|---:|" + "---:|" * len(ATTRIBUTES),
+        ]
+        for seed in seeds:
+            kept = field[field["seed"] == seed].set_index("attribute")["kept"]
+            lines.append(
+                f"| {seed} | "
+                + " | ".join(f"{kept[a]:.0%}" for a in ATTRIBUTES)
+                + " |"
+            )
+        lines.append(
+            "| mean ± sd | "
+            + " | ".join(
+                f"{summary.loc[a, 'mean']:.0%} ± {summary.loc[a, 'std']:.0%}"
+                for a in ATTRIBUTES
+            )
+            + " |"
+        )
+        lines += [
+            "",
+            f"Share of RM+TL+CL's 0 dB gain over Original that {FIELD_SYSTEM} keeps: "
+            f"(field - Original) / (RM+TL+CL - Original), per seed.",
+        ]
+        _write_table(field, out_folder, "field_gain", "\n".join(lines))
+        for ext in ("md", "csv", "json"):
+            files[f"field_gain_{ext}"] = os.path.join(
+                out_folder, f"field_gain.{ext}"
+            )
+    return {"table1": table, "field_gain": field, "files": files}

@@ -1,6 +1,7 @@
 """Model selection and significance testing of the paper's evaluation protocol (section 4.1):
 the three best dev checkpoints from non-consecutive epochs, 30 fixed test groups, and a
-one-tailed Welch's t-test against a reference system.
+one-tailed Welch's t-test against a reference system; over several seeds, the same test on
+the per-seed means.
 
 >>> select_checkpoints(
 ...     {1: 0.40, 2: 0.52, 3: 0.50, 4: 0.55, 5: 0.30, 6: 0.45}, 3
@@ -26,6 +27,7 @@ __all__ = [
     "group_ccc",
     "kept_for_selection",
     "select_checkpoints",
+    "seeds_significance",
     "significance",
     "fixed_groups",
     "welch_greater",
@@ -273,4 +275,88 @@ def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
                 row[f"p_vs_{ref}"] = p_value
                 row[f"better_than_{ref}"] = bool(p_value <= alpha)
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seeds_significance(
+    tables, *, references=("Original", "RH", "RM"), alpha=0.05
+):
+    """Table 1 over seeds: per cell, the mean and spread of the per-seed means.
+
+    A system is significantly better than a reference when a one-tailed
+    Welch's t-test over its per-seed mean CCCs against the reference's says
+    so: the seed, not the test group, is the unit that repeats training.
+
+    Arguments
+    ---------
+    tables : dict
+        Seed -> that seed's Table 1 (from
+        :func:`ctsl_brain.statistics.significance`).
+    references : sequence of str
+        Systems each other system is compared with (those present).
+    alpha : float
+        Significance level.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per system, condition and attribute: ``mean`` (over seeds),
+        ``std`` (over seeds, ddof 1), ``n`` (seeds), ``seed_means`` (the
+        per-seed means, in the order of ``tables``), and for each reference
+        ``p_vs_<reference>`` and ``better_than_<reference>``.
+
+    Raises
+    ------
+    DataError
+        When the seeds' tables do not hold the same systems and conditions.
+    """
+    frames = []
+    for seed, table in tables.items():
+        frames.append(
+            table[["system", "condition", "attribute", "mean"]].assign(
+                seed=seed
+            )
+        )
+    cells = {
+        seed: set(zip(t["system"], t["condition"], t["attribute"], strict=True))
+        for seed, t in tables.items()
+    }
+    first = next(iter(cells.values()))
+    for seed, keys in cells.items():
+        if keys != first:
+            raise DataError(
+                f"seed {seed}: its Table 1 holds other systems or conditions than the "
+                "first seed's; run every seed with the same --systems and test sets"
+            )
+    values = pd.concat(frames, ignore_index=True)
+    systems = list(dict.fromkeys(values["system"]))
+    references = [ref for ref in references if ref in systems]
+    by_cell = {
+        key: part["mean"].to_numpy()
+        for key, part in values.groupby(
+            ["system", "condition", "attribute"], sort=False
+        )
+    }
+    rows = []
+    for (system, condition, attribute), sample in by_cell.items():
+        row = {
+            "system": system,
+            "condition": condition,
+            "attribute": attribute,
+            "mean": float(sample.mean()),
+            "std": float(sample.std(ddof=1))
+            if len(sample) > 1
+            else float("nan"),
+            "n": len(sample),
+            "seed_means": [round(float(v), 10) for v in sample],
+        }
+        for ref in references:
+            p_value = float("nan")
+            if ref != system and len(sample) > 1:
+                p_value = welch_greater(
+                    sample, by_cell[(ref, condition, attribute)]
+                )
+            row[f"p_vs_{ref}"] = p_value
+            row[f"better_than_{ref}"] = bool(p_value <= alpha)
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -14,6 +14,7 @@ from ctsl_brain.statistics import (
     fixed_groups,
     group_ccc,
     kept_for_selection,
+    seeds_significance,
     select_checkpoints,
     significance,
     welch_greater,
@@ -254,3 +255,75 @@ def test_significance_at_p_equal_to_alpha():
         values, references=("Original",), alpha=p_value * 0.999
     ).iloc[-1]
     assert at["better_than_Original"] and not below["better_than_Original"]
+
+
+def _seed_table(seed, means):
+    """A seed's Table 1: ``means`` maps system -> (clean, 0dB) mean CCC, all attributes."""
+    rows = []
+    for system, (clean, noisy) in means.items():
+        for condition, value in (("clean", clean), ("0dB", noisy)):
+            for k, attribute in enumerate(("arousal", "dominance", "valence")):
+                rows.append(
+                    {
+                        "system": system,
+                        "condition": condition,
+                        "attribute": attribute,
+                        "mean": value + 0.01 * k + 0.001 * seed,
+                        "std": 0.05,
+                        "n": 90,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+SEED_MEANS = {
+    1: {"Original": (0.80, 0.45), "RM": (0.74, 0.69), "RM+TL+CL": (0.76, 0.72)},
+    2: {"Original": (0.82, 0.49), "RM": (0.72, 0.63), "RM+TL+CL": (0.75, 0.70)},
+    3: {"Original": (0.81, 0.47), "RM": (0.75, 0.70), "RM+TL+CL": (0.77, 0.69)},
+}
+
+
+def test_seeds_significance_is_welch_over_the_per_seed_means():
+    tables = {seed: _seed_table(seed, m) for seed, m in SEED_MEANS.items()}
+    table = seeds_significance(tables)
+    assert set(table["n"]) == {3} and "p_vs_RH" not in table
+    cells = {
+        (r.system, r.condition, r.attribute): r for r in table.itertuples()
+    }
+    for (system, condition, attribute), row in cells.items():
+        k = ("arousal", "dominance", "valence").index(attribute)
+        column = 0 if condition == "clean" else 1
+        per_seed = np.array(
+            [
+                SEED_MEANS[s][system][column] + 0.01 * k + 0.001 * s
+                for s in SEED_MEANS
+            ]
+        )
+        assert row.seed_means == pytest.approx(per_seed.tolist())
+        assert row.mean == pytest.approx(per_seed.mean())
+        assert row.std == pytest.approx(per_seed.std(ddof=1))
+        for ref in ("Original", "RM"):
+            p_value = getattr(row, f"p_vs_{ref}")
+            if ref == system:
+                assert math.isnan(p_value)
+                continue
+            reference = np.array(
+                [
+                    SEED_MEANS[s][ref][column] + 0.01 * k + 0.001 * s
+                    for s in SEED_MEANS
+                ]
+            )
+            expected = _welch_by_formula(per_seed, reference)
+            assert p_value == pytest.approx(expected, rel=1e-9)
+            assert getattr(row, f"better_than_{ref}") == (expected <= 0.05)
+    assert cells[("RM+TL+CL", "0dB", "arousal")].better_than_Original
+    assert not cells[("RM+TL+CL", "clean", "arousal")].better_than_Original
+
+
+def test_seeds_with_other_systems_are_refused():
+    from ctsl_brain.dataio import DataError
+
+    tables = {seed: _seed_table(seed, m) for seed, m in SEED_MEANS.items()}
+    tables[3] = tables[3][tables[3]["system"] != "RM"]
+    with pytest.raises(DataError, match="seed 3"):
+        seeds_significance(tables)

@@ -455,3 +455,112 @@ def test_an_interrupted_study_stops_its_running_stages(monkeypatch, tmp_path):
         )
     assert len(started) == 2
     assert [process.returncode for process in started] == [-signal.SIGTERM] * 2
+
+
+def test_seeds_are_parsed_and_checked():
+    from study import parse_arguments
+
+    args, _ = parse_arguments(["--seeds", "1986, 2,3"])
+    assert args.seeds == [1986, 2, 3] and args.seed == 1986
+    assert parse_arguments(["--seed", "7"])[0].seeds == [7]
+    for bad in (
+        ["--seeds", "1,x"],
+        ["--seeds", "1,1"],
+        ["--seeds", ","],
+        ["--seed", "1", "--seeds", "2,3"],
+    ):
+        with pytest.raises(SystemExit):
+            parse_arguments(bad)
+
+
+def test_seeds_analysis_writes_table_figure_and_field_share(tmp_path):
+    from ctsl_brain.analysis import analyse_seeds
+
+    folders = {}
+    field_means = {1: 0.60, 2: 0.66}
+    for seed, field in field_means.items():
+        rows = []
+        for system, noisy in (
+            ("Original", 0.40),
+            ("RM+TL+CL", 0.70 + 0.01 * seed),
+            ("RM+TL+CL (field)", field),
+        ):
+            for condition, value in (("clean", 0.8), ("0dB", noisy)):
+                for attribute in ("arousal", "dominance", "valence"):
+                    rows.append(
+                        {
+                            "system": system,
+                            "condition": condition,
+                            "attribute": attribute,
+                            "mean": value,
+                            "std": 0.05,
+                            "n": 90,
+                        }
+                    )
+        folders[seed] = tmp_path / str(seed)
+        folders[seed].mkdir()
+        pd.DataFrame(rows).to_csv(folders[seed] / "table1.csv", index=False)
+    out = tmp_path / "seeds_1_2"
+    outputs = analyse_seeds({s: str(f) for s, f in folders.items()}, str(out))
+    for name in (
+        "table1.md",
+        "table1.csv",
+        "table1.json",
+        "ccc_vs_snr.png",
+        "field_gain.md",
+        "field_gain.csv",
+        "field_gain.json",
+    ):
+        assert (out / name).is_file(), name
+    markdown = (out / "table1.md").read_text()
+    assert "**0.715** ± 0.007\\*" in markdown and "seeds 1, 2" in markdown
+    kept = outputs["field_gain"].set_index(["seed", "attribute"])["kept"]
+    assert kept[(1, "arousal")] == pytest.approx((0.60 - 0.40) / (0.71 - 0.40))
+    assert kept[(2, "valence")] == pytest.approx((0.66 - 0.40) / (0.72 - 0.40))
+    assert "| 73% ± 12% |" in (out / "field_gain.md").read_text()
+    table = json.loads((out / "table1.json").read_text())
+    assert table[0]["n"] == 2 and len(json.loads(table[0]["seed_means"])) == 2
+
+    (folders[2] / "table1.csv").unlink()
+    with pytest.raises(Exception, match="seed 2"):
+        analyse_seeds({s: str(f) for s, f in folders.items()}, str(out))
+
+
+@pytest.mark.slow
+def test_a_study_over_two_seeds_trains_each_seed_and_tables_them(tmp_path):
+    results, data_folder = str(tmp_path / "results"), str(tmp_path / "demo")
+    command = _study_command(results, data_folder) + [
+        "--seeds",
+        "1,2",
+        "--systems",
+        "RM+TL+CL",
+    ]
+    first = run_checked(command).stdout
+    study = os.path.join(results, "demo", "study")
+    for seed in ("1", "2"):
+        # Each seed its own teacher, students and tables.
+        for run in ("teacher", "rm_tl_cl"):
+            assert os.path.isfile(
+                os.path.join(results, "demo", run, seed, "evaluation.json")
+            )
+        assert os.path.isfile(os.path.join(study, seed, "table1.md"))
+    seeds = os.path.join(study, "seeds_1_2")
+    for name in ("table1.md", "table1.csv", "table1.json", "ccc_vs_snr.png"):
+        assert os.path.isfile(os.path.join(seeds, name))
+    table = pd.read_csv(os.path.join(seeds, "table1.csv"))
+    assert set(table["n"]) == {2} and set(table["system"]) == {
+        "Original",
+        "RM+TL+CL",
+    }
+    for _, row in table.iterrows():
+        per_seed = [
+            pd.read_csv(os.path.join(study, seed, "table1.csv"))
+            .set_index(["system", "condition", "attribute"])
+            .loc[(row["system"], row["condition"], row["attribute"]), "mean"]
+            for seed in ("1", "2")
+        ]
+        assert row["mean"] == pytest.approx(sum(per_seed) / 2)
+    assert "± standard deviation over seeds" in first
+    again = run_checked(command).stdout
+    assert "Going into epoch" not in again
+    assert again.count("finished earlier") == 4
