@@ -17,6 +17,7 @@ interrupted study resumes where it stopped. Details: docs/study.md.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -31,7 +32,7 @@ from ctsl_brain.analysis import (
     analyse_seeds,
     analyse_study,
 )
-from ctsl_brain.dataio import run_command, write_text_atomic
+from ctsl_brain.dataio import MissingInputError, run_command, write_text_atomic
 from ctsl_brain.locks import FolderLock
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -51,6 +52,22 @@ DEMO_STAGE_OVERRIDES = {
     "student": ["--batch_size", "16"],
 }
 DEMO_EPOCHS = {"teacher": 10, "student": 6}
+CLUSTERS = ("none", "local", "slurm")
+# Slurm states of a job that may still run: such a job is not submitted again.
+QUEUED_OR_RUNNING = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "RESIZING",
+    "SUSPENDED",
+    "SIGNALING",
+    "STAGE_OUT",
+    "UNKNOWN",  # not in sacct yet
+}
 
 
 def _duration(seconds):
@@ -182,6 +199,36 @@ def parse_arguments(argv):
         "--group_seed", type=int, default=0, help="seed of the test groups"
     )
     parser.add_argument(
+        "--cluster",
+        choices=CLUSTERS,
+        default="none",
+        help="none: the stages run here (--jobs); slurm: each stage is a Slurm job, through "
+        "submitit (the students wait for their teacher's job); local: the same path through "
+        "submitit's local executor, on this machine",
+    )
+    parser.add_argument(
+        "--submit_only",
+        action="store_true",
+        help="with --cluster slurm: submit the stages that are neither finished nor queued, "
+        "print their job ids and end; the same command again waits for them and writes the "
+        "tables",
+    )
+    slurm = parser.add_argument_group("Slurm jobs (with --cluster slurm)")
+    slurm.add_argument("--slurm_partition")
+    slurm.add_argument("--slurm_gpus", type=int, default=1, help="GPUs per job")
+    slurm.add_argument(
+        "--slurm_cpus", type=int, default=8, help="CPU cores per job"
+    )
+    slurm.add_argument(
+        "--slurm_time", type=int, default=1440, help="minutes per job"
+    )
+    slurm.add_argument("--slurm_mem", type=float, help="GB of memory per job")
+    slurm.add_argument(
+        "--slurm_extra",
+        default="",
+        help='more sbatch options as key=value, comma-separated, e.g. "account=lab,qos=high"',
+    )
+    parser.add_argument(
         "--launcher",
         default=f"{shlex.quote(sys.executable)}",
         help='what runs train.py, e.g. "torchrun --nproc_per_node=4" (default: this Python)',
@@ -227,11 +274,52 @@ def parse_arguments(argv):
         name for name in systems if name != "Original"
     ]
     args.results_folder = os.path.abspath(args.results_folder)
+    if args.submit_only and args.cluster != "slurm":
+        parser.error("--submit_only needs --cluster slurm")
+    try:
+        args.slurm_extra = sbatch_options(args.slurm_extra)
+    except ValueError as error:
+        parser.error(f"--slurm_extra: {error}")
     if args.jobs is None:
         args.jobs = min(2, _cores()) if args.corpus == "demo" else 1
     elif args.jobs < 1:
         parser.error(f"--jobs must be 1 or more; got {args.jobs}")
     return args, overrides
+
+
+def sbatch_options(text):
+    """``key=value`` pairs, comma-separated, as a dict of sbatch options.
+
+    Arguments
+    ---------
+    text : str
+        E.g. ``"account=lab,qos=high"``; a key alone is a flag.
+
+    Returns
+    -------
+    options : dict
+        Option name (without ``--``) -> value (True for a flag).
+
+    Raises
+    ------
+    ValueError
+        When a key is empty.
+
+    Example
+    -------
+    >>> sbatch_options("account=lab, qos=high,exclusive")
+    {'account': 'lab', 'qos': 'high', 'exclusive': True}
+    """
+    options = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, has_value, value = item.partition("=")
+        key = key.strip().removeprefix("--")
+        if not key:
+            raise ValueError(f"no option name in {item.strip()!r}")
+        options[key] = value.strip() if has_value else True
+    return options
 
 
 def merge_overrides(*groups):
@@ -591,8 +679,43 @@ def study_folder_of(args):
     )
 
 
+def analyse_seed(args, study_folder, log):
+    """Writes one seed's tables, figure and predictions, and prints Tables 1 and 2.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        The study's options, ``seed`` the seed's.
+    study_folder : str
+        The seed's study folder.
+    log : Progress
+        Where progress goes.
+    """
+    total = len(args.systems) + 1
+    log(
+        f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"
+    )
+    runs = {system: output_folder(system, args) for system in args.systems}
+    settings = None
+    for folder in runs.values():
+        with open(os.path.join(folder, "evaluation.json")) as fin:
+            settings = json.load(fin).get("infonce", settings)
+    outputs = analyse_study(
+        runs,
+        study_folder,
+        n_groups=args.n_groups,
+        group_seed=args.group_seed,
+        infonce=settings,
+    )
+    with open(outputs["files"]["table1_md"]) as fin:
+        print(fin.read())
+    with open(outputs["files"]["table2_md"]) as fin:
+        print(fin.read())
+    log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
+
+
 def run_seed(args, overrides):
-    """Runs every stage of one seed, then its analysis, and prints Tables 1 and 2.
+    """Runs every stage of one seed here, then its analysis.
 
     Arguments
     ---------
@@ -623,28 +746,218 @@ def run_seed(args, overrides):
                 run_stage(
                     number, total, system, args, overrides, study_folder, log
                 )
-
-        log(
-            f"stage {total}/{total} analysis: tables, figure and predictions in {study_folder}"
-        )
-        runs = {system: output_folder(system, args) for system in args.systems}
-        settings = None
-        for folder in runs.values():
-            with open(os.path.join(folder, "evaluation.json")) as fin:
-                settings = json.load(fin).get("infonce", settings)
-        outputs = analyse_study(
-            runs,
-            study_folder,
-            n_groups=args.n_groups,
-            group_seed=args.group_seed,
-            infonce=settings,
-        )
-        with open(outputs["files"]["table1_md"]) as fin:
-            print(fin.read())
-        with open(outputs["files"]["table2_md"]) as fin:
-            print(fin.read())
-        log(f"study done: {', '.join(sorted(outputs['files'].values()))}")
+        analyse_seed(args, study_folder, log)
     return study_folder
+
+
+def _executor(args, jobs_folder):
+    """A submitit executor for ``args.cluster``, with the per-job resources."""
+    try:
+        import submitit
+    except ImportError:
+        raise MissingInputError(
+            f"--cluster {args.cluster} needs submitit: pip install -r requirements-cluster.txt "
+            "(or pip install .[cluster])"
+        ) from None
+
+    try:
+        executor = submitit.AutoExecutor(
+            folder=jobs_folder, cluster=args.cluster
+        )
+    except RuntimeError as error:  # submitit: no srun, so no Slurm here
+        raise MissingInputError(
+            f"--cluster {args.cluster}: {error} Run the study where sbatch and srun are, "
+            "or with --cluster local or none"
+        ) from None
+    parameters = {"name": "ctsl", "timeout_min": args.slurm_time}
+    if args.cluster == "slurm":
+        parameters.update(
+            gpus_per_node=args.slurm_gpus,
+            cpus_per_task=args.slurm_cpus,
+            # A preempted job is requeued; train.py then resumes from its checkpoints.
+            slurm_additional_parameters={"requeue": True, **args.slurm_extra},
+        )
+        if args.slurm_partition:
+            parameters["slurm_partition"] = args.slurm_partition
+        if args.slurm_mem:
+            parameters["mem_gb"] = args.slurm_mem
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def _recorded_job(record_path, command, args, jobs_folder):
+    """The job submitted earlier for this stage, if it is still queued or running."""
+    if (
+        args.cluster != "slurm"
+    ):  # local jobs end with the study that started them
+        return None
+    try:
+        with open(record_path) as fin:
+            record = json.load(fin)
+    except (OSError, ValueError):
+        return None
+    if record.get("command") != command or record.get("cluster") != "slurm":
+        return None
+    import submitit
+
+    job = submitit.SlurmJob(folder=jobs_folder, job_id=str(record["job_id"]))
+    return job if job.state in QUEUED_OR_RUNNING else None
+
+
+def run_on_cluster(args, overrides):
+    """Runs every seed's stages as jobs through submitit, then each seed's analysis.
+
+    Each stage is one job, its output in ``<study>/jobs`` and its id in
+    ``stages/<system>.job.json`` of its seed's study folder. A stage already
+    finished is skipped; one whose Slurm job is still queued or running is
+    waited for, not submitted again. On Slurm the students depend on their
+    teacher's job (``afterok``); on the local executor they start when it has
+    finished.
+
+    Arguments
+    ---------
+    args : argparse.Namespace
+        The study's options (``seeds``, ``cluster``, the ``slurm_*`` ones).
+    overrides : list of str
+        train.py overrides for every stage.
+
+    Returns
+    -------
+    study_folders : dict or None
+        Seed -> study folder; None after ``--submit_only``.
+    """
+    jobs_folder = os.path.join(
+        args.results_folder, args.corpus, "study", "jobs"
+    )
+    executor = _executor(args, jobs_folder)
+    seeds = [
+        argparse.Namespace(**{**vars(args), "seed": seed})
+        for seed in args.seeds
+    ]
+    folders = {s.seed: study_folder_of(s) for s in seeds}
+    with contextlib.ExitStack() as stack:
+        for folder in folders.values():
+            stack.enter_context(FolderLock(folder, what="runs a study in"))
+        logs = {seed: Progress(folder) for seed, folder in folders.items()}
+        total = len(args.systems) + 1
+        jobs = []  # (seed_args, number, system, command, marker, job, start)
+
+        def submit(seed_args, number, system, dependency=None):
+            """Submits one stage (or finds its job); returns its job or None."""
+            log, study_folder = logs[seed_args.seed], folders[seed_args.seed]
+            stage = _stage_to_run(
+                number, total, system, seed_args, overrides, study_folder, log
+            )
+            if stage is None:
+                return None
+            command, _, marker = stage
+            record = os.path.join(study_folder, "stages", f"{system}.job.json")
+            job = _recorded_job(record, command, args, jobs_folder)
+            if job is not None:
+                log(
+                    f"stage {number}/{total} {system}: job {job.job_id} submitted earlier, "
+                    f"{job.state.lower()}"
+                )
+            else:
+                import submitit
+
+                stage_executor = executor
+                if dependency is not None:
+                    stage_executor = _executor(args, jobs_folder)
+                    stage_executor.update_parameters(
+                        slurm_dependency=f"afterok:{dependency.job_id}"
+                    )
+                job = stage_executor.submit(
+                    submitit.helpers.CommandFunction(command, cwd=ROOT)
+                )
+                os.makedirs(os.path.dirname(record), exist_ok=True)
+                write_text_atomic(
+                    record,
+                    json.dumps(
+                        {
+                            "cluster": args.cluster,
+                            "job_id": job.job_id,
+                            "command": command,
+                        },
+                        indent=2,
+                    ),
+                )
+                log(
+                    f"stage {number}/{total} {system}: job {job.job_id} "
+                    f"({shlex.join(command)}; its output in {jobs_folder})"
+                )
+            jobs.append(
+                (
+                    seed_args,
+                    number,
+                    system,
+                    command,
+                    marker,
+                    job,
+                    time.monotonic(),
+                )
+            )
+            return job
+
+        teachers = {s.seed: submit(s, 1, "Original") for s in seeds}
+        if args.cluster == "local":  # no dependencies there: the teachers first
+            _wait_for(jobs, total, logs)
+            jobs.clear()
+        for s in seeds:
+            for number, system in list(enumerate(args.systems, start=1))[1:]:
+                submit(
+                    s,
+                    number,
+                    system,
+                    teachers[s.seed] if args.cluster == "slurm" else None,
+                )
+        if args.submit_only:
+            for log in logs.values():
+                log(
+                    "submitted; run the same command again to wait for the jobs and "
+                    "write the tables"
+                )
+            return None
+        _wait_for(jobs, total, logs)
+        for s in seeds:
+            analyse_seed(s, folders[s.seed], logs[s.seed])
+    return folders
+
+
+def _wait_for(jobs, total, logs):
+    """Waits for ``jobs`` to end; records those that finished, reports those that failed.
+
+    A failed job ends the study with status 1, once every other job has ended,
+    with the tail of its output.
+    """
+    failed = []
+    for seed_args, number, system, command, marker, job, start in jobs:
+        log = logs[seed_args.seed]
+        try:
+            job.result()
+        except Exception as error:  # submitit: the job failed or was cancelled
+            paths = job.paths
+            print(_tail(str(paths.stdout)) + _tail(str(paths.stderr)), end="")
+            reason = str(error).strip().splitlines()
+            log(
+                f"stage {number}/{total} {system} failed (job {job.job_id}"
+                + (f": {reason[0]}" if reason else "")
+                + f"); its output is {paths.stdout}"
+            )
+            failed.append(system)
+            continue
+        _stage_done(
+            number,
+            total,
+            system,
+            command,
+            marker,
+            time.monotonic() - start,
+            log,
+        )
+    if failed:
+        print("Run the study again to resume.", flush=True)
+        sys.exit(1)
 
 
 def main(argv=None):
@@ -656,12 +969,15 @@ def main(argv=None):
         The command line's arguments; None: ``sys.argv[1:]``.
     """
     args, overrides = parse_arguments(sys.argv[1:] if argv is None else argv)
-    folders = {}
-    for seed in args.seeds:
-        folders[seed] = run_seed(
-            argparse.Namespace(**{**vars(args), "seed": seed}), overrides
-        )
-    if len(folders) < 2:
+    if args.cluster == "none":
+        folders = {}
+        for seed in args.seeds:
+            folders[seed] = run_seed(
+                argparse.Namespace(**{**vars(args), "seed": seed}), overrides
+            )
+    else:
+        folders = run_on_cluster(args, overrides)
+    if folders is None or len(folders) < 2:
         return
     seeds_folder = os.path.join(
         args.results_folder,

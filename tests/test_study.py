@@ -526,16 +526,22 @@ def test_seeds_analysis_writes_table_figure_and_field_share(tmp_path):
         analyse_seeds({s: str(f) for s, f in folders.items()}, str(out))
 
 
-@pytest.mark.slow
-def test_a_study_over_two_seeds_trains_each_seed_and_tables_them(tmp_path):
-    results, data_folder = str(tmp_path / "results"), str(tmp_path / "demo")
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    base = tmp_path_factory.mktemp("seeds")
+    results, data_folder = str(base / "results"), str(base / "demo")
     command = _study_command(results, data_folder) + [
         "--seeds",
         "1,2",
         "--systems",
         "RM+TL+CL",
     ]
-    first = run_checked(command).stdout
+    return results, data_folder, command, run_checked(command).stdout
+
+
+@pytest.mark.slow
+def test_a_study_over_two_seeds_trains_each_seed_and_tables_them(two_seeds):
+    results, _, command, first = two_seeds
     study = os.path.join(results, "demo", "study")
     for seed in ("1", "2"):
         # Each seed its own teacher, students and tables.
@@ -564,3 +570,205 @@ def test_a_study_over_two_seeds_trains_each_seed_and_tables_them(tmp_path):
     again = run_checked(command).stdout
     assert "Going into epoch" not in again
     assert again.count("finished earlier") == 4
+
+
+FAKE_SBATCH = """#!{python}
+import json, os, sys
+log = os.environ["FAKE_SLURM_LOG"]
+calls = json.load(open(log)) if os.path.exists(log) else []
+script = open(sys.argv[-1]).read()
+calls.append({{"args": sys.argv[1:], "script": script}})
+json.dump(calls, open(log, "w"))
+print(f"Submitted batch job {{100 + len(calls)}}")
+"""
+FAKE_SACCT = """#!{python}
+import json, os, sys
+states = json.load(open(os.environ["FAKE_SLURM_STATES"]))
+ids = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "-j"]
+print("JobID|State|NodeList")
+for job_id in ids:
+    print(f"{{job_id}}|{{states.get(job_id, 'PENDING')}}|node1")
+"""
+
+
+def _fake_slurm(tmp_path):
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    fakes = (
+        ("sbatch", FAKE_SBATCH),
+        ("sacct", FAKE_SACCT),
+        ("srun", "#!/bin/sh\n"),
+    )
+    for name, text in fakes:
+        path = bin_folder / name
+        path.write_text(text.format(python=sys.executable))
+        path.chmod(0o755)
+    states = tmp_path / "states.json"
+    states.write_text("{}")
+    env = dict(os.environ)
+    env["PATH"] = f"{bin_folder}{os.pathsep}{env['PATH']}"
+    env["FAKE_SLURM_LOG"] = str(tmp_path / "sbatch.json")
+    env["FAKE_SLURM_STATES"] = str(states)
+    return env, tmp_path / "sbatch.json", states
+
+
+def test_slurm_jobs_get_their_resources_and_dependencies_and_are_submitted_once(
+    tmp_path,
+):
+    env, calls_file, states = _fake_slurm(tmp_path)
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        "study.py",
+        "--cluster",
+        "slurm",
+        "--submit_only",
+        "--seeds",
+        "1,2",
+        "--systems",
+        "RM+TL+CL",
+        "--results_folder",
+        str(results),
+        "--slurm_partition",
+        "gpu",
+        "--slurm_gpus",
+        "2",
+        "--slurm_cpus",
+        "4",
+        "--slurm_time",
+        "90",
+        "--slurm_mem",
+        "32",
+        "--slurm_extra",
+        "account=lab,qos=high",
+    ]
+
+    def study():
+        done = subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout, json.loads(calls_file.read_text())
+
+    out, calls = study()
+    assert len(calls) == 4  # two teachers, two students
+    jobs = {}  # (seed, system) -> job id, from the stage records
+    for seed in ("1", "2"):
+        for system in ("Original", "RM+TL+CL"):
+            record = results / "demo" / "study" / seed / "stages"
+            record = json.loads((record / f"{system}.job.json").read_text())
+            assert (
+                record["cluster"] == "slurm" and "--seed" in record["command"]
+            )
+            jobs[(seed, system)] = record["job_id"]
+    for call in calls:
+        script = call["script"]
+        for option in (
+            "--partition=gpu",
+            "--gpus-per-node=2",
+            "--cpus-per-task=4",
+            "--time=90",
+            "--mem=32GB",
+            "--account=lab",
+            "--qos=high",
+            "--requeue",
+        ):
+            assert f"#SBATCH {option}" in script, (option, script)
+
+    def script_of(job_id):
+        return calls[int(job_id) - 101][
+            "script"
+        ]  # the fake's ids count from 101
+
+    for seed in ("1", "2"):
+        teacher = jobs[(seed, "Original")]
+        assert "--dependency" not in script_of(teacher)
+        student = script_of(jobs[(seed, "RM+TL+CL")])
+        assert f"#SBATCH --dependency=afterok:{teacher}" in student
+    assert "run the same command again" in out
+
+    # Queued or running: nothing is submitted again.
+    states.write_text(json.dumps({jobs[("1", "Original")]: "RUNNING"}))
+    out, calls = study()
+    assert len(calls) == 4 and out.count("submitted earlier") == 4
+
+    # A failed student is submitted again, after its teacher's job.
+    states.write_text(json.dumps({jobs[("2", "RM+TL+CL")]: "FAILED"}))
+    out, calls = study()
+    assert len(calls) == 5 and out.count("submitted earlier") == 3
+    record = results / "demo" / "study" / "2" / "stages" / "RM+TL+CL.job.json"
+    assert json.loads(record.read_text())["job_id"] == "105"
+    assert f"afterok:{jobs[('2', 'Original')]}" in calls[-1]["script"]
+
+
+def test_submit_only_needs_slurm():
+    from study import parse_arguments
+
+    with pytest.raises(SystemExit):
+        parse_arguments(["--cluster", "local", "--submit_only"])
+    with pytest.raises(SystemExit):
+        parse_arguments(["--slurm_extra", "=x"])
+
+
+@pytest.mark.slow
+def test_the_local_cluster_gives_the_plain_runners_tables(two_seeds, tmp_path):
+    plain_results, data_folder, _, _ = two_seeds
+    results = str(tmp_path / "results")
+    command = _study_command(results, data_folder) + [
+        "--seed",
+        "2",
+        "--systems",
+        "RM+TL+CL",
+        "--cluster",
+        "local",
+    ]
+    out = run_checked(command).stdout
+    assert out.count(" job ") >= 2  # each stage a job
+    study = os.path.join(results, "demo", "study")
+    for system in ("Original", "RM+TL+CL"):
+        with open(
+            os.path.join(study, "2", "stages", f"{system}.job.json")
+        ) as fin:
+            job_id = json.load(fin)["job_id"]
+        # Each job keeps its output.
+        assert os.path.getsize(
+            os.path.join(study, "jobs", f"{job_id}_0_log.out")
+        )
+    for name in OUTPUTS[:-1]:
+        with open(os.path.join(study, "2", name), "rb") as fin:
+            ours = fin.read()
+        with open(
+            os.path.join(plain_results, "demo", "study", "2", name), "rb"
+        ) as fin:
+            assert ours == fin.read(), name
+
+
+@pytest.mark.slow
+def test_a_failed_job_stops_the_study_with_the_tail_of_its_output(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "study.py",
+            "--cluster",
+            "local",
+            "--corpus",
+            "manifests",
+            "--data_folder",
+            str(tmp_path / "nothing"),
+            "--results_folder",
+            str(tmp_path / "results"),
+            "--manifest_folder",
+            str(tmp_path / "no_manifests"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "stage 1/7 Original failed (job" in done.stdout
+    assert (
+        "no_manifests" in done.stdout
+    )  # train.py's one-line error, from the job's output
+    assert "stage 2/7" not in done.stdout
+    assert "Run the study again to resume." in done.stdout
