@@ -930,9 +930,17 @@ def _wait_for(jobs, total, logs):
     A failed job ends the study with status 1, once every other job has ended,
     with the tail of its output.
     """
-    failed = []
+    failed, teacher_failed = [], set()
     for seed_args, number, system, command, marker, job, start in jobs:
         log = logs[seed_args.seed]
+        if seed_args.seed in teacher_failed:
+            # Its afterok dependency can never be met: it would wait forever.
+            job.cancel(check=False)
+            log(
+                f"stage {number}/{total} {system}: job {job.job_id} cancelled, "
+                "its teacher failed"
+            )
+            continue
         try:
             job.result()
         except Exception as error:  # submitit: the job failed or was cancelled
@@ -945,6 +953,8 @@ def _wait_for(jobs, total, logs):
                 + f"); its output is {paths.stdout}"
             )
             failed.append(system)
+            if system == "Original":
+                teacher_failed.add(seed_args.seed)
             continue
         _stage_done(
             number,

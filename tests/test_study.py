@@ -587,7 +587,12 @@ states = json.load(open(os.environ["FAKE_SLURM_STATES"]))
 ids = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "-j"]
 print("JobID|State|NodeList")
 for job_id in ids:
-    print(f"{{job_id}}|{{states.get(job_id, 'PENDING')}}|node1")
+    print(f"{{job_id}}|{{states.get(job_id, states.get('default', 'PENDING'))}}|node1")
+"""
+FAKE_SCANCEL = """#!{python}
+import os, sys
+with open(os.environ["FAKE_SLURM_CANCELLED"], "a") as fout:
+    fout.write(" ".join(sys.argv[1:]) + "\\n")
 """
 
 
@@ -597,6 +602,7 @@ def _fake_slurm(tmp_path):
     fakes = (
         ("sbatch", FAKE_SBATCH),
         ("sacct", FAKE_SACCT),
+        ("scancel", FAKE_SCANCEL),
         ("srun", "#!/bin/sh\n"),
     )
     for name, text in fakes:
@@ -609,6 +615,7 @@ def _fake_slurm(tmp_path):
     env["PATH"] = f"{bin_folder}{os.pathsep}{env['PATH']}"
     env["FAKE_SLURM_LOG"] = str(tmp_path / "sbatch.json")
     env["FAKE_SLURM_STATES"] = str(states)
+    env["FAKE_SLURM_CANCELLED"] = str(tmp_path / "cancelled.txt")
     return env, tmp_path / "sbatch.json", states
 
 
@@ -772,3 +779,32 @@ def test_a_failed_job_stops_the_study_with_the_tail_of_its_output(tmp_path):
     )  # train.py's one-line error, from the job's output
     assert "stage 2/7" not in done.stdout
     assert "Run the study again to resume." in done.stdout
+
+
+def test_a_failed_teacher_job_cancels_its_students_and_stops_the_study(
+    tmp_path,
+):
+    env, calls_file, states = _fake_slurm(tmp_path)
+    command = [
+        sys.executable,
+        "study.py",
+        "--cluster",
+        "slurm",
+        "--systems",
+        "RM+TL+CL",
+        "--results_folder",
+        str(tmp_path / "results"),
+    ]
+    run = dict(cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([*command, "--submit_only"], **run)
+    assert done.returncode == 0, done.stderr
+    # The teacher (101) failed; its student (102) waits for it.
+    states.write_text(json.dumps({"default": "FAILED", "102": "PENDING"}))
+    done = subprocess.run(command, **run)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert (
+        "stage 1/3 Original failed (job 103" in done.stdout
+    )  # submitted again
+    assert "job 102 cancelled, its teacher failed" in done.stdout
+    assert "102" in (tmp_path / "cancelled.txt").read_text()
+    assert len(json.loads(calls_file.read_text())) == 3
