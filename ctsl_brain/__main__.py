@@ -5,28 +5,39 @@ Run as ``ctsl-brain`` once the package is installed, or from the checkout as::
     python -m ctsl_brain export --run <output_folder> --out <model folder> \\
         [--checkpoint EPOCH] [--onnx] [--onnx-int8]
     python -m ctsl_brain predict --model <model folder> <files or folders> \\
-        --out predictions.csv [--backend onnx [--int8]] [--hop SECONDS [--plot]]
+        --out predictions.csv [--backend onnx [--int8]] [--hop SECONDS [--plot]] \\
+        [--embeddings]
 
 ``export`` turns a finished teacher or student run into a self-contained model
 folder; ``predict`` writes one CSV row per audio file (``file, duration,
 arousal, dominance, valence, error``) and, with ``--hop``, a time series of
 window predictions per file beside it (``<out>.windows.csv``: ``file, start,
 end, arousal, dominance, valence``; with ``--plot`` a PNG per file in
-``<out>.plots/``). Exit status: 0 when everything succeeded,
+``<out>.plots/``) and, with ``--embeddings``, each predicted file's pooled
+embedding in ``<out>.embeddings.npz`` (arrays ``files`` and ``embeddings``,
+float32, in the CSV's order). Exit status: 0 when everything succeeded,
 1 when something failed (for ``predict``, any file: its row has the error and
 the others are predicted), 2 for a wrong command line. A mistake the user can
 fix is one message without a traceback (``CTSL_TRACEBACK=1`` shows it).
 """
 
 import argparse
+import io
 import os
 import sys
 import warnings
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
-from .dataio import ATTRIBUTES, DataError, run_command, write_csv_atomic
+from .dataio import (
+    ATTRIBUTES,
+    DataError,
+    run_command,
+    write_bytes_atomic,
+    write_csv_atomic,
+)
 from .deployment.export import WINDOW_SECONDS, export_run
 from .deployment.inference import (
     BATCH_SIZE,
@@ -145,6 +156,12 @@ def _parser():
         help="with --hop: draw each file's trajectory to <out>.plots/",
     )
     predict.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write each file's pooled embedding to <out>.embeddings.npz "
+        "(numpy.load; arrays files and embeddings)",
+    )
+    predict.add_argument(
         "--clip",
         action="store_true",
         help="clip predictions to the model's label scale",
@@ -224,7 +241,20 @@ def _predict(args, parser):
         window_seconds=args.window_seconds,
         batch_size=args.batch_size,
         progress=not args.noprogressbar,
+        embeddings=args.embeddings,
     )
+    if args.embeddings:
+        frame, embeddings = frame
+        kept = (frame["error"] == "").to_numpy()
+        buffer = io.BytesIO()
+        np.savez(
+            buffer,
+            files=np.array(frame.index[kept], dtype=str),
+            embeddings=embeddings[kept],
+        )
+        write_bytes_atomic(
+            _beside_out(args.out, ".embeddings.npz"), buffer.getvalue()
+        )
     if args.hop is not None:
         _trajectories(model, frame, args)
     rows = [

@@ -1828,7 +1828,7 @@ class EmotionRegressor(Pretrained):
         window = self._window_samples(window_seconds)
         info, length = self._open(path)
         jobs = [(None, path, info, window_bounds(length, window))]
-        ((_, prediction),) = self._predict_jobs(jobs, batch_size)
+        ((_, prediction, _),) = self._predict_jobs(jobs, batch_size)
         problem = _prediction_problem(path, prediction)
         if problem is not None:
             raise DataError(problem)
@@ -1878,7 +1878,7 @@ class EmotionRegressor(Pretrained):
             (index, path, info, [span]) for index, span in enumerate(bounds)
         ]
         rows = []
-        for index, prediction in self._predict_jobs(jobs, batch_size):
+        for index, prediction, _ in self._predict_jobs(jobs, batch_size):
             start, stop = bounds[index]
             problem = _prediction_problem(
                 f"{path} ({start / rate:.2f}-{stop / rate:.2f} s)", prediction
@@ -1901,6 +1901,7 @@ class EmotionRegressor(Pretrained):
         window_seconds=None,
         batch_size=BATCH_SIZE,
         progress=False,
+        embeddings=False,
     ):
         """Arousal, dominance and valence of many files (needs pandas).
 
@@ -1920,6 +1921,9 @@ class EmotionRegressor(Pretrained):
             Windows per forward pass.
         progress : bool
             Show a progress bar (tqdm, on stderr).
+        embeddings : bool
+            Also return each file's pooled embedding (of a long file, the
+            frame-weighted mean of its windows', which the head predicts from).
 
         Returns
         -------
@@ -1929,6 +1933,9 @@ class EmotionRegressor(Pretrained):
             the file was predicted; otherwise what is wrong and what to do,
             and the attributes are NaN, as is the duration of a file that
             could not be read).
+        embeddings : numpy.ndarray
+            With ``embeddings``: ``[files, embedding size]`` float32, a row
+            per row of ``predictions``, NaN for a file not predicted.
 
         Raises
         ------
@@ -1953,18 +1960,27 @@ class EmotionRegressor(Pretrained):
                 rows[path]["duration"] = length / self.hparams.sample_rate
                 yield path, path, info, window_bounds(length, window)
 
-        for path, prediction in self._predict_jobs(
+        pooled = {}
+        for path, prediction, embedding in self._predict_jobs(
             jobs(), batch_size, errors=rows
         ):
             problem = _prediction_problem(path, prediction)
             if problem is None:
                 rows[path].update(zip(ATTRIBUTES, prediction, strict=True))
+                pooled[path] = embedding
             else:
                 rows[path]["error"] = problem
         frame = pd.DataFrame.from_dict(rows, orient="index")
         frame = frame.reindex(columns=["duration", *ATTRIBUTES, "error"])
         frame.index.name = "file"
-        return frame
+        if not embeddings:
+            return frame
+        size = self.mods.encoder.output_size
+        table = np.full((len(frame), size), np.nan, dtype=np.float32)
+        for row, path in enumerate(frame.index):
+            if path in pooled:
+                table[row] = pooled[path].float().numpy()
+        return frame, table
 
     def _window_samples(self, window_seconds):
         seconds = (
@@ -1997,9 +2013,10 @@ class EmotionRegressor(Pretrained):
         with those of the jobs around it, and are read from the file only when
         their batch is run, so that at most ``batch_size`` windows are in
         memory, whatever the files' lengths. Yields ``(key, [arousal,
-        dominance, valence])`` in job order as each is complete: a job of one
-        window gets that window's prediction, one of several the head applied
-        to the frame-weighted mean of their embeddings. With ``errors`` (key
+        dominance, valence], embedding)`` in job order as each is complete: a
+        job of one window gets that window's prediction and embedding, one of
+        several the frame-weighted mean of their embeddings and the head
+        applied to it. With ``errors`` (key
         -> row with an ``error``), a file that cannot be read is noted there
         and left out; otherwise its DataError is raised.
         """
@@ -2041,7 +2058,7 @@ class EmotionRegressor(Pretrained):
                 found[3] -= 1
                 if found[3] == 0:
                     del parts[key]
-                    yield key, self._merge(*found[:3])
+                    yield (key, *self._merge(*found[:3]))
 
         for key, path, info, windows in jobs:
             parts[key] = [[], [], [], len(windows)]
@@ -2055,13 +2072,14 @@ class EmotionRegressor(Pretrained):
             yield from flush(queue)
 
     def _merge(self, predictions, embeddings, frames):
-        """A file's prediction from those of its windows."""
+        """A file's prediction and embedding from those of its windows."""
         if len(predictions) == 1:
-            return predictions[0].tolist()
+            return predictions[0].tolist(), embeddings[0]
         weights = torch.stack(frames).to(torch.float32)
         weights = weights / weights.sum()
         embedding = (torch.stack(embeddings) * weights.unsqueeze(1)).sum(dim=0)
-        return self.predict_from_embeddings(embedding.unsqueeze(0))[0].tolist()
+        prediction = self.predict_from_embeddings(embedding.unsqueeze(0))[0]
+        return prediction.tolist(), embedding
 
 
 def _prediction_problem(path, prediction):

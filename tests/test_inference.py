@@ -757,3 +757,58 @@ def test_fp16_on_cpu_predicts_in_float32_with_the_reason(runs):
             run_opts={"device": "cpu", "precision": "fp16"},
         )
     assert model.precision == "fp32"
+
+
+@pytest.mark.slow
+def test_embeddings_come_with_the_predictions(model, runs, tmp_path, capsys):
+    short = _speech(runs)
+    long = np.concatenate([_speech(runs, i) for i in range(3)])
+    paths = [
+        _write(tmp_path / "short.wav", short),
+        _write(tmp_path / "long.wav", long),
+    ]
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not audio")
+    out = tmp_path / "scores.csv"
+    window = f"{len(short) / RATE + 0.1:.3f}"  # the short file whole, the long in windows
+    status = main(
+        [
+            "predict",
+            "--model",
+            runs["models"]["teacher"],
+            *paths,
+            str(broken),
+            "--out",
+            str(out),
+            "--window_seconds",
+            window,
+            "--embeddings",
+            "--noprogressbar",
+        ]
+    )
+    assert status == 1  # the broken file
+    capsys.readouterr()
+    saved = np.load(tmp_path / "scores.embeddings.npz")
+    scores = pd.read_csv(out)
+    assert saved["files"].tolist() == paths == scores["file"][:2].tolist()
+    assert saved["embeddings"].dtype == np.float32
+    embeddings = torch.from_numpy(saved["embeddings"])  # torch reads it too
+    # A short file: its embedding; a long one: the frame-weighted mean of its windows', which
+    # gives its prediction through the head.
+    torch.testing.assert_close(
+        embeddings[0], model.encode_batch(torch.as_tensor(short))[0]
+    )
+    from_embedding = model.predict_from_embeddings(embeddings)
+    torch.testing.assert_close(
+        from_embedding.double(),
+        torch.tensor(
+            scores[["arousal", "dominance", "valence"]][:2].to_numpy()
+        ),
+        atol=1e-5,
+        rtol=0,
+    )
+    frame, table = model.predict_files(
+        [*paths, str(broken)], window_seconds=float(window), embeddings=True
+    )
+    assert np.isnan(table[2]).all() and frame["error"].iloc[2]
+    np.testing.assert_allclose(table[:2], saved["embeddings"], atol=1e-6)
