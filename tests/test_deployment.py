@@ -27,6 +27,7 @@ from ctsl_brain.deployment.export import export_onnx, export_run
 from ctsl_brain.deployment.inference import EmotionRegressor
 from recipe_run import (
     RATE,
+    ROOT,
     TEST_SECONDS,
     environment_without_the_project,
     prediction_values,
@@ -200,6 +201,40 @@ def test_model_card_describes_this_model(teacher_export):
         "MSP-Podcast",
     ):
         assert needed in card, needed
+
+    # What the Hub reads, as huggingface_hub parses it.
+    from huggingface_hub import ModelCard
+
+    data = ModelCard(card).data
+    assert data.library_name == "speechbrain" and data.license == "apache-2.0"
+    assert data.language == ["en"] and data.datasets == ["MSP-Podcast"]
+    assert data.inference is False  # no hosted widget for a foreign_class model
+    assert data.min_speechbrain_version == "1.1.2"
+    found = {
+        (result.dataset_config, result.metric_name): result.metric_value
+        for result in data.eval_results
+    }
+    assert len(found) == 3 * len(results)
+    for condition, stats in results.items():
+        for name in ATTRIBUTES:
+            value = found[(condition, f"CCC {name}")]
+            assert value == pytest.approx(stats[f"ccc_{name}"], abs=5e-5)
+
+
+def test_the_card_gives_the_licence_of_every_encoder_the_recipe_offers():
+    import glob
+
+    from ctsl_brain.deployment.card import ENCODER_LICENCES
+
+    for path in glob.glob(os.path.join(ROOT, "hparams", "encoders", "*.yaml")):
+        with open(path) as fin:
+            sources = [
+                line.split(":", 1)[1].strip()
+                for line in fin
+                if line.startswith("source:") and "!apply" not in line
+            ]
+        for source in sources:
+            assert source in ENCODER_LICENCES, (path, source)
 
 
 # ----- ONNX -----

@@ -17,9 +17,15 @@ __all__ = ["model_card", "ENCODER_LICENCES"]
 # The licence of the pretrained encoders of hparams/encoders/, as their Hugging
 # Face model cards give it.
 ENCODER_LICENCES = {
-    "facebook/wav2vec2-large-robust": "Apache-2.0",
-    "facebook/hubert-large-ll60k": "Apache-2.0",
+    "facebook/wav2vec2-large-robust": "Apache-2.0, per its model card",
+    "facebook/hubert-large-ll60k": "Apache-2.0, per its model card",
+    "microsoft/wavlm-large": "MIT, as its authors released it (microsoft/unilm); its "
+    "model card names none",
 }
+# What the Hub reads of each corpus: its language and dataset name.
+CORPUS_HUB = {"msp_podcast": {"language": "en", "dataset": "MSP-Podcast"}}
+# The SpeechBrain release the exported code is tested with, the oldest it needs.
+MIN_SPEECHBRAIN = "1.1.2"
 
 _SYSTEMS = {
     # (lambda_tl > 0, lambda_cl > 0, frozen encoder) -> the paper's name
@@ -132,17 +138,11 @@ def model_card(
     corpus = settings.get("corpus", "?")
     table = test_table(run_folder, epoch)
     evaluated = _evaluated_epochs(run_folder)
+    title = f"Speech emotion regression ({system}, {corpus})"
     lines = [
-        "---",
-        "library_name: speechbrain",
-        "license: apache-2.0",
-        "tags:",
-        "  - speech-emotion-recognition",
-        "  - audio-regression",
-        "  - speechbrain",
-        "---",
+        *_front_matter(title, corpus, table),
         "",
-        f"# Speech emotion regression ({system}, {corpus})",
+        f"# {title}",
         "",
         "Arousal, dominance and valence of a recording, as numbers on the "
         f"{low:g}-{high:g} scale of the training labels. Trained with the recipe "
@@ -271,7 +271,7 @@ def model_card(
         "",
         f"- The encoder `{source}`: "
         + (
-            f"{ENCODER_LICENCES[source]}, per its model card."
+            f"{ENCODER_LICENCES[source]}."
             if source in ENCODER_LICENCES
             else "see its model card."
         ),
@@ -353,6 +353,74 @@ def model_card(
     lines += [f"| `{name}` | the ONNX model |" for name in onnx]
     lines.append("")
     return "\n".join(lines)
+
+
+def _front_matter(title, corpus, table):
+    """The card's YAML header: what the Hugging Face Hub reads.
+
+    Arguments
+    ---------
+    title : str
+        The model's name in the model index.
+    corpus : str
+        The run's corpus.
+    table : pandas.DataFrame or None
+        From :func:`test_table`: its CCCs become the model index's metrics.
+
+    Returns
+    -------
+    lines : list of str
+        From ``---`` to ``---``.
+    """
+    import yaml
+
+    hub = CORPUS_HUB.get(corpus, {})
+    header = {
+        "library_name": "speechbrain",
+        "license": "apache-2.0",
+        "tags": [
+            "speech-emotion-recognition",
+            "audio-regression",
+            "speechbrain",
+        ],
+        # A foreign_class model: no hosted widget can run it.
+        "inference": False,
+        "min_speechbrain_version": MIN_SPEECHBRAIN,
+    }
+    if "language" in hub:
+        header["language"] = [hub["language"]]
+        header["datasets"] = [hub["dataset"]]
+    if table is not None:
+        header["model-index"] = [
+            {
+                "name": title,
+                "results": [
+                    {
+                        "task": {
+                            "type": "audio-classification",
+                            "name": "Speech emotion regression",
+                        },
+                        "dataset": {
+                            "type": corpus,
+                            "name": f"{hub.get('dataset', corpus)} test ({condition})",
+                            "split": "test",
+                            "config": str(condition),
+                        },
+                        "metrics": [
+                            {
+                                "type": "ccc",
+                                "name": f"CCC {name}",
+                                "value": round(float(row[name]), 4),
+                            }
+                            for name in ATTRIBUTES
+                        ],
+                    }
+                    for condition, row in table.iterrows()
+                ],
+            }
+        ]
+    text = yaml.safe_dump(header, sort_keys=False, allow_unicode=True)
+    return ["---", *text.rstrip("\n").splitlines(), "---"]
 
 
 def _evaluated_epochs(run_folder):
