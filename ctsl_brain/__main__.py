@@ -8,7 +8,9 @@ Run as ``ctsl-brain`` once the package is installed, or from the checkout as::
         --out predictions.csv [--backend onnx [--int8]] [--hop SECONDS [--plot]] \\
         [--embeddings]
 
-``export`` turns a finished teacher or student run into a self-contained model
+``serve --model <model folder> [--port 7860] [--host 127.0.0.1]`` serves a
+web page to try the model (gradio). ``export`` turns a finished teacher or
+student run into a self-contained model
 folder; ``predict`` writes one CSV row per audio file (``file, duration,
 arousal, dominance, valence, error``) and, with ``--hop``, a time series of
 window predictions per file beside it (``<out>.windows.csv``: ``file, start,
@@ -34,6 +36,7 @@ from tqdm import tqdm
 from .dataio import (
     ATTRIBUTES,
     DataError,
+    MissingInputError,
     run_command,
     write_bytes_atomic,
     write_csv_atomic,
@@ -166,7 +169,46 @@ def _parser():
         action="store_true",
         help="clip predictions to the model's label scale",
     )
+
+    serve = commands.add_parser(
+        "serve", help="a web page to try a model (gradio, an optional extra)"
+    )
+    serve.add_argument(
+        "--model", required=True, help="an exported model folder"
+    )
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to serve on (127.0.0.1: this machine only; 0.0.0.0: every "
+        "network it is on)",
+    )
+    serve.add_argument(
+        "--device", help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
+    serve.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16"), default="fp32"
+    )
     return parser
+
+
+def _serve(args):
+    """Runs ``serve`` until interrupted; returns the exit status."""
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise MissingInputError(
+            "serve needs gradio: pip install -r requirements-serve.txt "
+            "(or pip install .[serve])"
+        )
+    from .deployment.serve import build_app
+
+    run_opts = {"precision": args.precision}
+    if args.device:
+        run_opts["device"] = args.device
+    model = EmotionRegressor.from_hparams(source=args.model, run_opts=run_opts)
+    build_app(model).launch(server_name=args.host, server_port=args.port)
+    return 0
 
 
 def _export(args):
@@ -371,6 +413,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "export":
         return run_command(_export, args)
+    if args.command == "serve":
+        return run_command(_serve, args)
     return run_command(_predict, args, parser)
 
 
