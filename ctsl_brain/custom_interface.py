@@ -1207,15 +1207,17 @@ class SSLEncoder(torch.nn.Module):
         embeddings : torch.Tensor
             ``[B, D]`` mean-pooled embeddings.
         """
-        fast_dropout = (
+        dropout = contextlib.nullcontext()
+        if (
             self.training
             and torch.is_grad_enabled()
             and wavs.device.type == "cpu"
-        )
-        with (
-            torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze),
-            FastCPUDropout() if fast_dropout else contextlib.nullcontext(),
         ):
+            dropout = FastCPUDropout()
+        grad = torch.set_grad_enabled(
+            torch.is_grad_enabled() and not self.freeze
+        )
+        with grad, dropout:
             num_samples = torch.round(wav_lens * wavs.shape[1]).long()
             if self.normalize_wav:
                 wavs = normalize_waveforms(wavs, num_samples)
