@@ -223,6 +223,18 @@ def welch_greater(values, reference):
     return float(result.pvalue)
 
 
+def _summary(system, condition, attribute, sample):
+    """A table row's mean, standard deviation (ddof 1; NaN for one value) and count."""
+    return {
+        "system": system,
+        "condition": condition,
+        "attribute": attribute,
+        "mean": float(sample.mean()),
+        "std": float(sample.std(ddof=1)) if len(sample) > 1 else float("nan"),
+        "n": len(sample),
+    }
+
+
 def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
     """Mean CCC per system, attribute and condition, tested against references.
 
@@ -252,16 +264,7 @@ def significance(values, *, references=("Original", "RH", "RM"), alpha=0.05):
     ):
         for attribute in ATTRIBUTES:
             sample = part[attribute].to_numpy()
-            row = {
-                "system": system,
-                "condition": condition,
-                "attribute": attribute,
-                "mean": float(sample.mean()),
-                "std": float(sample.std(ddof=1))
-                if len(sample) > 1
-                else float("nan"),
-                "n": len(sample),
-            }
+            row = _summary(system, condition, attribute, sample)
             for ref in references:
                 p_value = float("nan")
                 if ref != system:
@@ -339,17 +342,8 @@ def seeds_significance(
     }
     rows = []
     for (system, condition, attribute), sample in by_cell.items():
-        row = {
-            "system": system,
-            "condition": condition,
-            "attribute": attribute,
-            "mean": float(sample.mean()),
-            "std": float(sample.std(ddof=1))
-            if len(sample) > 1
-            else float("nan"),
-            "n": len(sample),
-            "seed_means": [round(float(v), 10) for v in sample],
-        }
+        row = _summary(system, condition, attribute, sample)
+        row["seed_means"] = [round(float(v), 10) for v in sample]
         for ref in references:
             p_value = float("nan")
             if ref != system and len(sample) > 1:

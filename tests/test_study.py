@@ -337,13 +337,13 @@ def test_unknown_system_is_a_clear_error(tmp_path):
     assert not os.listdir(tmp_path)
 
 
-@pytest.mark.slow
-def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
-    """A train.py failure (here: a corpus that does not exist) ends the study at that stage."""
-    done = subprocess.run(
+def _study_of_a_missing_corpus(tmp_path, *options):
+    """A study whose first stage fails: its corpus and manifests do not exist."""
+    return subprocess.run(
         [
             sys.executable,
             "study.py",
+            *options,
             "--corpus",
             "manifests",
             "--data_folder",
@@ -358,6 +358,12 @@ def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
         text=True,
         check=False,
     )
+
+
+@pytest.mark.slow
+def test_a_failed_stage_stops_the_study_with_its_status(tmp_path):
+    """A train.py failure (here: a corpus that does not exist) ends the study at that stage."""
+    done = _study_of_a_missing_corpus(tmp_path)
     assert done.returncode != 0
     assert "stage 1/7 Original failed" in done.stdout
     assert "stage 2/7" not in done.stdout
@@ -752,26 +758,7 @@ def test_the_local_cluster_gives_the_plain_runners_tables(two_seeds, tmp_path):
 
 @pytest.mark.slow
 def test_a_failed_job_stops_the_study_with_the_tail_of_its_output(tmp_path):
-    done = subprocess.run(
-        [
-            sys.executable,
-            "study.py",
-            "--cluster",
-            "local",
-            "--corpus",
-            "manifests",
-            "--data_folder",
-            str(tmp_path / "nothing"),
-            "--results_folder",
-            str(tmp_path / "results"),
-            "--manifest_folder",
-            str(tmp_path / "no_manifests"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _study_of_a_missing_corpus(tmp_path, "--cluster", "local")
     assert done.returncode == 1
     assert "stage 1/7 Original failed (job" in done.stdout
     assert (
