@@ -189,8 +189,8 @@ def parse_arguments(argv):
         type=int,
         help="adapted systems trained at once once Original is done, each on its share of "
         "the CPU cores (they share the GPUs there are); their output goes to "
-        "<study folder>/stages/<system>.out (default: demo 2 where there are 2 cores or "
-        "more, else 1)",
+        "<study folder>/stages/<system>.out; with --cluster local, stages run at once "
+        "(default: demo 2 where there are 2 cores or more, else 1)",
     )
     parser.add_argument(
         "--n_groups", type=int, default=30, help="test groups (paper: 30)"
@@ -842,7 +842,7 @@ def run_on_cluster(args, overrides):
         total = len(args.systems) + 1
         jobs = []  # (seed_args, number, system, command, marker, job, start)
 
-        def submit(seed_args, number, system, dependency=None):
+        def submit(seed_args, number, system, dependency=None, threads=None):
             """Submits one stage (or finds its job); returns its job or None."""
             log, study_folder = logs[seed_args.seed], folders[seed_args.seed]
             stage = _stage_to_run(
@@ -867,8 +867,14 @@ def run_on_cluster(args, overrides):
                     stage_executor.update_parameters(
                         slurm_dependency=f"afterok:{dependency.job_id}"
                     )
+                env = None
+                if threads is not None and "OMP_NUM_THREADS" not in os.environ:
+                    env = dict(os.environ)
+                    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(
+                        threads
+                    )
                 job = stage_executor.submit(
-                    submitit.helpers.CommandFunction(command, cwd=ROOT)
+                    submitit.helpers.CommandFunction(command, cwd=ROOT, env=env)
                 )
                 os.makedirs(os.path.dirname(record), exist_ok=True)
                 write_text_atomic(
@@ -884,7 +890,9 @@ def run_on_cluster(args, overrides):
                 )
                 log(
                     f"stage {number}/{total} {system}: job {job.job_id} "
-                    f"({shlex.join(command)}; its output in {jobs_folder})"
+                    f"({shlex.join(command)}; "
+                    + (f"on {env['OMP_NUM_THREADS']} threads, " if env else "")
+                    + f"its output in {jobs_folder})"
                 )
             jobs.append(
                 (
@@ -899,18 +907,43 @@ def run_on_cluster(args, overrides):
             )
             return job
 
-        teachers = {s.seed: submit(s, 1, "Original") for s in seeds}
-        if args.cluster == "local":  # no dependencies there: the teachers first
-            _wait_for(jobs, total, logs)
-            jobs.clear()
-        for s in seeds:
-            for number, system in list(enumerate(args.systems, start=1))[1:]:
-                submit(
-                    s,
-                    number,
-                    system,
-                    teachers[s.seed] if args.cluster == "slurm" else None,
-                )
+        students = [
+            (s, number, system)
+            for s in seeds
+            for number, system in list(enumerate(args.systems, start=1))[1:]
+        ]
+        if args.cluster == "local":
+            # No dependencies and no queue there: the teachers first, then the
+            # students, --jobs at a time, each wave sharing the cores.
+            for stages in ([(s, 1, "Original") for s in seeds], students):
+                stages = [
+                    (s, number, system)
+                    for s, number, system in stages
+                    if _stage_to_run(
+                        number,
+                        total,
+                        system,
+                        s,
+                        overrides,
+                        folders[s.seed],
+                        logs[s.seed],
+                    )
+                ]
+                for start in range(0, len(stages), args.jobs):
+                    wave = stages[start : start + args.jobs]
+                    for s, number, system in wave:
+                        submit(
+                            s,
+                            number,
+                            system,
+                            threads=max(1, _cores() // len(wave)),
+                        )
+                    _wait_for(jobs, total, logs)
+                    jobs.clear()
+        else:
+            teachers = {s.seed: submit(s, 1, "Original") for s in seeds}
+            for s, number, system in students:
+                submit(s, number, system, teachers[s.seed])
         if args.submit_only:
             for log in logs.values():
                 log(

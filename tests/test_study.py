@@ -714,6 +714,70 @@ def test_slurm_jobs_get_their_resources_and_dependencies_and_are_submitted_once(
     assert f"afterok:{jobs[('2', 'Original')]}" in calls[-1]["script"]
 
 
+FAKE_STAGE = """
+import json, os, sys, time
+start = time.time()
+time.sleep(1.0)
+record = {"system": sys.argv[2], "seed": sys.argv[3], "start": start,
+          "end": time.time(), "threads": os.environ.get("OMP_NUM_THREADS")}
+with open(os.path.join(sys.argv[1], f"{sys.argv[3]}_{sys.argv[2]}.json"), "w") as fout:
+    json.dump(record, fout)
+"""
+
+
+def test_the_local_cluster_runs_jobs_at_a_time_teachers_first(
+    tmp_path, monkeypatch
+):
+    submitit = pytest.importorskip("submitit")
+    assert submitit
+    import study
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(study, "_cores", lambda: 4)
+    monkeypatch.setattr(
+        study,
+        "stage_command",
+        lambda system, args, overrides: [
+            sys.executable,
+            "-c",
+            FAKE_STAGE,
+            str(tmp_path),
+            system,
+            str(args.seed),
+        ],
+    )
+    monkeypatch.setattr(study, "analyse_seed", lambda *args: None)
+    args, overrides = study.parse_arguments(
+        [
+            "--cluster",
+            "local",
+            "--seeds",
+            "1,2",
+            "--systems",
+            "RH,RM,RM+TL",
+            "--jobs",
+            "2",
+            "--results_folder",
+            str(tmp_path / "results"),
+        ]
+    )
+    study.run_on_cluster(args, overrides)
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("*_*.json")]
+    assert len(runs) == 8  # 2 seeds x (teacher + 3 students)
+    teachers = [r for r in runs if r["system"] == "Original"]
+    students = [r for r in runs if r["system"] != "Original"]
+    assert max(r["end"] for r in teachers) <= min(r["start"] for r in students)
+    for run in runs:  # never more than --jobs at once
+        at_once = [
+            r
+            for r in runs
+            if r["start"] < run["end"] and run["start"] < r["end"]
+        ]
+        assert len(at_once) <= 2, at_once
+    # Each wave shares the (here 4) cores.
+    assert {r["threads"] for r in runs} == {"2"}
+
+
 def test_submit_only_needs_slurm():
     from study import parse_arguments
 
