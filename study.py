@@ -189,7 +189,7 @@ def parse_arguments(argv):
         type=int,
         help="adapted systems trained at once once Original is done, each on its share of "
         "the CPU cores (they share the GPUs there are); their output goes to "
-        "<study folder>/stages/<system>.out; with --cluster local, stages run at once "
+        "<study folder>/stages/<system>.out; with --cluster local, the teachers too "
         "(default: demo 2 where there are 2 cores or more, else 1)",
     )
     parser.add_argument(
@@ -553,6 +553,15 @@ def _tail(path, lines=15):
         return ""
 
 
+def _threads_env(threads):
+    """This process' environment with ``threads`` OpenMP and MKL threads, unless the user set them."""
+    env = dict(os.environ)
+    # Two jobs each on all the cores would fight over them; a user's own setting stays.
+    if "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
 def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
     """Runs stages ``args.jobs`` at a time, each on its share of the CPU cores.
 
@@ -578,11 +587,7 @@ def run_stages_at_once(numbered, total, args, overrides, study_folder, log):
     log : Progress
         Where progress goes.
     """
-    env = dict(os.environ)
-    threads = str(max(1, _cores() // args.jobs))
-    # Two jobs each on all the cores would fight over them; a user's own setting stays.
-    if "OMP_NUM_THREADS" not in env:
-        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = threads
+    env = _threads_env(max(1, _cores() // args.jobs))
     queue, running, failed = list(reversed(numbered)), [], []
     try:
         while running or (queue and not failed):
@@ -842,14 +847,25 @@ def run_on_cluster(args, overrides):
         total = len(args.systems) + 1
         jobs = []  # (seed_args, number, system, command, marker, job, start)
 
-        def submit(seed_args, number, system, dependency=None, threads=None):
-            """Submits one stage (or finds its job); returns its job or None."""
-            log, study_folder = logs[seed_args.seed], folders[seed_args.seed]
-            stage = _stage_to_run(
-                number, total, system, seed_args, overrides, study_folder, log
+        def to_run(seed_args, number, system):
+            """The stage's command, folder and marker; None when it finished earlier."""
+            return _stage_to_run(
+                number,
+                total,
+                system,
+                seed_args,
+                overrides,
+                folders[seed_args.seed],
+                logs[seed_args.seed],
             )
+
+        def submit(
+            seed_args, number, system, stage, dependency=None, threads=None
+        ):
+            """Submits a stage from :func:`to_run` (or finds its job); returns its job or None."""
             if stage is None:
                 return None
+            log, study_folder = logs[seed_args.seed], folders[seed_args.seed]
             command, _, marker = stage
             record = os.path.join(study_folder, "stages", f"{system}.job.json")
             job = _recorded_job(record, command, args, jobs_folder)
@@ -867,12 +883,7 @@ def run_on_cluster(args, overrides):
                     stage_executor.update_parameters(
                         slurm_dependency=f"afterok:{dependency.job_id}"
                     )
-                env = None
-                if threads is not None and "OMP_NUM_THREADS" not in os.environ:
-                    env = dict(os.environ)
-                    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(
-                        threads
-                    )
+                env = None if threads is None else _threads_env(threads)
                 job = stage_executor.submit(
                     submitit.helpers.CommandFunction(command, cwd=ROOT, env=env)
                 )
@@ -916,34 +927,21 @@ def run_on_cluster(args, overrides):
             # No dependencies and no queue there: the teachers first, then the
             # students, --jobs at a time, each wave sharing the cores.
             for stages in ([(s, 1, "Original") for s in seeds], students):
-                stages = [
-                    (s, number, system)
-                    for s, number, system in stages
-                    if _stage_to_run(
-                        number,
-                        total,
-                        system,
-                        s,
-                        overrides,
-                        folders[s.seed],
-                        logs[s.seed],
-                    )
-                ]
+                stages = [(*stage, to_run(*stage)) for stage in stages]
+                stages = [stage for stage in stages if stage[-1] is not None]
                 for start in range(0, len(stages), args.jobs):
                     wave = stages[start : start + args.jobs]
-                    for s, number, system in wave:
-                        submit(
-                            s,
-                            number,
-                            system,
-                            threads=max(1, _cores() // len(wave)),
-                        )
+                    for stage in wave:
+                        submit(*stage, threads=max(1, _cores() // len(wave)))
                     _wait_for(jobs, total, logs)
                     jobs.clear()
         else:
-            teachers = {s.seed: submit(s, 1, "Original") for s in seeds}
-            for s, number, system in students:
-                submit(s, number, system, teachers[s.seed])
+            teachers = {
+                s.seed: submit(s, 1, "Original", to_run(s, 1, "Original"))
+                for s in seeds
+            }
+            for stage in students:
+                submit(*stage, to_run(*stage), teachers[stage[0].seed])
         if args.submit_only:
             for log in logs.values():
                 log(
